@@ -1,0 +1,117 @@
+#include "tessera/core/rng.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+
+#include "tessera/core/error.h"
+#include "tessera/core/format.h"
+
+namespace tessera {
+namespace {
+
+std::vector<int64_t> batch_shape(int64_t batch, at::IntArrayRef shape) {
+  std::vector<int64_t> out{batch};
+  out.insert(out.end(), shape.begin(), shape.end());
+  return out;
+}
+
+}  // namespace
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+uint64_t derive_seed(uint64_t seed, uint64_t stream) {
+  return splitmix64(splitmix64(seed) ^ (stream * 0xd1342543de82ef95ULL + 1));
+}
+
+at::Generator make_cpu_generator(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+SampleRngs::SampleRngs(uint64_t seed, int64_t first_index, int64_t count)
+    : seed_(seed), first_index_(first_index) {
+  TESSERA_CHECK(first_index >= 0, "SampleRngs: first sample index must be >= 0, got {}",
+                first_index);
+  TESSERA_CHECK(count >= 0, "SampleRngs: sample count must be >= 0, got {}", count);
+  generators_.reserve(count);
+  for (int64_t i = 0; i < count; ++i) {
+    generators_.push_back(
+        make_cpu_generator(derive_seed(seed, static_cast<uint64_t>(first_index + i))));
+  }
+}
+
+at::Generator& SampleRngs::generator(int64_t i) {
+  TESSERA_CHECK(i >= 0 && i < size(), "SampleRngs: sample {} out of range [0, {})", i, size());
+  return generators_[i];
+}
+
+SampleRngs SampleRngs::subset(const std::vector<int64_t>& rows) const {
+  SampleRngs out;
+  out.seed_ = seed_;
+  out.first_index_ = first_index_;
+  for (int64_t row : rows) {
+    TESSERA_CHECK(row >= 0 && row < size(), "SampleRngs::subset: row {} out of range [0, {})", row,
+                  size());
+    out.generators_.push_back(generators_[row]);  // at::Generator shares its state when copied
+  }
+  return out;
+}
+
+at::Tensor SampleRngs::uniform(at::IntArrayRef shape, at::Device device) {
+  at::Tensor out = at::empty(batch_shape(size(), shape), at::kFloat);
+  for (int64_t i = 0; i < size(); ++i) {
+    out[i].uniform_(0.0, 1.0, generators_[i]);
+  }
+  return out.to(device);
+}
+
+at::Tensor SampleRngs::normal(at::IntArrayRef shape, at::Device device) {
+  at::Tensor out = at::empty(batch_shape(size(), shape), at::kFloat);
+  for (int64_t i = 0; i < size(); ++i) {
+    out[i].normal_(0.0, 1.0, generators_[i]);
+  }
+  return out.to(device);
+}
+
+at::Tensor SampleRngs::gumbel(at::IntArrayRef shape, at::Device device) {
+  // u in [0, 1) from uniform_; clamp away from 0 and 1 so that both logs are finite.
+  at::Tensor u = uniform(shape).clamp_(1e-20, 1.0 - 1e-7);
+  return (-(-u.log()).log()).to(device);
+}
+
+at::Tensor SampleRngs::categorical(const at::Tensor& probs) {
+  TESSERA_CHECK(probs.dim() == 2 && probs.size(0) == size(),
+                "SampleRngs::categorical: probs must be [{}, V] (one row per sample), got {}",
+                size(), probs.sizes());
+  at::Tensor p = probs.to(at::kCPU, at::kDouble).contiguous();
+  TESSERA_CHECK(p.size(1) > 0, "SampleRngs::categorical: empty vocabulary");
+  TESSERA_CHECK((p >= 0).all().item<bool>() && at::isfinite(p).all().item<bool>(),
+                "SampleRngs::categorical: probabilities must be finite and non-negative");
+  // Inverse-CDF with one uniform per row: exactly one draw per sample per call, whatever the
+  // vocabulary, so streams stay aligned (see Note [Batch-invariant sampling]).
+  at::Tensor u = uniform({}).to(at::kDouble);
+  at::Tensor cdf = p.cumsum(1);
+  at::Tensor total = cdf.select(1, p.size(1) - 1);
+  TESSERA_CHECK((total > 0).all().item<bool>(),
+                "SampleRngs::categorical: a row of probabilities sums to 0");
+  at::Tensor target = (u * total).unsqueeze(1);
+  at::Tensor ids = (cdf <= target).sum(1).clamp_max(p.size(1) - 1);
+  // A zero-probability token can still be hit when target lands exactly on a flat stretch of the
+  // CDF; move to the next token with mass.
+  auto acc_ids = ids.accessor<int64_t, 1>();
+  auto acc_p = p.accessor<double, 2>();
+  for (int64_t i = 0; i < size(); ++i) {
+    int64_t id = acc_ids[i];
+    while (acc_p[i][id] == 0.0 && id + 1 < p.size(1)) ++id;
+    while (acc_p[i][id] == 0.0 && id > 0) --id;
+    acc_ids[i] = id;
+  }
+  return ids.to(probs.device());
+}
+
+}  // namespace tessera
