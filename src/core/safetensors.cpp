@@ -22,6 +22,7 @@
 #include <tuple>
 #include <utility>
 
+#include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
 #include "tessera/core/logging.h"
 
@@ -411,96 +412,6 @@ std::map<std::string, at::Tensor> load_safetensors(const std::filesystem::path& 
 
 namespace {
 
-void write_all(int fd, const std::byte* bytes, std::size_t count, const std::string& target) {
-  while (count > 0) {
-    const ssize_t written = ::write(fd, bytes, count);
-    const int write_errno = errno;
-    if (written < 0 && write_errno == EINTR) continue;
-    TESSERA_CHECK(written > 0, "cannot write to '{}': {}", target,
-                  written < 0 ? describe_errno(write_errno) : std::string("no progress"));
-    bytes += written;
-    count -= static_cast<std::size_t>(written);
-  }
-}
-
-std::string random_hex_suffix() {
-  std::random_device device;
-  std::uniform_int_distribution<std::uint64_t> distribution;
-  return fmt::format("{:016x}", distribution(device));
-}
-
-// Owns the temporary file until it has been renamed into place: on every other way out it
-// closes the descriptor and removes the file, so a failed save leaves nothing behind.
-class TemporaryFile {
- public:
-  explicit TemporaryFile(const std::filesystem::path& target) {
-    const std::filesystem::path directory =
-        target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
-    // O_EXCL refuses a name that exists; with 64 random bits a retry is all but never needed.
-    int open_errno = 0;
-    for (int attempt = 0; attempt < 8 && fd_ < 0; ++attempt) {
-      path_ = directory / fmt::format("{}.tmp.{}.{}", target.filename().string(), ::getpid(),
-                                      random_hex_suffix());
-      fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      open_errno = errno;
-      if (fd_ < 0 && open_errno != EEXIST) break;
-    }
-    TESSERA_CHECK(fd_ >= 0, "cannot create a temporary file next to '{}' ('{}'): {}",
-                  target.string(), path_.string(), describe_errno(open_errno));
-  }
-  TemporaryFile(const TemporaryFile&) = delete;
-  TemporaryFile& operator=(const TemporaryFile&) = delete;
-  ~TemporaryFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!renamed_) ::unlink(path_.c_str());
-  }
-
-  int fd() const { return fd_; }
-  const std::filesystem::path& path() const { return path_; }
-
-  void sync_and_close() {
-    const int sync_result = ::fsync(fd_);
-    const int sync_errno = errno;
-    TESSERA_CHECK(sync_result == 0, "cannot fsync '{}': {}", path_.string(),
-                  describe_errno(sync_errno));
-    // close can report a deferred write error (NFS, quota), so its result counts too.
-    const int close_result = ::close(fd_);
-    const int close_errno = errno;
-    fd_ = -1;
-    TESSERA_CHECK(close_result == 0, "cannot close '{}': {}", path_.string(),
-                  describe_errno(close_errno));
-  }
-
-  void rename_to(const std::filesystem::path& target) {
-    const int rename_result = ::rename(path_.c_str(), target.c_str());
-    const int rename_errno = errno;
-    TESSERA_CHECK(rename_result == 0, "cannot rename '{}' to '{}': {}", path_.string(),
-                  target.string(), describe_errno(rename_errno));
-    renamed_ = true;
-  }
-
- private:
-  std::filesystem::path path_;
-  int fd_ = -1;
-  bool renamed_ = false;
-};
-
-// A rename is durable only once the directory holding the new entry is synced. The file is
-// already in place by then, so a failure here is reported rather than thrown: throwing would
-// tell the caller the save failed when the new file is, in fact, complete and visible.
-void sync_directory_of(const std::filesystem::path& target) {
-  const std::filesystem::path directory =
-      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
-  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  const bool synced = fd >= 0 && ::fsync(fd) == 0;
-  const int sync_errno = errno;
-  if (fd >= 0) ::close(fd);
-  // Some file systems do not support fsync on a directory (EINVAL); nothing more can be done.
-  if (!synced && sync_errno != EINVAL) {
-    TESSERA_LOG_WARN("saved '{}' but could not sync its directory '{}': {}", target.string(),
-                     directory.string(), describe_errno(sync_errno));
-  }
-}
 
 struct PlannedTensor {
   const std::string* name;
@@ -579,12 +490,10 @@ void save_safetensors(const std::filesystem::path& path,
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
   const std::uint64_t header_length = header_text.size();
 
-  TemporaryFile temporary(path);
+  AtomicFileWriter file(path);  // see Note [Atomic writes]
   try {
-    write_all(temporary.fd(), reinterpret_cast<const std::byte*>(&header_length),
-              sizeof(header_length), temporary.path().string());
-    write_all(temporary.fd(), reinterpret_cast<const std::byte*>(header_text.data()),
-              header_text.size(), temporary.path().string());
+    file.write(&header_length, sizeof(header_length));
+    file.write(header_text);
     // One tensor at a time, so a model on the GPU never needs a second full copy in host memory.
     for (const PlannedTensor& planned : plan) {
       const at::Tensor host =
@@ -592,18 +501,15 @@ void save_safetensors(const std::filesystem::path& path,
       TESSERA_CHECK(static_cast<std::uint64_t>(host.nbytes()) == planned.byte_size,
                     "tensor '{}' changed size while being saved", *planned.name);
       if (planned.byte_size == 0) continue;
-      write_all(temporary.fd(), static_cast<const std::byte*>(host.const_data_ptr()),
-                planned.byte_size, temporary.path().string());
+      file.write(host.const_data_ptr(), planned.byte_size);
     }
-    temporary.sync_and_close();
-    temporary.rename_to(path);
+    file.commit();
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {
     // LibTorch reports failures (a device copy, say) as c10::Error; callers catch tessera::Error.
     TESSERA_FAIL("cannot save '{}': {}", target, error.what());
   }
-  sync_directory_of(path);
 }
 
 }  // namespace tessera

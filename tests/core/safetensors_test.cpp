@@ -1,6 +1,7 @@
 #include "tessera/core/safetensors.h"
 
 #include <ATen/ops/arange.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
@@ -708,15 +709,23 @@ TEST_F(SafetensorsTest, FailedRenameRemovesTheTemporaryFile) {
   const std::string message = error_message_of([&] {
     save_safetensors(in_the_way, {{"w", at::zeros({4})}});
   });
-  EXPECT_NE(message.find("cannot rename"), std::string::npos) << message;
+  EXPECT_NE(message.find("renaming"), std::string::npos) << message;
   EXPECT_EQ(directory_listing(), std::vector<std::string>{"occupied.safetensors"});
 }
 
-TEST_F(SafetensorsTest, SaveIntoAMissingDirectoryIsAnError) {
+TEST_F(SafetensorsTest, SaveCreatesMissingDirectories) {
+  // A new run directory is created on the first checkpoint (AtomicFileWriter does it).
   const fs::path path = directory_ / "no" / "such" / "dir" / "x.safetensors";
-  const std::string message = error_message_of([&] { save_safetensors(path, {}); });
-  EXPECT_NE(message.find("temporary file"), std::string::npos) << message;
-  EXPECT_FALSE(fs::exists(directory_ / "no"));
+  save_safetensors(path, {{"w", at::arange(4)}});
+  EXPECT_TRUE(at::equal(load_safetensors(path).at("w"), at::arange(4)));
+}
+
+TEST_F(SafetensorsTest, SaveUnderAFileIsAnErrorNamingThePath) {
+  const fs::path blocker = file("blocker");
+  save_safetensors(blocker, {});
+  const std::string message =
+      error_message_of([&] { save_safetensors(blocker / "x.safetensors", {}); });
+  EXPECT_NE(message.find("x.safetensors"), std::string::npos) << message;
 }
 
 TEST_F(SafetensorsTest, OverwriteReplacesTheFileAndOldMappingsKeepTheirData) {
