@@ -3,9 +3,12 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <set>
 
 #include "tessera/core/error.h"
+#include "tessera/core/safetensors.h"
 
 namespace tessera {
 namespace {
@@ -102,6 +105,27 @@ TEST(Rng, BadInputIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("one row per sample"), std::string::npos) << e.what();
   }
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST(Rng, CpuGeneratorMatchesTheVarFixtureStream) {
+  // ../shared/parity/var-tiny/io.safetensors holds torch.empty(16).exponential_(generator=g) for
+  // a CPU generator seeded with 7, drawn by the reference environment (torch 1.13).
+  const char* env = std::getenv("TESSERA_PARITY_DIR");
+  const std::filesystem::path dir =
+      env ? std::filesystem::path(env) : std::filesystem::path(TESSERA_SOURCE_DIR) / ".." / "shared" / "parity" / "var-tiny";
+  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  const auto io = load_safetensors(dir / "io.safetensors");
+  const at::Tensor expected = io.at("rng_probe.exponential");
+  at::Generator g = make_cpu_generator(7);
+  at::Tensor drawn = at::empty({expected.numel()}, at::kFloat).exponential_(1.0, g);
+  EXPECT_TRUE(at::equal(drawn, expected.to(at::kFloat)))
+      << "drawn " << drawn << "\nexpected " << expected;
 }
 
 }  // namespace
