@@ -1,0 +1,60 @@
+#pragma once
+// tessera::attention: scaled dot-product attention under a BlockMask, differentiable.
+//
+// Shapes: q [B, H, Lq, D], k and v [B, H, Lk, D], same dtype (float32, bfloat16 or float64 for
+// the reference) and device; the mask is built for Lq x Lk. Returns [B, H, Lq, D] in q's dtype.
+// A query row that sees no key gets output 0 (and log-sum-exp -inf), never NaN; its gradient is 0.
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "tessera/attention/block_mask.h"
+
+namespace tessera {
+
+enum class AttentionBackend {
+  automatic,  // CPU tensors: the CPU kernel (float64: the reference); CUDA tensors: the CUDA
+              // kernel when built, else the reference on the GPU. See Note [Automatic backend].
+  cpu,        // the tiled CPU kernel
+  cuda,       // the CUDA kernel (error when not built or tensors not on a GPU)
+  reference,  // dense masked math: fallback and debugging; fp64 capable
+};
+
+const char* to_string(AttentionBackend backend);
+
+struct AttentionOptions {
+  std::optional<double> scale;  // softmax scale; default 1/sqrt(D)
+  AttentionBackend backend = AttentionBackend::automatic;
+};
+
+// Differentiable: gradients flow to q, k and v through the same backend's backward kernel.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const BlockMask& mask, const AttentionOptions& options = {});
+
+// Head dimensions the fast kernels accept.
+constexpr int64_t kMinHeadDim = 32;
+constexpr int64_t kMaxHeadDim = 256;
+
+// Validates shapes, dtypes, devices and the mask's lengths against q/k/v; throws tessera::Error
+// naming what is wrong. `backend` decides which head dims and dtypes are acceptable.
+void check_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const BlockMask& mask, AttentionBackend backend);
+
+// The forward pass's results: out [B, H, Lq, D] in q's dtype, lse [B, H, Lq] float32 (natural
+// log of the softmax denominator of the scaled scores; -inf for a row with no visible key).
+struct AttentionForward {
+  at::Tensor out;
+  at::Tensor lse;
+};
+
+struct AttentionGradients {
+  at::Tensor dq, dk, dv;
+};
+
+// Dense masked attention in q's dtype (use float64 inputs for a float64 reference). Non-
+// differentiable through this path: tests call it to get the expected values.
+AttentionForward attention_reference(const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v, const BlockMask& mask, double scale);
+
+}  // namespace tessera
