@@ -63,10 +63,10 @@ std::vector<int64_t> key_ranges(const BlockMask& mask, int64_t parts) {
 }
 
 struct BackwardScratch {
-  std::vector<float> p, dp;                   // rows x chunk
-  std::vector<float> q, k, v, o, go;          // float32 copies of bfloat16 tiles
-  std::vector<float> dq, dk, dv;              // float32 accumulators (dk, dv: the whole head)
-  std::vector<float> lse2, delta;             // per row of the tile
+  std::vector<float> p, dp;           // rows x chunk
+  std::vector<float> q, k, v, o, go;  // float32 copies of bfloat16 tiles
+  std::vector<float> dq, dk, dv;      // float32 accumulators (dk, dv: the whole head)
+  std::vector<float> lse2, delta;     // per row of the tile
 };
 
 template <typename T>
@@ -76,6 +76,7 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      at::Tensor& dk, at::Tensor& dv) {
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3), Lk = k.size(2);
   const int64_t BH = B * H;
+  if (BH == 0 || D == 0) return;
   const T* q_data = q.const_data_ptr<T>();
   const T* k_data = k.const_data_ptr<T>();
   const T* v_data = v.const_data_ptr<T>();
@@ -169,46 +170,50 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
         delta[i] = dot(dO + i * D, O + i * D, D);
       }
 
-      for_each_key_chunk(
-          tile, chunk,
-          [&](int64_t c0, int64_t c1, bool full) {
+      // Rows [r0, r1) of the tile against keys [b0, b1), inside the chunk whose (converted)
+      // keys and values start at K and V, key c0. See Note [CPU attention backward].
+      auto block = [&](const float* K, const float* V, int64_t c0, int64_t r0, int64_t r1,
+                       int64_t b0, int64_t b1, bool block_full) {
+        const int64_t g = r1 - r0, n = b1 - b0;
+        const float* Qb = Q + r0 * D;
+        const float* dOb = dO + r0 * D;
+        const float* Kb = K + (b0 - c0) * D;
+        const float* Vb = V + (b0 - c0) * D;
+        float* P = w.p.data();    // g x n
+        float* dP = w.dp.data();  // g x n
+        gemm(Trans::no, Trans::yes, g, n, D, alpha, Qb, D, Kb, D, 0.f, P, n);
+        for (int64_t i = r0; i < r1; ++i) {
+          float* p = P + (i - r0) * n;
+          int64_t lo = 0, hi = n;
+          if (!block_full) {
+            row_window(mask, q0 + i, b0, n, lo, hi);
+            if (dense) apply_dense_mask(allowed + (q0 + i) * Lk + b0, p, lo, hi);
+          }
+          if (lse2[i] == kNegInf) lo = hi = 0;  // a row that saw no key has no gradient
+          exp2_shift_sum(p + lo, hi - lo, lse2[i]);
+          zero(p, lo);
+          zero(p + hi, n - hi);
+        }
+        // dV[b0:b1] += P^T dO
+        gemm(Trans::yes, Trans::no, n, D, g, 1.f, P, n, dOb, D, 1.f, dV + b0 * D, D);
+        // dP = dO V^T, then dS = P * (dP - Delta) in place
+        gemm(Trans::no, Trans::yes, g, n, D, 1.f, dOb, D, Vb, D, 0.f, dP, n);
+        for (int64_t i = r0; i < r1; ++i) {
+          softmax_grad(dP + (i - r0) * n, P + (i - r0) * n, n, delta[i]);
+        }
+        // dQ += scale dS K;  dK[b0:b1] += scale dS^T Q
+        gemm(Trans::no, Trans::no, g, D, n, scale, dP, n, Kb, D, 1.f, dQ + r0 * D, D);
+        gemm(Trans::yes, Trans::no, n, D, g, scale, dP, n, Qb, D, 1.f, dK + b0 * D, D);
+      };
+      auto visit_chunk = [&](int64_t c0, int64_t c1, bool full) {
         const float* K = as_float(k_data + (bh * Lk + c0) * D, (c1 - c0) * D, w.k.data());
         const float* V = as_float(v_data + (bh * Lk + c0) * D, (c1 - c0) * D, w.v.data());
         for_each_block(mask, q0, m, c0, c1, full, sizes.group,
                        [&](int64_t r0, int64_t r1, int64_t b0, int64_t b1, bool block_full) {
-          const int64_t g = r1 - r0, n = b1 - b0;
-          const float* Qb = Q + r0 * D;
-          const float* dOb = dO + r0 * D;
-          const float* Kb = K + (b0 - c0) * D;
-          const float* Vb = V + (b0 - c0) * D;
-          float* P = w.p.data();    // g x n
-          float* dP = w.dp.data();  // g x n
-          gemm(Trans::no, Trans::yes, g, n, D, alpha, Qb, D, Kb, D, 0.f, P, n);
-          for (int64_t i = r0; i < r1; ++i) {
-            float* p = P + (i - r0) * n;
-            int64_t lo = 0, hi = n;
-            if (!block_full) {
-              row_window(mask, q0 + i, b0, n, lo, hi);
-              if (dense) apply_dense_mask(allowed + (q0 + i) * Lk + b0, p, lo, hi);
-            }
-            if (lse2[i] == kNegInf) lo = hi = 0;  // a row that saw no key has no gradient
-            exp2_shift_sum(p + lo, hi - lo, lse2[i]);
-            zero(p, lo);
-            zero(p + hi, n - hi);
-          }
-          // dV[b0:b1] += P^T dO
-          gemm(Trans::yes, Trans::no, n, D, g, 1.f, P, n, dOb, D, 1.f, dV + b0 * D, D);
-          // dP = dO V^T, then dS = P * (dP - Delta) in place
-          gemm(Trans::no, Trans::yes, g, n, D, 1.f, dOb, D, Vb, D, 0.f, dP, n);
-          for (int64_t i = r0; i < r1; ++i) {
-            softmax_grad(dP + (i - r0) * n, P + (i - r0) * n, n, delta[i]);
-          }
-          // dQ += scale dS K;  dK[b0:b1] += scale dS^T Q
-          gemm(Trans::no, Trans::no, g, D, n, scale, dP, n, Kb, D, 1.f, dQ + r0 * D, D);
-          gemm(Trans::yes, Trans::no, n, D, g, scale, dP, n, Qb, D, 1.f, dK + b0 * D, D);
-        });
-          },
-          k_begin, k_end);
+                         block(K, V, c0, r0, r1, b0, b1, block_full);
+                       });
+      };
+      for_each_key_chunk(tile, chunk, visit_chunk, k_begin, k_end);
       if constexpr (!kFloat) {
         if (G == 1) store(dQ, m * D, dq_data + row0);
       }
@@ -244,8 +249,7 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 AttentionGradients attention_backward_tiled(const at::Tensor& q_in, const at::Tensor& k_in,
                                             const at::Tensor& v_in, const at::Tensor& out_in,
                                             const at::Tensor& lse_in, const at::Tensor& grad_in,
-                                            const BlockMask& mask, double scale,
-                                            TileSizes sizes) {
+                                            const BlockMask& mask, double scale, TileSizes sizes) {
   TESSERA_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4,
                 "cpu::attention_backward: expected q, k, v of shape [B, H, L, D], got {}, {} and "
                 "{} dimensions",
@@ -277,8 +281,8 @@ AttentionGradients attention_backward_tiled(const at::Tensor& q_in, const at::Te
                              dq, dk, dv);
       break;
     case at::kBFloat16:
-      backward_kernel<c10::BFloat16>(q, k, v, out, lse, grad_out, mask,
-                                     static_cast<float>(scale), sizes, dq, dk, dv);
+      backward_kernel<c10::BFloat16>(q, k, v, out, lse, grad_out, mask, static_cast<float>(scale),
+                                     sizes, dq, dk, dv);
       break;
     default:
       TESSERA_FAIL("cpu::attention_backward: expected float32 or bfloat16 inputs, got {}",
@@ -289,10 +293,10 @@ AttentionGradients attention_backward_tiled(const at::Tensor& q_in, const at::Te
 
 }  // namespace detail
 
-AttentionGradients attention_backward(const at::Tensor& q, const at::Tensor& k,
-                                      const at::Tensor& v, const at::Tensor& out,
-                                      const at::Tensor& lse, const at::Tensor& grad_out,
-                                      const BlockMask& mask, double scale) {
+AttentionGradients attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const at::Tensor& out, const at::Tensor& lse,
+                                      const at::Tensor& grad_out, const BlockMask& mask,
+                                      double scale) {
   return detail::attention_backward_tiled(q, k, v, out, lse, grad_out, mask, scale,
                                           detail::kBackwardTiles);
 }

@@ -5,14 +5,13 @@
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <mutex>
 #include <numeric>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "cpu/attention_cpu.h"
 #include "cpu/attention_tile.h"
@@ -63,8 +62,8 @@ namespace {
 
 // One thread's buffers, sized for the largest tile and chunk.
 struct ForwardScratch {
-  std::vector<float> s;                // scores, then probabilities: rows x chunk
-  std::vector<float> q, k, v, o;       // float32 copies of bfloat16 tiles; o: the accumulator
+  std::vector<float> s;                 // scores, then probabilities: rows x chunk
+  std::vector<float> q, k, v, o;        // float32 copies of bfloat16 tiles; o: the accumulator
   std::vector<float> row_max, row_sum;  // online softmax state, base 2
 };
 
@@ -134,45 +133,51 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     std::fill(mx, mx + m, kNegInf);
     std::fill(sum, sum + m, 0.f);
 
-    for_each_key_chunk(tile, chunk, [&](int64_t c0, int64_t c1, bool full) {
+    // Rows [r0, r1) of the tile against keys [b0, b1), inside the chunk whose (converted) keys
+    // and values start at K and V, key c0. See Note [CPU attention tiling].
+    auto block = [&](const float* K, const float* V, int64_t c0, int64_t r0, int64_t r1, int64_t b0,
+                     int64_t b1, bool block_full) {
+      const int64_t g = r1 - r0, n = b1 - b0;
+      float* S = w.s.data();  // g x n
+      gemm(Trans::no, Trans::yes, g, n, D, alpha, Q + r0 * D, D, K + (b0 - c0) * D, D, 0.f, S, n);
+      for (int64_t i = r0; i < r1; ++i) {
+        float* s = S + (i - r0) * n;
+        int64_t lo = 0, hi = n;
+        if (!block_full) {
+          row_window(mask, q0 + i, b0, n, lo, hi);
+          if (dense) apply_dense_mask(allowed + (q0 + i) * Lk + b0, s, lo, hi);
+        }
+        const float block_max = row_max(s + lo, hi - lo);
+        if (block_max == kNegInf) {  // the row sees no key of this block
+          zero(s, n);
+          continue;
+        }
+        const float new_max = std::max(mx[i], block_max);
+        const float block_sum = exp2_shift_sum(s + lo, hi - lo, new_max);
+        zero(s, lo);
+        zero(s + hi, n - hi);
+        if (new_max > mx[i]) {
+          // Rescale what the row has accumulated to the new maximum (2^-inf = 0 for a row that
+          // had nothing yet, whose O row is still 0).
+          const float correction = std::exp2(mx[i] - new_max);
+          sum[i] *= correction;
+          scale_row(O + i * D, D, correction);
+          mx[i] = new_max;
+        }
+        sum[i] += block_sum;
+      }
+      gemm(Trans::no, Trans::no, g, D, n, 1.f, S, n, V + (b0 - c0) * D, D, 1.f, O + r0 * D, D);
+    };
+    auto visit_chunk = [&](int64_t c0, int64_t c1, bool full) {
       // bfloat16 keys and values are converted once per chunk; blocks index into the copy.
       const float* K = as_float(k_data + (bh * Lk + c0) * D, (c1 - c0) * D, w.k.data());
       const float* V = as_float(v_data + (bh * Lk + c0) * D, (c1 - c0) * D, w.v.data());
       for_each_block(mask, q0, m, c0, c1, full, sizes.group,
                      [&](int64_t r0, int64_t r1, int64_t b0, int64_t b1, bool block_full) {
-        const int64_t g = r1 - r0, n = b1 - b0;
-        float* S = w.s.data();  // g x n
-        gemm(Trans::no, Trans::yes, g, n, D, alpha, Q + r0 * D, D, K + (b0 - c0) * D, D, 0.f, S,
-             n);
-        for (int64_t i = r0; i < r1; ++i) {
-          float* s = S + (i - r0) * n;
-          int64_t lo = 0, hi = n;
-          if (!block_full) {
-            row_window(mask, q0 + i, b0, n, lo, hi);
-            if (dense) apply_dense_mask(allowed + (q0 + i) * Lk + b0, s, lo, hi);
-          }
-          const float block_max = row_max(s + lo, hi - lo);
-          if (block_max == kNegInf) {  // the row sees no key of this block
-            zero(s, n);
-            continue;
-          }
-          const float new_max = std::max(mx[i], block_max);
-          const float block_sum = exp2_shift_sum(s + lo, hi - lo, new_max);
-          zero(s, lo);
-          zero(s + hi, n - hi);
-          if (new_max > mx[i]) {
-            // Rescale what the row has accumulated to the new maximum (2^-inf = 0 for a row
-            // that had nothing yet, whose O row is still 0).
-            const float correction = std::exp2(mx[i] - new_max);
-            sum[i] *= correction;
-            scale_row(O + i * D, D, correction);
-            mx[i] = new_max;
-          }
-          sum[i] += block_sum;
-        }
-        gemm(Trans::no, Trans::no, g, D, n, 1.f, S, n, V + (b0 - c0) * D, D, 1.f, O + r0 * D, D);
-      });
-    });
+                       block(K, V, c0, r0, r1, b0, b1, block_full);
+                     });
+    };
+    for_each_key_chunk(tile, chunk, visit_chunk);
 
     float* L = lse_data + bh * Lq + q0;
     for (int64_t i = 0; i < m; ++i) {

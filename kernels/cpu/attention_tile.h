@@ -4,27 +4,41 @@
 // conversion. Not part of the library's interface.
 //
 // Note [CPU attention tiling]
-// Both passes walk BlockMask::plan(kQueryTileRows): a query tile of m <= kQueryTileRows rows
-// (cut at segment boundaries for block-structured masks) visits the keys [key_begin, key_end)
-// that some row of it sees, in three regions: [key_begin, full_begin) and [full_end, key_end)
-// are partial (per-row masking), [full_begin, full_end) is full (every row sees every key, no
-// mask work). Each region is cut into chunks of at most kKeyChunk keys, so no chunk straddles a
-// full/partial boundary. Per chunk the forward pass computes S = (scale * log2 e) * Q K^T with one
-// GEMM into an m x n float buffer, updates the online softmax per row (running max and sum, in
-// base 2 so that exp is one exp2 of a difference: the scale is folded into the GEMM's alpha),
-// and accumulates O += P V with a second GEMM (beta = 1 after rescaling the rows whose maximum
-// rose). Masking in a partial chunk restricts each row to its visible interval [lo, hi) within
-// the chunk and writes P = 0 outside it; that is what setting the masked scores to -inf would
-// produce, without spending exp2 on them. The dense rule (an arbitrary boolean mask) does set
-// masked scores to -inf, element by element, inside the row's [first, last] visible keys.
+// Both passes walk BlockMask::plan(rows): a query tile of m <= rows rows (cut at segment
+// boundaries for block-structured masks) visits the keys [key_begin, key_end) that some row of it
+// sees, in three regions: [key_begin, full_begin) and [full_end, key_end) are partial, and
+// [full_begin, full_end) is full (every row sees every key). Each region is cut into chunks of at
+// most `chunk` keys, so no chunk straddles a full/partial boundary. A full chunk is one block of
+// m rows; a partial chunk is cut into groups of `group` rows, each narrowed to the keys its rows
+// see in the chunk (skipped if none): on a causal diagonal chunk of 256 x 256, groups of 64 rows
+// compute 62.5% of the products instead of 100% (50% is the triangle itself).
+// Per block the forward pass computes S = (scale * log2 e) Q K^T with one GEMM into a float
+// buffer, updates the online softmax per row (running max and sum in base 2, so each probability
+// is one exp2 of a difference: the scale rides on the GEMM's alpha), and accumulates O += P V
+// with a second GEMM after rescaling the O rows whose maximum rose. Masking in a partial block
+// restricts each row to its visible interval [lo, hi) and writes P = 0 outside it: what setting
+// the masked scores to -inf would give, without spending exp2 on them. The dense rule (an
+// arbitrary boolean mask) does set masked scores to -inf, element by element, within each row's
+// first..last visible key. Full blocks do no per-element mask work at all.
 //
-// Tile sizes were chosen by measurement on the 2-core AMD EPYC (Zen 3, AVX2) development machine,
-// B = 1, H = 16, D = 64, fp32, bidirectional and causal L = 2240 and the VAR masks at 680/2240
-// (medians of interleaved runs): see the report of issue 3 and docs/performance.md. In short,
-// per-tile GEMM rates plateau from 64 x 128 x 64 upwards (~85-90 GFLOP/s on one core with MKL),
-// so the tile sizes trade the softmax bookkeeping per chunk (rescales, calls) against the work
-// wasted on partially visible tiles (causal diagonal, block boundaries).
-//
+// Tile sizes, measured on the 2-core AMD EPYC (Zen 3, AVX2, MKL) development machine, fp32,
+// B = 1, H = 16, D = 64, L in {680, 2240}, medians of 5-9 interleaved runs, relative to the best
+// (the machine was shared, so differences under ~5% are noise):
+//   forward, rows x chunk (group 64):
+//     bidirectional 2240: 32x64 1.81, 64x128 1.31, 128x256 1.11-1.21, 128x512 1.01-1.10,
+//                         256x256 1.04-1.15, 256x512 1.00-1.08, 512x512 1.00-1.02
+//     causal 2240: 64x256 1.14, 128x256 1.01, 128x512 1.00-1.04, 256x512 1.00
+//     bidirectional 680: 64x256 1.25, 128x256 1.15, 256x512 1.00-1.07, 512x512 1.02
+//     block-causal / block-diagonal 2240: 256x512 1.00-1.07, 128x256 1.09-1.17
+//   so the forward pass uses 256 x 512 (what ATen's own flash kernel uses for long sequences);
+//   larger tiles amortise MKL's packing of each operand and the per-chunk row bookkeeping.
+//   Groups in partial chunks, causal 2240 with 256 x 512: groups of 32 / 64 / 128 rows 1.00-1.02,
+//   no groups (256) 1.07; 64 rows chosen.
+//   backward, rows x chunk: bidirectional 2240 64x512 1.00, 128x512 1.02, 256x512 1.00;
+//     causal 2240: 64x256 1.00, 128x512 1.01, 256x512 1.10; causal 680: 128x512 1.01,
+//     256x512 1.31; block-causal 680: 128x512 1.05. The backward pass keeps five products and
+//     two m x chunk buffers per block in cache, and 256-row tiles waste more on the diagonal, so
+//     it uses 128 x 512.
 // Note [Tile GEMMs]
 // The tile products go to the BLAS LibTorch was built with (MKL in the x86 wheels), through the
 // Fortran sgemm_ symbol that libtorch_cpu exports: at::native::cpublas::gemm is not exported from
@@ -35,8 +49,9 @@
 // MKL sgemm 79-91 GFLOP/s, Eigen 21-32 GFLOP/s, so BLAS wins by ~2.8x. (Eigen built with
 // -mavx2 -mfma reaches 77-90 GFLOP/s, on par with MKL, but the library is not built that way.)
 // The products run inside at::parallel_for's OpenMP workers, where MKL's own threading does not
-// nest (MKL runs sequentially inside an active OpenMP region), so there is no oversubscription;
-// checked by counting the process's threads during a run.
+// nest, and each worker also pins MKL to one thread (SequentialBlas below), so there is no
+// oversubscription: checked by counting the process's threads during a run (the OpenMP team
+// only, before and after).
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -62,8 +77,8 @@
 // Weak: a LibTorch without BLAS leaves it null and the kernels fall back to Eigen.
 extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
                        const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c,
-                       const int* ldc) __attribute__((weak));
+                       const float* b, const int* ldb, const float* beta, float* c, const int* ldc)
+    __attribute__((weak));
 // MKL's per-thread thread count (returns the previous one; 0 = follow the global setting). Weak:
 // absent when LibTorch's BLAS is not MKL.
 extern "C" int MKL_Set_Num_Threads_Local(int nth) __attribute__((weak));
@@ -71,7 +86,9 @@ extern "C" int MKL_Set_Num_Threads_Local(int nth) __attribute__((weak));
 namespace tessera::cpu::detail {
 
 // Tile sizes: query tile rows (BlockMask::plan's max_rows), keys per chunk, and rows per group in
-// partial chunks. See Note [CPU attention tiling] for the measurements behind them.
+// partial chunks. See Note [CPU attention tiling] for the measurements behind them. Kernel
+// scratch per thread: forward ~rows x chunk + 2 rows x D floats (0.6 MB at D = 64), backward
+// 2 x rows x chunk floats (0.5 MB) plus, for bfloat16, the head's dK and dV in float32.
 struct TileSizes {
   int64_t rows = 256;
   int64_t chunk = 512;
@@ -105,9 +122,8 @@ void gemm_eigen(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha
 
 // Row-major C[M x N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T; lda, ldb, ldc are row
 // strides. beta == 0 ignores C's contents (it may be uninitialised). See Note [Tile GEMMs].
-inline void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                 int64_t ldc) {
+inline void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i) {
@@ -186,7 +202,7 @@ __attribute__((target("avx2,fma"))) inline float row_max_avx2(const float* x, in
 }
 
 __attribute__((target("avx2,fma"))) inline float exp2_shift_sum_avx2(float* x, int64_t n,
-                                                                    float shift) {
+                                                                     float shift) {
   const __m256 s = _mm256_set1_ps(shift);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
   int64_t j = 0;
@@ -314,8 +330,7 @@ void store(const float* src, int64_t n, T* dst) {
 // full one, the full region, the partial region after it, each cut into chunks of at most `chunk`
 // keys of near-equal width. See Note [CPU attention tiling].
 template <typename Visit>
-void for_each_key_chunk(const QueryTile& tile, int64_t chunk, Visit&& visit,
-                        int64_t keys_begin = 0,
+void for_each_key_chunk(const QueryTile& tile, int64_t chunk, Visit&& visit, int64_t keys_begin = 0,
                         int64_t keys_end = std::numeric_limits<int64_t>::max()) {
   // Optionally restricted to keys [keys_begin, keys_end) (a backward task's key range).
   const int64_t kb = std::max(tile.key_begin, keys_begin);
@@ -349,8 +364,8 @@ inline void row_window(const BlockMask& mask, int64_t q, int64_t c0, int64_t n, 
 // of it sees within the chunk and skipped when it sees none: on the causal diagonal this halves
 // the wasted products as the groups get smaller (see Note [CPU attention tiling]).
 template <typename Block>
-void for_each_block(const BlockMask& mask, int64_t q0, int64_t m, int64_t c0, int64_t c1,
-                    bool full, int64_t group, Block&& block) {
+void for_each_block(const BlockMask& mask, int64_t q0, int64_t m, int64_t c0, int64_t c1, bool full,
+                    int64_t group, Block&& block) {
   if (full) {
     block(int64_t{0}, m, c0, c1, true);
     return;

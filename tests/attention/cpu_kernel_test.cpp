@@ -36,15 +36,15 @@ Reference dense_reference(const at::Tensor& q_in, const at::Tensor& k_in, const 
   const at::Tensor q = q_in.to(at::kDouble), k = k_in.to(at::kDouble), v = v_in.to(at::kDouble);
   const at::Tensor go = go_in.to(at::kDouble);
   const double inf = std::numeric_limits<double>::infinity();
-  const at::Tensor s = at::matmul(q, k.transpose(-1, -2)).mul(scale).masked_fill(
-      allowed.logical_not(), -inf);
+  const at::Tensor s =
+      at::matmul(q, k.transpose(-1, -2)).mul(scale).masked_fill(allowed.logical_not(), -inf);
   const at::Tensor row_max = std::get<0>(s.max(-1, true));
   const at::Tensor any = allowed.any(-1, true);  // [Lq, 1]
   const at::Tensor shift = at::where(any, row_max, at::zeros_like(row_max));
   const at::Tensor e = (s - shift).exp();  // 0 where masked
   const at::Tensor denom = e.sum(-1, true);
-  const at::Tensor p = at::where(any, e / at::where(any, denom, at::ones_like(denom)),
-                                 at::zeros_like(e));
+  const at::Tensor p =
+      at::where(any, e / at::where(any, denom, at::ones_like(denom)), at::zeros_like(e));
   Reference r;
   r.out = at::matmul(p, v);
   r.lse = at::where(any, shift + denom.log(), at::full_like(denom, -inf)).squeeze(-1);
@@ -76,18 +76,29 @@ at::Tensor rule_mask(MaskRule rule, const std::vector<int64_t>& segments, int64_
   for (size_t s = 0; s < segments.size(); ++s) {
     for (int64_t i = starts[s]; i < starts[s + 1]; ++i) {
       switch (rule) {
-        case MaskRule::causal: b[i] = 0, e[i] = i + 1; break;
-        case MaskRule::bidirectional: b[i] = 0, e[i] = n; break;
-        case MaskRule::block_causal: b[i] = 0, e[i] = starts[s + 1]; break;
-        case MaskRule::block_diagonal: b[i] = starts[s], e[i] = starts[s + 1]; break;
+        case MaskRule::causal:
+          b[i] = 0, e[i] = i + 1;
+          break;
+        case MaskRule::bidirectional:
+          b[i] = 0, e[i] = n;
+          break;
+        case MaskRule::block_causal:
+          b[i] = 0, e[i] = starts[s + 1];
+          break;
+        case MaskRule::block_diagonal:
+          b[i] = starts[s], e[i] = starts[s + 1];
+          break;
         case MaskRule::self_and_previous:
           b[i] = starts[s == 0 ? 0 : s - 1], e[i] = starts[s + 1];
           break;
         case MaskRule::banded:
           b[i] = std::max<int64_t>(0, i - band), e[i] = std::min(n, i + band + 1);
           break;
-        case MaskRule::prefix_lm: b[i] = 0, e[i] = s == 0 ? starts[1] : i + 1; break;
-        default: ADD_FAILURE() << "rule_mask: unsupported rule";
+        case MaskRule::prefix_lm:
+          b[i] = 0, e[i] = s == 0 ? starts[1] : i + 1;
+          break;
+        default:
+          ADD_FAILURE() << "rule_mask: unsupported rule";
       }
     }
   }
@@ -178,16 +189,14 @@ const std::vector<int64_t> kPyramid{1, 4, 9, 16, 25, 36, 64};  // 155 tokens, VA
 
 std::vector<Case> cases() {
   std::vector<Case> cs;
-  auto layout_case = [&](std::string name, MaskRule rule, std::vector<int64_t> segs,
-                         int64_t b, int64_t h, int64_t d, std::function<BlockMask()> make,
-                         int64_t band = 0) {
+  auto layout_case = [&](std::string name, MaskRule rule, std::vector<int64_t> segs, int64_t b,
+                         int64_t h, int64_t d, std::function<BlockMask()> make, int64_t band = 0) {
     int64_t n = 0;
     for (int64_t s : segs) n += s;
     cs.push_back({std::move(name), b, h, n, n, d, std::move(make), rule_mask(rule, segs, band)});
   };
   const TokenLayout pyramid(kPyramid);
-  layout_case("causal_65", MaskRule::causal, {65}, 1, 2, 32,
-              [] { return BlockMask::causal(65); });
+  layout_case("causal_65", MaskRule::causal, {65}, 1, 2, 32, [] { return BlockMask::causal(65); });
   layout_case("bidirectional_200", MaskRule::bidirectional, {200}, 2, 1, 64,
               [] { return BlockMask::bidirectional(200); });
   layout_case("block_causal", MaskRule::block_causal, kPyramid, 1, 2, 64,
@@ -196,19 +205,20 @@ std::vector<Case> cases() {
               [=] { return BlockMask::block_diagonal(pyramid); });
   layout_case("self_and_previous", MaskRule::self_and_previous, kPyramid, 1, 2, 64,
               [=] { return BlockMask::self_and_previous(pyramid); });
-  layout_case("banded_5", MaskRule::banded, {300}, 1, 1, 32,
-              [] { return BlockMask::banded(TokenLayout::single(300), 5); }, 5);
-  layout_case("prefix_lm", MaskRule::prefix_lm, {17, 50}, 1, 2, 96,
-              [] { return BlockMask::prefix_lm(TokenLayout({17, 50})); });
-  layout_case("single_token", MaskRule::causal, {1}, 1, 3, 64,
-              [] { return BlockMask::causal(1); });
+  layout_case(
+      "banded_5", MaskRule::banded, {300}, 1, 1, 32,
+      [] { return BlockMask::banded(TokenLayout::single(300), 5); }, 5);
+  layout_case("prefix_lm", MaskRule::prefix_lm, {17, 50}, 1, 2, 96, [] {
+    return BlockMask::prefix_lm(TokenLayout({17, 50}));
+  });
+  layout_case("single_token", MaskRule::causal, {1}, 1, 3, 64, [] { return BlockMask::causal(1); });
 
   // A decoding step: 7 queries, the tail of 300 keys.
   {
     std::vector<int64_t> b(7, 0), e(7);
     for (int64_t i = 0; i < 7; ++i) e[i] = 300 - 7 + i + 1;
-    cs.push_back({"causal_tail_7x300", 1, 2, 7, 300, 64, [] { return BlockMask::causal_tail(7, 300); },
-                  intervals_to_dense(b, e, 300)});
+    cs.push_back({"causal_tail_7x300", 1, 2, 7, 300, 64,
+                  [] { return BlockMask::causal_tail(7, 300); }, intervals_to_dense(b, e, 300)});
   }
   // User intervals, Lq != Lk, ragged, with rows that see no key (including the first and last).
   {
@@ -222,7 +232,9 @@ std::vector<Case> cases() {
     b[5] = e[5] = 60;
     b[lq - 1] = e[lq - 1] = lk;
     cs.push_back({"intervals_37x130_d256", 1, 2, lq, lk, 256,
-                  [=] { return BlockMask::from_intervals(b, e, lk, TokenLayout({10, 27})); },
+                  [=] {
+                    return BlockMask::from_intervals(b, e, lk, TokenLayout({10, 27}));
+                  },
                   intervals_to_dense(b, e, lk)});
   }
   // A dense boolean mask with holes inside rows, a row with no key and a full column block.
@@ -264,13 +276,22 @@ TEST(CpuAttentionKernel, VarPyramid680) {
   const TokenLayout layout = TokenLayout::pyramid(pn);
   for (MaskRule rule : {MaskRule::block_causal, MaskRule::block_diagonal,
                         MaskRule::self_and_previous, MaskRule::causal}) {
-    Case c{std::string("var680_") + to_string(rule), 1, 2, 680, 680, 64,
+    Case c{std::string("var680_") + to_string(rule),
+           1,
+           2,
+           680,
+           680,
+           64,
            [=]() -> BlockMask {
              switch (rule) {
-               case MaskRule::block_causal: return BlockMask::block_causal(layout);
-               case MaskRule::block_diagonal: return BlockMask::block_diagonal(layout);
-               case MaskRule::self_and_previous: return BlockMask::self_and_previous(layout);
-               default: return BlockMask::causal(layout);
+               case MaskRule::block_causal:
+                 return BlockMask::block_causal(layout);
+               case MaskRule::block_diagonal:
+                 return BlockMask::block_diagonal(layout);
+               case MaskRule::self_and_previous:
+                 return BlockMask::self_and_previous(layout);
+               default:
+                 return BlockMask::causal(layout);
              }
            },
            rule_mask(rule, segs)};
