@@ -1,0 +1,104 @@
+#pragma once
+// How a head turns its distribution into values: one options value for every head kind, each head
+// reading its own part (plain values, passed down from the pipeline with the Guidance).
+
+#include <cstdint>
+#include <utility>
+
+#include "tessera/core/config.h"
+#include "tessera/head/step_annealing.h"
+
+namespace tessera {
+
+// Discrete heads. Order of operations (LlamaGen's; VAR has no temperature): guidance on the
+// logits, division by the temperature, top-k, top-p, softmax. See token_sampling.h.
+struct DiscreteSamplingOptions {
+  // Keep the tokens whose logit is >= the k-th largest (ties at the k-th all survive, as VAR's
+  // `logits < topk(...).amin()` test); 0 keeps every token. Must not exceed the vocabulary.
+  int64_t top_k = 0;
+  // Nucleus: keep a token when the probability of the tokens ranked above it is < top_p (VAR's
+  // rule: the top token always survives). In (0, 1]; 1 keeps every token.
+  double top_p = 1.0;
+  // Draw by Gumbel-max (argmax of log p + Gumbel noise, one Gumbel per vocabulary entry) instead
+  // of inverse-CDF with one uniform; both draw from the same distribution.
+  bool gumbel_max = false;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("top_k", top_k);
+    v("top_p", top_p);
+    v("gumbel_max", gumbel_max);
+  }
+};
+
+enum class DiffusionSampler { ddpm, ddim };
+
+template <>
+struct ConfigEnum<DiffusionSampler> {
+  static constexpr std::pair<DiffusionSampler, const char*> values[] = {
+      {DiffusionSampler::ddpm, "ddpm"}, {DiffusionSampler::ddim, "ddim"}};
+};
+
+// Diffusion heads (MAR): the training process respaced to `steps` (MAR: 100).
+struct DiffusionSamplingOptions {
+  DiffusionSampler sampler = DiffusionSampler::ddpm;
+  int64_t steps = 100;
+  // DDIM's η: 0 is the deterministic sampler, 1 matches DDPM's posterior variance.
+  double ddim_eta = 0.0;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("sampler", sampler);
+    v("steps", steps);
+    v("ddim_eta", ddim_eta);
+  }
+};
+
+enum class FlowSampler { euler, heun };
+
+template <>
+struct ConfigEnum<FlowSampler> {
+  static constexpr std::pair<FlowSampler, const char*> values[] = {{FlowSampler::euler, "euler"},
+                                                                   {FlowSampler::heun, "heun"}};
+};
+
+// Flow-matching heads: `steps` uniform steps of t from 0 (noise) to 1 (data). Heun evaluates the
+// velocity twice per step.
+struct FlowSamplingOptions {
+  FlowSampler sampler = FlowSampler::euler;
+  int64_t steps = 50;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("sampler", sampler);
+    v("steps", steps);
+  }
+};
+
+struct HeadSamplingOptions {
+  // > 0. Discrete: logits are divided by it. Diffusion: scales the noise added at each DDPM step
+  // (MAR; the initial noise is not scaled, so DDIM with η = 0 ignores it). Flow matching: scales
+  // the initial noise.
+  double temperature = 1.0;
+  DiscreteSamplingOptions discrete{};
+  DiffusionSamplingOptions diffusion{};
+  FlowSamplingOptions flow{};
+  // When enabled, replaces diffusion.steps / flow.steps by the annealed count of the step.
+  StepAnnealing step_annealing{};
+
+  // Checks everything that does not depend on the head (top_k against the vocabulary is the
+  // discrete head's check). Throws tessera::Error naming the option, the allowed range and the
+  // value.
+  void validate() const;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("temperature", temperature);
+    v("discrete", discrete);
+    v("diffusion", diffusion);
+    v("flow", flow);
+    v("step_annealing", step_annealing);
+  }
+};
+
+}  // namespace tessera
