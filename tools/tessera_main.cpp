@@ -11,10 +11,12 @@
 #include <filesystem>
 #include <string>
 
+#include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
 #include "tessera/core/image_io.h"
 #include "tessera/core/logging.h"
+#include "tessera/tokenizer/tokenizer_training.h"
 
 namespace {
 
@@ -103,6 +105,31 @@ void run_demo(const std::filesystem::path& out_dir, const std::string& data_dir)
               grid_path.c_str(), static_cast<long long>(kExamplesPerClass));
 }
 
+// Command-line overrides of a tokenizer training config; unset options keep the file's values.
+struct TrainTokenizerOverrides {
+  std::string config_path;
+  std::string out;
+  std::string data;
+  int64_t steps = -1;
+  int64_t threads = -1;
+  bool resume = false;
+};
+
+// `tessera train-tokenizer`: trains as configured and prints the test-split reconstruction metrics.
+void run_train_tokenizer(const TrainTokenizerOverrides& options) {
+  auto config = tessera::load_config<tessera::TokenizerTrainConfig>(options.config_path);
+  if (!options.out.empty()) config.output_dir = options.out;
+  if (!options.data.empty()) config.data.directory = options.data;
+  if (options.steps >= 0) config.steps = options.steps;
+  if (options.threads >= 0) config.threads = options.threads;
+  if (options.resume) config.resume = true;
+  const tessera::TokenizerTrainResult result = tessera::train_tokenizer(config);
+  std::printf("trained %lld steps in %.1f s (final loss %.5f)\ncheckpoint: %s\n",
+              static_cast<long long>(result.steps), result.train_seconds, result.final_loss,
+              result.checkpoint.c_str());
+  std::printf("%s\n", tessera::format_reconstruction_metrics(result.test).c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,12 +146,32 @@ int main(int argc, char** argv) {
                    "Fashion-MNIST folder (default: $TESSERA_FASHION_MNIST_DIR, else "
                    "/usr/share/datasets/fashion-mnist)");
 
+  auto* train_tokenizer = app.add_subcommand(
+      "train-tokenizer", "train a tokenizer on Fashion-MNIST and measure its reconstructions");
+  TrainTokenizerOverrides tokenizer_options;
+  train_tokenizer->add_option("--config", tokenizer_options.config_path,
+                              "training config (JSON), e.g. configs/tokenizer/vq_vae_fashion_mnist.json")
+      ->required()
+      ->check(CLI::ExistingFile);
+  train_tokenizer->add_option("--out", tokenizer_options.out,
+                              "output folder (default: the config's output_dir)");
+  train_tokenizer->add_option("--data", tokenizer_options.data,
+                              "Fashion-MNIST folder (default: the config's data.directory)");
+  train_tokenizer->add_option("--steps", tokenizer_options.steps,
+                              "training steps (default: the config's steps)");
+  train_tokenizer->add_option("--threads", tokenizer_options.threads,
+                              "intra-op threads, 0 = LibTorch's default (default: the config's)");
+  train_tokenizer->add_flag("--resume", tokenizer_options.resume,
+                            "continue from <out>/tokenizer.safetensors if it exists");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*info) {
       std::printf("tessera 0.1.0\n%s", at::get_parallel_info().c_str());
     } else if (*demo) {
       run_demo(demo_out, demo_data);
+    } else if (*train_tokenizer) {
+      run_train_tokenizer(tokenizer_options);
     }
   } catch (const tessera::Error& e) {
     std::fprintf(stderr, "tessera: error: %s\n", e.what());

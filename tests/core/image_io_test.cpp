@@ -5,10 +5,8 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <ftw.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 
 namespace tessera {
@@ -29,34 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
 
-// Removes a folder and everything under it. Not std::filesystem::remove_all: the torch wheel's
-// libtorch.so exports its own copy, which the dynamic linker prefers and which crashes (a call
-// through a null pointer) with this toolchain.
-void remove_tree(const fs::path& root) {
-  ::nftw(
-      root.c_str(),
-      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); },
-      /*nopenfd=*/16, FTW_DEPTH | FTW_PHYS);
-}
-
-// A fresh folder under the system temp folder, removed with everything in it at scope exit.
-class TemporaryFolder {
- public:
-  TemporaryFolder() {
-    static int counter = 0;
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / fmt::format("tessera-image-io-{}-{}-{}",
-                                                    test ? test->name() : "test", ::getpid(),
-                                                    counter++);
-    remove_tree(path_);
-    fs::create_directories(path_);
-  }
-  ~TemporaryFolder() { remove_tree(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using tessera::testing::TemporaryFolder;
 
 void write_plain(const fs::path& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary);

@@ -7,9 +7,7 @@
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
-#include <ftw.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -29,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 
 namespace tessera {
@@ -91,33 +90,14 @@ std::string error_message_of(Action&& action) {
   return {};
 }
 
-// Removes a directory and everything under it. Not std::filesystem::remove_all: the torch wheel's
-// libtorch.so exports its own copy of that function, which the dynamic linker picks ahead of
-// libstdc++'s and which crashes (a call through a null pointer) with this toolchain.
-void remove_tree(const fs::path& root) {
-  ::nftw(
-      root.c_str(),
-      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); },
-      /*nopenfd=*/16, FTW_DEPTH | FTW_PHYS);
-}
-
-// A fresh directory under the system's temporary folder, removed with everything in it.
 class SafetensorsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::random_device device;
-    directory_ =
-        fs::temp_directory_path() /
-        ("tessera-safetensors-test-" + std::to_string(::getpid()) + "-" + std::to_string(device()));
-    fs::create_directories(directory_);
-  }
-  void TearDown() override { remove_tree(directory_); }
 
-  fs::path file(const std::string& name) const { return directory_ / name; }
+  fs::path file(const std::string& name) const { return folder_.path() / name; }
 
   std::vector<std::string> directory_listing() const {
     std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(directory_)) {
+    for (const auto& entry : fs::directory_iterator(folder_.path())) {
       names.push_back(entry.path().filename().string());
     }
     std::sort(names.begin(), names.end());
@@ -135,7 +115,7 @@ class SafetensorsTest : public ::testing::Test {
     return message;
   }
 
-  fs::path directory_;
+  testing::TemporaryFolder folder_{"safetensors"};
 };
 
 at::Tensor random_tensor(at::ScalarType dtype, at::IntArrayRef shape) {
@@ -631,7 +611,7 @@ TEST_F(SafetensorsTest, MalformedNotAFile) {
               SafetensorsFile::open(file("absent.safetensors"));
             }).find("cannot open"),
             std::string::npos);
-  EXPECT_NE(error_message_of([&] { SafetensorsFile::open(directory_); }).find("not a regular file"),
+  EXPECT_NE(error_message_of([&] { SafetensorsFile::open(folder_.path()); }).find("not a regular file"),
             std::string::npos);
 }
 
@@ -715,7 +695,7 @@ TEST_F(SafetensorsTest, FailedRenameRemovesTheTemporaryFile) {
 
 TEST_F(SafetensorsTest, SaveCreatesMissingDirectories) {
   // A new run directory is created on the first checkpoint (AtomicFileWriter does it).
-  const fs::path path = directory_ / "no" / "such" / "dir" / "x.safetensors";
+  const fs::path path = folder_.path() / "no" / "such" / "dir" / "x.safetensors";
   save_safetensors(path, {{"w", at::arange(4)}});
   EXPECT_TRUE(at::equal(load_safetensors(path).at("w"), at::arange(4)));
 }

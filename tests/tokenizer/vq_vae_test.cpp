@@ -4,11 +4,11 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <string>
 
+#include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
@@ -41,24 +41,7 @@ std::string error_message(const std::function<void()>& action) {
   return "";
 }
 
-class TemporaryDirectory {
- public:
-  TemporaryDirectory()
-      : path_(std::filesystem::temp_directory_path() /
-              ("tessera-tokenizer-test-" + std::to_string(::getpid()) + "-" +
-               std::to_string(counter_++))) {
-    std::filesystem::create_directories(path_);
-  }
-  ~TemporaryDirectory() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
+using TemporaryDirectory = tessera::testing::TemporaryFolder;
 
 TEST(VqVae, EncodesOneGridOfIdsAndDecodesToImageRange) {
   VqVae model(tiny_config(), /*seed=*/1);
