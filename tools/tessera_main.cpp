@@ -17,6 +17,7 @@
 #include "tessera/core/image_io.h"
 #include "tessera/core/logging.h"
 #include "tessera/tokenizer/tokenizer_training.h"
+#include "generator_commands.h"
 
 namespace {
 
@@ -164,12 +165,62 @@ int main(int argc, char** argv) {
   train_tokenizer->add_flag("--resume", tokenizer_options.resume,
                             "continue from <out>/tokenizer.safetensors if it exists");
 
+  auto* train = app.add_subcommand(
+      "train", "train a generator (tokenizer frozen; backbone, head and schedule from the config)");
+  tessera::cli::TrainOptions train_options;
+  train->add_option("--config", train_options.config_path,
+                    "generator training config (JSON), e.g. configs/generator/maskgit_fashion_mnist.json")
+      ->required()
+      ->check(CLI::ExistingFile);
+  train->add_option("--out", train_options.out, "output folder (default: the config's trainer.output_dir)");
+  train->add_option("--data", train_options.data, "Fashion-MNIST folder (default: the config's data.directory)");
+  train->add_option("--steps", train_options.steps, "optimizer steps (default: the config's trainer.steps)");
+  train->add_option("--threads", train_options.threads, "intra-op threads, 0 = LibTorch's default");
+  train->add_flag("--fresh", train_options.fresh,
+                  "start from scratch even when <out>/checkpoint.safetensors exists (default: resume)");
+
+  auto* sample = app.add_subcommand("sample", "sample a class-conditional grid from a generator");
+  tessera::cli::SampleOptions sample_options;
+  sample->add_option("--model", sample_options.model, "generator file (tessera train's generator.safetensors)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sample->add_option("--out", sample_options.out, "PNG grid to write")->capture_default_str();
+  sample->add_option("--per-class", sample_options.per_class, "samples per class (grid columns)")
+      ->capture_default_str();
+  sample->add_option("--seed", sample_options.seed, "sampling seed")->capture_default_str();
+  sample->add_option("--save-tokens", sample_options.save_tokens,
+                     "also write the sampled tokens and labels to this safetensors file");
+  sample->add_option("--threads", sample_options.threads, "intra-op threads, 0 = LibTorch's default");
+
+  auto* eval = app.add_subcommand("eval", "FID-FM and conditional accuracy of a generator, with the floors");
+  tessera::cli::EvalOptions eval_options;
+  eval->add_option("--model", eval_options.model, "generator file")->required()->check(CLI::ExistingFile);
+  eval->add_option("--samples", eval_options.samples, "samples to judge")->capture_default_str();
+  eval->add_option("--batch-size", eval_options.batch_size, "samples per sampling call")->capture_default_str();
+  eval->add_option("--seed", eval_options.seed, "sampling seed")->capture_default_str();
+  eval->add_option("--classifier", eval_options.classifier,
+                   "evaluation classifier (default: $TESSERA_CLASSIFIER, else models/classifier_fashion_mnist.safetensors)");
+  eval->add_option("--data", eval_options.data, "Fashion-MNIST folder");
+  eval->add_option("--threads", eval_options.threads, "intra-op threads, 0 = LibTorch's default");
+
+  int64_t demo_samples = 2000;
+  demo->add_option("--samples", demo_samples, "samples per model for FID-FM and accuracy")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*info) {
       std::printf("tessera 0.1.0\n%s", at::get_parallel_info().c_str());
     } else if (*demo) {
       run_demo(demo_out, demo_data);
+      const int64_t models = tessera::cli::run_demo_models(
+          {.out_dir = demo_out, .data = demo_data, .samples = demo_samples});
+      if (models == 0) std::printf("\nno generators in models/ yet: nothing to sample\n");
+    } else if (*train) {
+      tessera::cli::run_train(train_options);
+    } else if (*sample) {
+      tessera::cli::run_sample(sample_options);
+    } else if (*eval) {
+      tessera::cli::run_eval(eval_options);
     } else if (*train_tokenizer) {
       run_train_tokenizer(tokenizer_options);
     }

@@ -31,17 +31,8 @@ namespace {
 constexpr double kPi = std::numbers::pi;
 
 
-// Note [One intra-op thread]
-// These tests run small matrices (at most a few thousand rows of width 64), where intra-op
-// parallelism saves little, while on a loaded shared machine the second OpenMP thread's barriers
-// cost a hundredfold (measured: 41 ms with one thread, 7.7 s with two, under a load of 9 on 2
-// cores). Every test of this binary therefore runs on one intra-op thread.
-class OneIntraOpThread : public ::testing::Environment {
- public:
-  void SetUp() override { at::set_num_threads(1); }
-};
-[[maybe_unused]] ::testing::Environment* const kOneIntraOpThread =
-    ::testing::AddGlobalTestEnvironment(new OneIntraOpThread);
+// One intra-op thread for the whole binary: see Note [One intra-op thread] in
+// tests/common/single_thread_environment.cpp.
 
 // --- the toy distribution ----------------------------------------------------------------------------
 //

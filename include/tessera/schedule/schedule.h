@@ -69,6 +69,12 @@ struct ScheduleLoss {
 struct GenerationOptions {
   Guidance guidance{};
   HeadSamplingOptions head{};
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("guidance", guidance);
+    v("head", head);
+  }
 };
 
 class Schedule {

@@ -1,0 +1,454 @@
+// schedule_bench: sampling time and memory of the generation schedules on one pyramid (issue 7).
+//
+// For each schedule case it samples a batch of images' tokens (tokens only: the tokenizer's
+// decoder is not run) from a randomly initialised model of a fixed size, interleaved round-robin
+// with the other cases, and reports the median wall time per call and per image, the backbone
+// evaluations per call, the KV cache's bytes (KVCache::memory_bytes of the cache the schedule
+// builds) and the peak of CPU memory allocated during the call beyond what was allocated before
+// it (see Note [Measuring peak memory]); activations = peak − KV cache. It prints a table and
+// writes <out>/schedules.json atomically. See docs/performance.md ("Schedules").
+//
+// Adding a schedule is one function: write a `ScheduleCase make_<name>_case(const BenchSetup&)`
+// that builds its models and options, and list it in kCases.
+//
+// Note [Measuring peak memory]
+// LibTorch's CPU allocator keeps no statistics, so the program installs a counting allocator
+// (c10::SetCPUAllocator) that forwards to the default one and records the bytes live and their
+// peak. Every CPU tensor allocated after start-up goes through it (parameters, the KV cache,
+// activations, the head's logits, f̂), so peak − live-before-the-call is exactly what one
+// sampling call added at its worst moment; freed memory that the system allocator keeps is not
+// counted (it is reusable), nor are allocations made outside ATen (oneDNN scratch, OpenMP).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tessera/core/atomic_file.h"
+#include "tessera/core/error.h"
+#include "tessera/core/rng.h"
+#include "tessera/head/head.h"
+#include "tessera/nn/backbone.h"
+#include "tessera/schedule/hmar_schedule.h"
+#include "tessera/schedule/next_scale_schedule.h"
+#include "tessera/tokenizer/multiscale_vq_vae.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace tessera;
+
+// ---------------------------------------------------------------------------------------------
+// The counting allocator (Note [Measuring peak memory])
+
+class CountingAllocator final : public c10::Allocator {
+ public:
+  explicit CountingAllocator(c10::Allocator* base) : base_(base) {}
+
+  c10::DataPtr allocate(size_t n) override {
+    c10::DataPtr inner = base_->allocate(n);
+    void* data = inner.get();
+    if (data == nullptr) return inner;
+    // The default allocator's pointers are simple (context == data, one deleter); keep them
+    // simple so that raw_allocate() keeps working, and remember size and deleter per pointer.
+    TESSERA_CHECK(inner.get_context() == data, "schedule_bench: the CPU allocator is not simple");
+    c10::DeleterFnPtr deleter = inner.get_deleter();
+    (void)inner.release_context();
+    {
+      std::lock_guard<std::mutex> lock(instance_mutex());
+      live_[data] = {n, deleter};
+      current_ += static_cast<int64_t>(n);
+      peak_ = std::max(peak_, current_);
+    }
+    return {data, data, &CountingAllocator::free, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingAllocator::free; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+  int64_t current() {
+    std::lock_guard<std::mutex> lock(instance_mutex());
+    return current_;
+  }
+  int64_t peak() {
+    std::lock_guard<std::mutex> lock(instance_mutex());
+    return peak_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(instance_mutex());
+    peak_ = current_;
+  }
+
+  static CountingAllocator* instance;
+
+ private:
+  static std::mutex& instance_mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static void free(void* data) {
+    CountingAllocator* self = instance;
+    c10::DeleterFnPtr deleter = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(instance_mutex());
+      auto it = self->live_.find(data);
+      if (it == self->live_.end()) return;  // not ours: cannot happen, never free blindly
+      self->current_ -= static_cast<int64_t>(it->second.first);
+      deleter = it->second.second;
+      self->live_.erase(it);
+    }
+    if (deleter != nullptr) deleter(data);
+  }
+
+  c10::Allocator* base_;
+  std::unordered_map<void*, std::pair<size_t, c10::DeleterFnPtr>> live_;
+  int64_t current_ = 0, peak_ = 0;
+};
+
+CountingAllocator* CountingAllocator::instance = nullptr;
+
+void install_counting_allocator() {
+  static CountingAllocator allocator(c10::GetCPUAllocator());
+  CountingAllocator::instance = &allocator;
+  c10::SetCPUAllocator(&allocator, /*priority=*/100);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+struct Options {
+  std::filesystem::path out;
+  int runs = 5;
+  bool quick = false;
+  int threads = 0;
+  int64_t batch = 4;
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr,
+               "schedule_bench: %s\nusage: schedule_bench [--out DIR] [--runs N] [--batch N] "
+               "[--quick] [--threads N]\n",
+               message.c_str());
+  std::exit(2);
+}
+
+int parse_positive(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    const int value = std::stoi(text, &used);
+    if (used == text.size() && value > 0) return value;
+  } catch (const std::exception&) {
+  }
+  usage_error(fmt::format("{} wants a positive integer, got '{}'", flag, text));
+}
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+#ifdef TESSERA_BINARY_DIR
+  o.out = std::filesystem::path(TESSERA_BINARY_DIR) / "bench";
+#else
+  o.out = std::filesystem::path("build") / "bench";
+#endif
+  bool runs_given = false, batch_given = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::optional<std::string> inline_value;
+    if (arg.starts_with("--") && arg.find('=') != std::string::npos) {
+      inline_value = arg.substr(arg.find('=') + 1);
+      arg = arg.substr(0, arg.find('='));
+    }
+    auto value = [&]() -> std::string {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= argc) usage_error(fmt::format("{} needs a value", arg));
+      return argv[++i];
+    };
+    if (arg == "--out") {
+      o.out = value();
+    } else if (arg == "--runs") {
+      o.runs = parse_positive(arg, value());
+      runs_given = true;
+    } else if (arg == "--batch") {
+      o.batch = parse_positive(arg, value());
+      batch_given = true;
+    } else if (arg == "--quick") {
+      o.quick = true;
+    } else if (arg == "--threads") {
+      o.threads = parse_positive(arg, value());
+    } else if (arg == "--help" || arg == "-h") {
+      std::printf(
+          "schedule_bench: sampling time and memory of the schedules (VAR-16 pyramid)\n"
+          "  --out DIR     where schedules.json goes (default %s)\n"
+          "  --runs N      timed calls per case, median reported (default 5; 2 with --quick)\n"
+          "  --batch N     images per sampling call (default 4; 1 with --quick)\n"
+          "  --quick       a smoke test\n"
+          "  --threads N   intra-op threads (default: LibTorch's)\n",
+          o.out.string().c_str());
+      std::exit(0);
+    } else {
+      usage_error(fmt::format("unknown argument '{}'", arg));
+    }
+  }
+  if (o.quick && !runs_given) o.runs = 2;
+  if (o.quick && !batch_given) o.batch = 1;
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases
+
+// VAR-16's pyramid (680 tokens) and codebook; a small backbone so that a call takes seconds on
+// two cores. Every case uses these sizes so that their figures compare.
+constexpr int64_t kWidth = 256, kDepth = 4, kHeads = 4, kCvae = 32, kVocab = 4096, kClasses = 10;
+const std::vector<int64_t> kPatchNums = {1, 2, 3, 4, 5, 6, 8, 10, 13, 16};
+constexpr double kCfg = 1.5;
+
+struct BenchSetup {
+  int64_t batch = 1;
+  // A tokenizer with VAR-16's quantiser (the sampler reads its codebook, Phi and f̂) and a minimal
+  // autoencoder (the decoder is not run).
+  std::shared_ptr<MultiScaleVqVae> multiscale;
+};
+
+struct ScheduleCase {
+  std::string name;
+  std::string note;
+  std::unique_ptr<Schedule> schedule;
+  std::unique_ptr<Backbone> backbone;
+  std::unique_ptr<Head> head;
+  Tokenizer* tokenizer = nullptr;
+  std::vector<TokenGridSize> grids;
+  GenerationOptions options;
+  at::Tensor labels;
+  int64_t kv_cache_bytes = 0;  // the cache the schedule allocates (0: none)
+  ScheduleModels models() { return {*backbone, *head, tokenizer}; }
+};
+
+HeadConfig var_head(int64_t width, int64_t vocab) {
+  HeadConfig h;
+  h.kind = HeadKind::discrete;
+  h.discrete.width = width;
+  h.discrete.vocab_size = vocab;
+  h.discrete.projection = DiscreteProjection::adaln;
+  h.discrete.condition_width = width;
+  return h;
+}
+
+ScheduleCase next_scale_family_case(const BenchSetup& setup, std::unique_ptr<Schedule> schedule,
+                                    int64_t extra_channels) {
+  ScheduleCase c;
+  c.schedule = std::move(schedule);
+  c.backbone = std::make_unique<Backbone>(
+      var_style_config(kWidth, kDepth, kHeads, kPatchNums, kCvae + extra_channels, kClasses), 1);
+  c.backbone->set_training(false);
+  c.head = make_head(var_head(kWidth, kVocab), 2);
+  c.head->set_training(false);
+  c.tokenizer = setup.multiscale.get();
+  c.grids = setup.multiscale->token_grids(16 * setup.multiscale->downsampling_factor(),
+                                          16 * setup.multiscale->downsampling_factor());
+  c.options.guidance = Guidance::var_scale_ramp(kCfg);
+  c.labels = at::arange(setup.batch, at::kLong).remainder(kClasses);
+  return c;
+}
+
+int64_t guided_cache_bytes(const Backbone& backbone, int64_t batch) {
+  return backbone.make_kv_cache(2 * batch, backbone.max_length()).memory_bytes();
+}
+
+ScheduleCase make_var_case(const BenchSetup& setup) {
+  ScheduleCase c = next_scale_family_case(setup, std::make_unique<NextScaleSchedule>(), 0);
+  c.name = "next_scale (VAR)";
+  c.note = "block-causal, KV cache, one call per scale";
+  c.kv_cache_bytes = guided_cache_bytes(*c.backbone, setup.batch);
+  return c;
+}
+
+ScheduleCase make_var_no_cache_case(const BenchSetup& setup) {
+  NextScaleScheduleConfig config;
+  config.use_kv_cache = false;
+  ScheduleCase c =
+      next_scale_family_case(setup, std::make_unique<NextScaleSchedule>(config), 0);
+  c.name = "next_scale, no cache";
+  c.note = "block-causal, the prefix recomputed at every scale";
+  return c;
+}
+
+ScheduleCase make_hmar_case(const BenchSetup& setup) {
+  ScheduleCase c = next_scale_family_case(setup, std::make_unique<HmarSchedule>(), 0);
+  c.name = "hmar";
+  c.note = "block-diagonal, no cache, one call per scale over its rows";
+  return c;
+}
+
+ScheduleCase make_hmar_refined_case(const BenchSetup& setup) {
+  HmarScheduleConfig config;
+  config.refinement_steps = {0, 1, 2, 2, 2, 2, 2, 2, 2, 2};  // 17 extra unguided calls
+  ScheduleCase c = next_scale_family_case(setup, std::make_unique<HmarSchedule>(config), 1);
+  c.name = "hmar + refinement";
+  c.note = "refinement_steps 0,1,2,...,2 (unguided), indicator channel";
+  return c;
+}
+
+using CaseFactory = ScheduleCase (*)(const BenchSetup&);
+const CaseFactory kCases[] = {make_var_case, make_var_no_cache_case, make_hmar_case,
+                              make_hmar_refined_case};
+
+// ---------------------------------------------------------------------------------------------
+
+double median(std::vector<double> v) {
+  TESSERA_CHECK(!v.empty(), "median of no samples");
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Result {
+  std::string name, note;
+  int64_t steps = 0;
+  std::vector<double> ms;
+  int64_t peak_bytes = 0, kv_cache_bytes = 0;
+};
+
+double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+std::string load_average() {
+  std::FILE* file = std::fopen("/proc/loadavg", "r");
+  if (file == nullptr) return "unknown";
+  double one = 0;
+  const bool ok = std::fscanf(file, "%lf", &one) == 1;
+  std::fclose(file);
+  return ok ? fmt::format("{:.2f}", one) : "unknown";
+}
+
+int run(int argc, char** argv) {
+  const Options options = parse_options(argc, argv);
+  install_counting_allocator();
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  at::NoGradGuard no_grad;
+
+  BenchSetup setup;
+  setup.batch = options.batch;
+  MultiScaleVqVaeConfig vq;
+  vq.autoencoder.image_channels = 3;
+  vq.autoencoder.base_channels = 32;
+  vq.autoencoder.channel_multipliers = {1, 1};  // downsampling 2: the 16x16 latent of 32x32
+  vq.autoencoder.res_blocks_per_level = 1;
+  vq.autoencoder.lowest_level_attention = false;
+  vq.autoencoder.middle_attention = false;
+  vq.autoencoder.latent_channels = kCvae;
+  vq.quantizer.codebook_size = kVocab;
+  vq.quantizer.patch_nums = kPatchNums;
+  setup.multiscale = std::make_shared<MultiScaleVqVae>(vq, 0);
+
+  std::vector<ScheduleCase> cases;
+  for (CaseFactory make : kCases) cases.push_back(make(setup));
+  std::vector<Result> results(cases.size());
+
+  fmt::print("schedule_bench: batch {}, VAR-16 pyramid (680 tokens), backbone width {} depth {} "
+             "heads {}, codebook {}, cfg {} (doubled batch), {} threads, {} runs, load {}\n",
+             options.batch, kWidth, kDepth, kHeads, kVocab, kCfg, at::get_num_threads(),
+             options.runs, load_average());
+  auto call = [&](size_t i, uint64_t seed) {
+    SampleRngs rngs(seed, 0, options.batch);
+    ScheduleCase& c = cases[i];
+    return c.schedule->sample(c.models(), c.labels, c.grids, c.options, rngs);
+  };
+  // One warm-up call each, which also measures the memory.
+  for (size_t i = 0; i < cases.size(); ++i) {
+    results[i].name = cases[i].name;
+    results[i].note = cases[i].note;
+    results[i].steps = cases[i].schedule->num_steps(cases[i].grids);
+    results[i].kv_cache_bytes = cases[i].kv_cache_bytes;
+    auto* counter = CountingAllocator::instance;
+    const int64_t before = counter->current();
+    counter->reset_peak();
+    call(i, 0);
+    results[i].peak_bytes = counter->peak() - before;
+  }
+  // Round-robin: round r starts at case r mod n.
+  for (int r = 0; r < options.runs; ++r) {
+    for (size_t k = 0; k < cases.size(); ++k) {
+      const size_t i = (static_cast<size_t>(r) + k) % cases.size();
+      const auto start = Clock::now();
+      call(i, static_cast<uint64_t>(r + 1));
+      results[i].ms.push_back(
+          std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    }
+  }
+
+  fmt::print("\n{:<22} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>12}\n", "schedule", "steps",
+             "ms / call", "ms / image", "best ms", "peak MiB", "KV MiB", "activ. MiB");
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const Result& r : results) {
+    const double ms = median(r.ms);
+    // The fastest call too: on a shared machine the slow calls measure the neighbours.
+    const double best = *std::min_element(r.ms.begin(), r.ms.end());
+    fmt::print("{:<22} {:>6} {:>11.1f} {:>11.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>12.1f}\n",
+               r.name, r.steps, ms, ms / static_cast<double>(options.batch), best,
+               mib(r.peak_bytes), mib(r.kv_cache_bytes), mib(r.peak_bytes - r.kv_cache_bytes));
+    nlohmann::ordered_json j;
+    j["schedule"] = r.name;
+    j["note"] = r.note;
+    j["steps"] = r.steps;
+    j["batch"] = options.batch;
+    j["ms_per_call"] = ms;
+    j["ms_per_image"] = ms / static_cast<double>(options.batch);
+    j["ms_best"] = best;
+    j["ms_runs"] = r.ms;
+    j["peak_bytes"] = r.peak_bytes;
+    j["kv_cache_bytes"] = r.kv_cache_bytes;
+    j["activation_peak_bytes"] = r.peak_bytes - r.kv_cache_bytes;
+    list.push_back(j);
+  }
+  nlohmann::ordered_json doc;
+  doc["benchmark"] = "schedule_bench";
+  doc["pyramid"] = kPatchNums;
+  doc["tokens"] = 680;
+  doc["backbone"] = {{"width", kWidth}, {"depth", kDepth}, {"heads", kHeads},
+                     {"style", "var_style_config"}};
+  doc["codebook"] = kVocab;
+  doc["guidance"] = fmt::format("var_scale_ramp({})", kCfg);
+  doc["threads"] = at::get_num_threads();
+  doc["runs"] = options.runs;
+  doc["quick"] = options.quick;
+  doc["load_average"] = load_average();
+  doc["memory_method"] =
+      "counting CPU allocator (c10::SetCPUAllocator): peak live bytes during one sampling call "
+      "minus live bytes before it; activations = peak - KV cache";
+  doc["results"] = list;
+  const std::filesystem::path path = options.out / "schedules.json";
+  tessera::write_file_atomically(path, doc.dump(2) + "\n");
+  fmt::print("\nwrote {}\n", path.string());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "schedule_bench: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,122 @@
+#pragma once
+// A Generator: one tokenizer, one backbone, one head and one schedule — the composition a user
+// trains, ships and samples from. It is what `tessera train` produces and `tessera sample` reads.
+//
+//   Generator g = Generator::load("models/maskgit_fashion_mnist.safetensors");
+//   at::Tensor images = g.sample(labels, {.seed = 7});       // [B, C, H, W] in [−1, 1]
+//
+// Note [Generator files]
+// One safetensors file holds the whole generator, so a shipped model is one file:
+//   tokenizer.<key>  the tokenizer's state dict (its reference key names under the prefix)
+//   backbone.<key>   the backbone's (VAR's names, Note [Backbone parameter names])
+//   head.<key>       the head's (MAR's / VAR's names)
+// and, in __metadata__, "tessera.generator_config" (GeneratorConfig as JSON) and
+// "tessera.tokenizer_config" (TokenizerConfig as JSON). Written atomically (save_safetensors), so
+// a crash mid-save leaves the previous file intact.
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tessera/core/config.h"
+#include "tessera/head/head.h"
+#include "tessera/head/head_config.h"
+#include "tessera/nn/backbone.h"
+#include "tessera/nn/backbone_config.h"
+#include "tessera/schedule/schedule.h"
+#include "tessera/schedule/schedule_config.h"
+#include "tessera/tokenizer/tokenizer.h"
+
+namespace tessera {
+
+struct GeneratorConfig {
+  BackboneConfig backbone{};
+  HeadConfig head{};
+  ScheduleConfig schedule{};
+  // Sampling defaults (guidance, temperature, top-k/top-p, diffusion/flow steps); a sample call
+  // may override them.
+  GenerationOptions sampling{};
+  // Side of the square images the tokenizer encodes and decodes (Fashion-MNIST: 32, padded).
+  int64_t image_size = 32;
+  int64_t image_channels = 1;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("backbone", backbone);
+    v("head", head);
+    v("schedule", schedule);
+    v("sampling", sampling);
+    v("image_size", image_size);
+    v("image_channels", image_channels);
+  }
+};
+
+struct SampleRequest {
+  uint64_t seed = 0;
+  // Sample numbering within the request (Note [Batch-invariant sampling]): the batch holds samples
+  // first_index .. first_index + B − 1, so a long request split into batches gives the same
+  // samples as one big batch.
+  int64_t first_index = 0;
+  // Overrides config().sampling when set.
+  std::optional<GenerationOptions> options{};
+};
+
+class Generator {
+ public:
+  // Fresh backbone and head (seeded with `seed`) around a given tokenizer. Checks that the parts
+  // fit together (Schedule::check_models) and throws tessera::Error naming what does not.
+  Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenizer, uint64_t seed = 0);
+  ~Generator();
+  Generator(Generator&&) noexcept;
+  Generator& operator=(Generator&&) noexcept;
+
+  // See Note [Generator files].
+  void save(const std::filesystem::path& path,
+            const std::map<std::string, std::string>& extra_metadata = {}) const;
+  static Generator load(const std::filesystem::path& path);
+
+  const GeneratorConfig& config() const { return config_; }
+  Tokenizer& tokenizer() { return *tokenizer_; }
+  Backbone& backbone() { return backbone_; }
+  Head& head() { return *head_; }
+  Schedule& schedule() { return *schedule_; }
+  const std::vector<TokenGridSize>& token_grids() const { return grids_; }
+  int64_t num_classes() const { return config_.backbone.num_classes; }
+
+  // Backbone and head parameters as "backbone.<name>" / "head.<name>" (the tokenizer is frozen).
+  std::map<std::string, at::Tensor> trainable_parameters() const;
+  // Loads parameters in the same naming (e.g. EMA weights); strict.
+  void load_trainable_parameters(const std::map<std::string, at::Tensor>& tensors);
+  int64_t num_parameters() const;
+
+  // Tokens of images [B, C, image_size, image_size] in [−1, 1] as TrainingBatch wants them (the
+  // next-scale schedules' teacher-forcing input included), without autograd.
+  TrainingBatch encode_batch(const at::Tensor& images, const at::Tensor& labels);
+  ScheduleLoss loss(const TrainingBatch& batch, at::Generator& generator);
+
+  // Class-conditional samples: labels int64 [B] (undefined for an unconditional backbone, then
+  // `count` samples). Runs without autograd in evaluation mode.
+  Tokens sample_tokens(const at::Tensor& labels, const SampleRequest& request = {},
+                       int64_t count = 0);
+  // The same, decoded: float [B, C, image_size, image_size] in [−1, 1].
+  at::Tensor sample(const at::Tensor& labels, const SampleRequest& request = {}, int64_t count = 0);
+
+  void set_training(bool training);
+
+ private:
+  GeneratorConfig config_;
+  std::shared_ptr<Tokenizer> tokenizer_;
+  Backbone backbone_;
+  std::unique_ptr<Head> head_;
+  std::unique_ptr<Schedule> schedule_;
+  std::vector<TokenGridSize> grids_;
+};
+
+}  // namespace tessera

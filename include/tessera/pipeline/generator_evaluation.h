@@ -1,0 +1,51 @@
+#pragma once
+// Sampling a Generator in bulk and judging the samples: what `tessera sample`, `tessera eval` and
+// the demo run.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "tessera/pipeline/classifier.h"
+#include "tessera/pipeline/frechet_distance.h"
+#include "tessera/pipeline/generator.h"
+
+namespace tessera {
+
+struct BulkSampleOptions {
+  int64_t count = 1000;      // samples in all
+  int64_t batch_size = 100;  // samples per sample() call
+  uint64_t seed = 0;
+  std::optional<GenerationOptions> options{};  // the generator's defaults when unset
+};
+
+struct BulkSamples {
+  at::Tensor images{};  // [count, C, H, W] in [−1, 1]
+  at::Tensor labels{};  // int64 [count]: the classes asked for (undefined when unconditional)
+  Tokens tokens{};      // what the schedule produced, every scale [count, ...]
+  double seconds = 0;   // wall time of sampling and decoding
+  double milliseconds_per_image() const;
+};
+
+// Class-balanced requests: sample i asks for class i mod num_classes. Sample i is numbered i in
+// the request (SampleRequest::first_index), so the result does not depend on batch_size.
+BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& options);
+
+// per_class samples of each class, class by class (one grid row per class), seed `seed`.
+BulkSamples sample_class_rows(Generator& generator, int64_t per_class, uint64_t seed,
+                              const std::optional<GenerationOptions>& options = {});
+
+struct GeneratorQuality {
+  int64_t samples = 0;
+  double fid_fm = 0;
+  std::optional<double> conditional_accuracy{};  // conditional generators only
+  double milliseconds_per_image = 0;
+};
+
+// FID-FM of `samples` against `reference` (e.g. the training images' statistics) and, when the
+// samples have labels, the classifier's accuracy on them.
+GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& samples,
+                               const GaussianStats& reference);
+
+}  // namespace tessera

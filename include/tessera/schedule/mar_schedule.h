@@ -1,0 +1,106 @@
+#pragma once
+// MAR (LTH14/mar): masked autoregressive generation of continuous tokens with a diffusion (or
+// flow-matching) head — a random order per sample, a truncated-normal mask ratio in training, and
+// T-step decoding with the cosine curve.
+//
+// Sequence (backbone segments {buffer, L}, or {L} without a buffer): MAR's `buffer_size` condition
+// positions holding the class embedding, then the L tokens in raster order. One bidirectional
+// transformer sees every position (MAR's MAE encoder–decoder split is not implemented: see
+// docs/schedules.md).
+//
+// Note [MAR mask inputs]
+// The backbone takes vectors through a Linear input projection and has no mask token. Each token
+// row is given C + 1 channels: [value, 0] for a known token, [0, …, 0, 1] for a masked one, so the
+// projection maps a masked position to (weight column C) + bias — a learned mask embedding — and a
+// known one to its value's projection, which the indicator leaves untouched. The backbone's
+// input_channels is therefore C + 1. (MAR itself drops masked tokens in its encoder and inserts a
+// learned mask_token in its decoder; without the split, the indicator channel is the smallest
+// change that gives the same "learned vector at masked positions".)
+//
+// Note [MAR decoding]
+// Each sample draws its order as the argsort of L uniforms from its own generator. Step s of T:
+// mask_len = masked_after_step(curve, L, s, T, masked) (Note [Masked decoding counts]); MAR's
+// mask_by_order keeps the first mask_len positions of the order masked, so the positions
+// predicted now are those masked before and not after (at the last step, all still masked). Their
+// hidden rows — the same count K for every sample, in increasing position order, conditional half
+// then unconditional half under guidance — go through the head in one call, with
+// GenerationProgress {step s of T, num_tokens L, masked_after_step mask_len} for MAR's guidance
+// ramp `1 + (cfg − 1)·(L − mask_len)/L`.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tessera/core/config.h"
+#include "tessera/schedule/masking.h"
+#include "tessera/schedule/schedule.h"
+
+namespace tessera {
+
+// MAR's training mask ratio: a normal(mean, std) truncated to [min, max]
+// (scipy.stats.truncnorm((0.7 − 1)/0.25, 0, loc=1, scale=0.25) by default), one draw per batch
+// as MAR does; ⌈L·ratio⌉ tokens of a sample's random order are masked.
+struct MarMaskRatio {
+  double min = 0.7;
+  double max = 1.0;
+  double mean = 1.0;
+  double std = 0.25;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("min", min);
+    v("max", max);
+    v("mean", mean);
+    v("std", std);
+  }
+  void validate() const;
+  // One draw (rejection sampling of the normal, drawn from `generator`).
+  double draw(at::Generator& generator) const;
+};
+
+struct MarScheduleConfig {
+  int64_t buffer_size = 64;  // the backbone's condition_tokens (MAR's buffer_size)
+  // --- training ---
+  MarMaskRatio mask_ratio{};
+  // --- sampling ---
+  int64_t steps = 64;  // MAR's num_iter; at most L
+  MaskingCurve curve = MaskingCurve::cosine;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("buffer_size", buffer_size);
+    v("mask_ratio", mask_ratio);
+    v("steps", steps);
+    v("curve", curve);
+  }
+  void validate() const;
+};
+
+class MarSchedule final : public Schedule {
+ public:
+  explicit MarSchedule(MarScheduleConfig config = {});
+
+  const MarScheduleConfig& config() const { return config_; }
+  void set_config(const MarScheduleConfig& config);
+
+  std::string name() const override { return "mar"; }
+  // Requires vector inputs with input_channels = C + 1 (Note [MAR mask inputs]), condition_tokens
+  // = buffer_size and segments {buffer, L}, a continuous head of C channels.
+  void check_models(const ScheduleModels& models,
+                    const std::vector<TokenGridSize>& grids) const override;
+  // Bidirectional over {buffer, L}.
+  BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
+  // The head's loss on every token row with weight 1 at masked positions and 0 elsewhere.
+  ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
+                    at::Generator& generator) override;
+  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
+                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                SampleRngs& rngs) override;
+  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+
+ private:
+  TokenLayout layout(int64_t tokens) const;
+  MarScheduleConfig config_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,109 @@
+#pragma once
+// MaskGIT: bidirectional attention over token ids with a mask id, a class-token prefix, training on
+// a random mask ratio γ(r), and T-step iterative decoding that keeps the most confident draws;
+// MAGNeT's span masking as an option.
+//
+// Sequence (backbone segments {c, L}, or {L} when c = 0): c condition tokens (MaskGIT: one class
+// token), then the L tokens of the grid in raster order. The mask id is V (the head's vocabulary
+// size, the tokenizer's codebook size), so the backbone's vocab_size is V + 1.
+//
+// Note [MaskGIT decoding]
+// Training: per sample r ~ U(0, 1), n = clamp(⌈γ(r)·U⌉, 1, U) of the U units (tokens, or spans —
+// below) chosen uniformly at random are replaced by the mask id; the loss is the cross-entropy on
+// the masked tokens only.
+// Sampling, step s of T (0-based): the backbone sees the current ids (mask id where unknown); the
+// head draws a token at every position (one draw per position, so the draws per sample do not
+// depend on the batch); positions unknown before the step take their draw, committed ones keep
+// theirs. Each position's confidence is
+//     log p(drawn) + choice_temperature · (1 − (s + 1)/T) · g,   g ~ Gumbel(0, 1)
+// (MaskGIT's mask_by_random_topk), and among the positions unknown before the step the
+// masked_after_step(curve, U, s, T, unknown) least confident (Note [Masked decoding counts]) are
+// reset to the mask id. Committed positions are never re-masked; the last step commits all.
+//
+// Note [Span masking]
+// With span_length k > 1 (MAGNeT) the L tokens are cut into U = L / k aligned chunks of k
+// consecutive tokens in raster order (MAGNeT's default `nonoverlap` arrangement; L must be a
+// multiple of k). Training masks whole chunks. Sampling ranks chunks by the max (MAGNeT's `max`
+// scoring) or the mean (the order of MAGNeT's `prod`, a sum of log-probabilities over equal-length
+// chunks) of their tokens' confidences and re-masks whole chunks; the step counts are in chunks.
+// MAGNeT trains with random-start (overlapping) spans whose number is looked up to hit the target
+// rate; training on the same aligned chunks that sampling re-masks is a simplification.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tessera/core/config.h"
+#include "tessera/schedule/masking.h"
+#include "tessera/schedule/schedule.h"
+
+namespace tessera {
+
+enum class SpanScoring { max, mean };
+
+template <>
+struct ConfigEnum<SpanScoring> {
+  static constexpr std::pair<SpanScoring, const char*> values[] = {{SpanScoring::max, "max"},
+                                                                   {SpanScoring::mean, "mean"}};
+};
+
+struct MaskGitScheduleConfig {
+  // Leading condition positions of the backbone (its condition_tokens): 1 for a class token, 0
+  // for an unconditional or AdaLN-only backbone.
+  int64_t condition_tokens = 1;
+  // --- training ---
+  MaskingCurve training_curve = MaskingCurve::cosine;  // γ of the mask ratio γ(r), r ~ U(0, 1)
+  // --- sampling ---
+  int64_t steps = 8;  // T; at most the number of units
+  MaskingCurve curve = MaskingCurve::cosine;
+  double choice_temperature = 4.5;
+  // --- span masking (MAGNeT), see Note [Span masking] ---
+  int64_t span_length = 1;  // 1: per-token masking
+  SpanScoring span_scoring = SpanScoring::max;
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("condition_tokens", condition_tokens);
+    v("training_curve", training_curve);
+    v("steps", steps);
+    v("curve", curve);
+    v("choice_temperature", choice_temperature);
+    v("span_length", span_length);
+    v("span_scoring", span_scoring);
+  }
+  void validate() const;
+};
+
+class MaskGitSchedule final : public Schedule {
+ public:
+  explicit MaskGitSchedule(MaskGitScheduleConfig config = {});
+
+  const MaskGitScheduleConfig& config() const { return config_; }
+  // Sampling options may change between calls without retraining.
+  void set_config(const MaskGitScheduleConfig& config);
+
+  std::string name() const override { return "maskgit"; }
+  // Requires token-id inputs with vocab_size = V + 1 (V the head's), segments {c, L} (or {L}), a
+  // discrete head, L a multiple of span_length.
+  void check_models(const ScheduleModels& models,
+                    const std::vector<TokenGridSize>& grids) const override;
+  // Bidirectional over {c, L}.
+  BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
+  ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
+                    at::Generator& generator) override;
+  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
+                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                SampleRngs& rngs) override;
+  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+
+  // The training mask of one batch, bool [B, L] (true = masked): exposed so tests can check the
+  // span structure and the ratio rule. Draws r and the unit scores from `generator`.
+  at::Tensor draw_training_mask(int64_t batch, int64_t tokens, at::Generator& generator) const;
+
+ private:
+  TokenLayout layout(int64_t tokens) const;
+  MaskGitScheduleConfig config_;
+};
+
+}  // namespace tessera

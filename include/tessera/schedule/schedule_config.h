@@ -1,0 +1,60 @@
+#pragma once
+// Which schedule a generator uses, as a JSON-mappable value (what a generator checkpoint records),
+// and the factory that builds it.
+//
+//   {"kind": "maskgit", "maskgit": {"steps": 8, "choice_temperature": 4.5}}
+//
+// Only the section of the chosen kind is read; the others keep their defaults (and are written
+// back with them, so a saved config shows every option).
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "tessera/core/config.h"
+#include "tessera/schedule/hi_mar_schedule.h"
+#include "tessera/schedule/hmar_schedule.h"
+#include "tessera/schedule/mar_schedule.h"
+#include "tessera/schedule/maskgit_schedule.h"
+#include "tessera/schedule/next_scale_schedule.h"
+#include "tessera/schedule/raster_schedule.h"
+#include "tessera/schedule/schedule.h"
+
+namespace tessera {
+
+enum class ScheduleKind { raster, maskgit, mar, next_scale, hmar, hi_mar };
+
+template <>
+struct ConfigEnum<ScheduleKind> {
+  static constexpr std::pair<ScheduleKind, const char*> values[] = {
+      {ScheduleKind::raster, "raster"},         {ScheduleKind::maskgit, "maskgit"},
+      {ScheduleKind::mar, "mar"},               {ScheduleKind::next_scale, "next_scale"},
+      {ScheduleKind::hmar, "hmar"},             {ScheduleKind::hi_mar, "hi_mar"}};
+};
+
+struct ScheduleConfig {
+  ScheduleKind kind = ScheduleKind::maskgit;
+  RasterScheduleConfig raster{};
+  MaskGitScheduleConfig maskgit{};
+  MarScheduleConfig mar{};
+  NextScaleScheduleConfig next_scale{};
+  HmarScheduleConfig hmar{};
+  HiMarScheduleConfig hi_mar{};
+
+  template <class Visitor>
+  void visit(Visitor& v) {
+    v("kind", kind);
+    v("raster", raster);
+    v("maskgit", maskgit);
+    v("mar", mar);
+    v("next_scale", next_scale);
+    v("hmar", hmar);
+    v("hi_mar", hi_mar);
+  }
+};
+
+// The schedule of config.kind, built from its section. Throws tessera::Error for an invalid
+// section (each schedule validates its own config).
+std::unique_ptr<Schedule> make_schedule(const ScheduleConfig& config);
+
+}  // namespace tessera

@@ -1,0 +1,205 @@
+#include "tessera/pipeline/generator.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+
+#include <string_view>
+#include <utility>
+
+#include "tessera/core/error.h"
+#include "tessera/core/format.h"
+#include "tessera/core/rng.h"
+#include "tessera/core/safetensors.h"
+#include "tessera/tokenizer/tokenizer_checkpoint.h"
+
+namespace tessera {
+
+namespace {
+
+constexpr const char* kGeneratorConfigKey = "tessera.generator_config";
+constexpr const char* kTokenizerConfigKey = "tessera.tokenizer_config";
+
+// The entries of `tensors` whose key starts with `prefix`, with the prefix removed.
+std::map<std::string, at::Tensor> strip_prefix(const std::map<std::string, at::Tensor>& tensors,
+                                               std::string_view prefix) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, tensor] : tensors) {
+    if (std::string_view(name).substr(0, prefix.size()) == prefix) {
+      out.emplace(name.substr(prefix.size()), tensor);
+    }
+  }
+  return out;
+}
+
+void add_prefixed(std::map<std::string, at::Tensor>& out, std::string_view prefix,
+                  const std::map<std::string, at::Tensor>& tensors) {
+  for (const auto& [name, tensor] : tensors) out.emplace(std::string(prefix) + name, tensor);
+}
+
+nlohmann::json parse_metadata_json(const SafetensorsFile& file, const char* key) {
+  const auto it = file.metadata().find(key);
+  TESSERA_CHECK(it != file.metadata().end(),
+                "generator file {}: no '{}' in its metadata (not written by Generator::save)",
+                file.path().string(), key);
+  try {
+    return nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_FAIL("generator file {}: the '{}' metadata is not valid JSON: {}",
+                 file.path().string(), key, e.what());
+  }
+}
+
+}  // namespace
+
+Generator::Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenizer, uint64_t seed)
+    : config_(std::move(config)),
+      tokenizer_(std::move(tokenizer)),
+      backbone_(config_.backbone, derive_seed(seed, 0)),
+      head_(make_head(config_.head, derive_seed(seed, 1))),
+      schedule_(make_schedule(config_.schedule)) {
+  TESSERA_CHECK(tokenizer_ != nullptr, "Generator: a tokenizer is required");
+  TESSERA_CHECK(config_.image_channels == tokenizer_->image_channels(),
+                "Generator: image_channels is {} but the tokenizer's images have {} channels",
+                config_.image_channels, tokenizer_->image_channels());
+  grids_ = tokenizer_->token_grids(config_.image_size, config_.image_size);
+  config_.sampling.head.validate();
+  config_.sampling.guidance.validate();
+  schedule_->check_models({backbone_, *head_, tokenizer_.get()}, grids_);
+  tokenizer_->set_training(false);
+}
+
+Generator::~Generator() = default;
+Generator::Generator(Generator&&) noexcept = default;
+Generator& Generator::operator=(Generator&&) noexcept = default;
+
+void Generator::save(const std::filesystem::path& path,
+                     const std::map<std::string, std::string>& extra_metadata) const {
+  std::map<std::string, at::Tensor> tensors;
+  add_prefixed(tensors, "tokenizer.", tokenizer_->state_dict());
+  add_prefixed(tensors, "backbone.", backbone_.state_dict());
+  add_prefixed(tensors, "head.", head_->state_dict());
+  for (auto& [name, tensor] : tensors) tensor = tensor.detach();
+  std::map<std::string, std::string> metadata = extra_metadata;
+  metadata[kGeneratorConfigKey] = config_to_json(config_).dump();
+  metadata[kTokenizerConfigKey] = config_to_json(tokenizer_->config()).dump();
+  save_safetensors(path, tensors, metadata);
+}
+
+Generator Generator::load(const std::filesystem::path& path) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  const auto generator_config =
+      config_from_json<GeneratorConfig>(parse_metadata_json(file, kGeneratorConfigKey),
+                                        "generator_config");
+  const auto tokenizer_config =
+      config_from_json<TokenizerConfig>(parse_metadata_json(file, kTokenizerConfigKey),
+                                        "tokenizer_config");
+  const std::map<std::string, at::Tensor> tensors = file.all();
+  std::shared_ptr<Tokenizer> tokenizer = make_tokenizer(tokenizer_config);
+  tokenizer->load_state_dict(strip_prefix(tensors, "tokenizer."));
+  Generator generator(generator_config, std::move(tokenizer));
+  generator.backbone_.load_state_dict(strip_prefix(tensors, "backbone."));
+  generator.head_->load_state_dict(strip_prefix(tensors, "head."));
+  for (const auto& [name, tensor] : tensors) {
+    TESSERA_CHECK(name.starts_with("tokenizer.") || name.starts_with("backbone.") ||
+                      name.starts_with("head."),
+                  "generator file {}: unexpected tensor '{}' (expected the prefixes tokenizer., "
+                  "backbone., head.)",
+                  path.string(), name);
+  }
+  generator.set_training(false);
+  return generator;
+}
+
+std::map<std::string, at::Tensor> Generator::trainable_parameters() const {
+  std::map<std::string, at::Tensor> out;
+  const auto backbone_params = backbone_.module()->named_parameters(/*recurse=*/true);
+  for (const auto& item : backbone_params) out.emplace("backbone." + item.key(), item.value());
+  const auto head_params = head_->module()->named_parameters(/*recurse=*/true);
+  for (const auto& item : head_params) out.emplace("head." + item.key(), item.value());
+  return out;
+}
+
+void Generator::load_trainable_parameters(const std::map<std::string, at::Tensor>& tensors) {
+  std::map<std::string, at::Tensor> targets = trainable_parameters();
+  std::vector<std::string> missing, unexpected, mismatched;
+  for (const auto& [name, target] : targets) {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      missing.push_back(name);
+    } else if (it->second.sizes() != target.sizes()) {
+      mismatched.push_back(fmt::format("{} (expected {}, got {})", name, target.sizes(),
+                                       it->second.sizes()));
+    }
+  }
+  for (const auto& [name, tensor] : tensors) {
+    if (!targets.contains(name)) unexpected.push_back(name);
+  }
+  TESSERA_CHECK(missing.empty() && unexpected.empty() && mismatched.empty(),
+                "Generator: parameters do not match: missing [{}], unexpected [{}], mismatched "
+                "[{}]",
+                fmt::join(missing, ", "), fmt::join(unexpected, ", "),
+                fmt::join(mismatched, ", "));
+  at::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) target.copy_(tensors.at(name));
+}
+
+int64_t Generator::num_parameters() const {
+  int64_t total = 0;
+  for (const auto& [name, tensor] : trainable_parameters()) total += tensor.numel();
+  return total;
+}
+
+TrainingBatch Generator::encode_batch(const at::Tensor& images, const at::Tensor& labels) {
+  at::NoGradGuard no_grad;
+  TrainingBatch batch;
+  batch.tokens = tokenizer_->encode(images);
+  batch.labels = labels;
+  return batch;
+}
+
+ScheduleLoss Generator::loss(const TrainingBatch& batch, at::Generator& generator) {
+  return schedule_->loss({backbone_, *head_, tokenizer_.get()}, batch, generator);
+}
+
+Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& request,
+                                int64_t count) {
+  const int64_t batch = labels.defined() ? labels.size(0) : count;
+  TESSERA_CHECK(batch >= 1, "Generator::sample: {} samples requested (labels {}, count {})", batch,
+                labels.defined() ? fmt::format("{}", labels.sizes()) : "undefined", count);
+  if (labels.defined()) {
+    TESSERA_CHECK(labels.dim() == 1 && labels.scalar_type() == at::kLong,
+                  "Generator::sample: labels must be int64 [B], got {} {}", labels.scalar_type(),
+                  labels.sizes());
+    TESSERA_CHECK(num_classes() > 0,
+                  "Generator::sample: the backbone is unconditional but labels were given");
+    const int64_t low = labels.min().item<int64_t>(), high = labels.max().item<int64_t>();
+    TESSERA_CHECK(low >= 0 && high < num_classes(),
+                  "Generator::sample: labels must be in [0, {}), got values in [{}, {}]",
+                  num_classes(), low, high);
+  }
+  const GenerationOptions& options = request.options ? *request.options : config_.sampling;
+  options.head.validate();
+  options.guidance.validate();
+  set_training(false);
+  at::NoGradGuard no_grad;
+  SampleRngs rngs(request.seed, request.first_index, batch);
+  return schedule_->sample({backbone_, *head_, tokenizer_.get()}, labels, grids_, options, rngs);
+}
+
+at::Tensor Generator::sample(const at::Tensor& labels, const SampleRequest& request,
+                             int64_t count) {
+  const Tokens tokens = sample_tokens(labels, request, count);
+  at::NoGradGuard no_grad;
+  return tokenizer_->decode(tokens);
+}
+
+void Generator::set_training(bool training) {
+  backbone_.set_training(training);
+  head_->set_training(training);
+  tokenizer_->set_training(false);  // frozen: a generator never trains its tokenizer
+}
+
+}  // namespace tessera

@@ -1,0 +1,80 @@
+#include "tessera/pipeline/generator_evaluation.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <vector>
+
+#include "tessera/core/error.h"
+#include "tessera/pipeline/evaluation.h"
+
+namespace tessera {
+
+double BulkSamples::milliseconds_per_image() const {
+  return images.defined() && images.size(0) > 0 ? 1000.0 * seconds / images.size(0) : 0.0;
+}
+
+namespace {
+
+BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_t count,
+                          int64_t batch_size, uint64_t seed,
+                          const std::optional<GenerationOptions>& options) {
+  TESSERA_CHECK(count >= 1, "sampling: count must be >= 1, got {}", count);
+  TESSERA_CHECK(batch_size >= 1, "sampling: batch_size must be >= 1, got {}", batch_size);
+  BulkSamples out;
+  out.labels = labels;
+  std::vector<at::Tensor> images;
+  std::vector<std::vector<at::Tensor>> scales;
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t begin = 0; begin < count; begin += batch_size) {
+    const int64_t end = std::min(count, begin + batch_size);
+    SampleRequest request{.seed = seed, .first_index = begin, .options = options};
+    const at::Tensor batch_labels = labels.defined() ? labels.slice(0, begin, end) : at::Tensor();
+    const Tokens tokens = generator.sample_tokens(batch_labels, request, end - begin);
+    images.push_back(generator.tokenizer().decode(tokens));
+    if (scales.empty()) {
+      scales.resize(tokens.scales.size());
+      out.tokens.grids = tokens.grids;
+    }
+    for (size_t s = 0; s < tokens.scales.size(); ++s) scales[s].push_back(tokens.scales[s]);
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  out.images = at::cat(images);
+  for (auto& parts : scales) out.tokens.scales.push_back(at::cat(parts));
+  return out;
+}
+
+}  // namespace
+
+BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& options) {
+  at::Tensor labels;
+  if (generator.num_classes() > 0) {
+    labels = at::arange(options.count, at::kLong).remainder(generator.num_classes());
+  }
+  return sample_labels(generator, labels, options.count, options.batch_size, options.seed,
+                       options.options);
+}
+
+BulkSamples sample_class_rows(Generator& generator, int64_t per_class, uint64_t seed,
+                              const std::optional<GenerationOptions>& options) {
+  TESSERA_CHECK(per_class >= 1, "sampling: per_class must be >= 1, got {}", per_class);
+  TESSERA_CHECK(generator.num_classes() > 0,
+                "sampling: class rows need a class-conditional generator");
+  const at::Tensor labels =
+      at::arange(generator.num_classes(), at::kLong).repeat_interleave(per_class);
+  return sample_labels(generator, labels, labels.size(0), labels.size(0), seed, options);
+}
+
+GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& samples,
+                               const GaussianStats& reference) {
+  GeneratorQuality quality;
+  quality.samples = samples.images.size(0);
+  quality.fid_fm = fid_fm(classifier, samples.images, reference);
+  if (samples.labels.defined()) {
+    quality.conditional_accuracy = classifier_accuracy(classifier, samples.images, samples.labels);
+  }
+  quality.milliseconds_per_image = samples.milliseconds_per_image();
+  return quality;
+}
+
+}  // namespace tessera

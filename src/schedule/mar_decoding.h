@@ -1,0 +1,43 @@
+#pragma once
+// MAR's masked decoding loop, shared by MarSchedule and HiMarSchedule (both of its phases).
+// See Note [MAR decoding] in tessera/schedule/mar_schedule.h. Internal to src/schedule.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "tessera/attention/block_mask.h"
+#include "tessera/schedule/masking.h"
+#include "tessera/schedule/schedule.h"
+
+namespace tessera::schedule_detail {
+
+// [B, N, C + 1]: masked rows become [0, …, 0, 1], known rows [value, 0]. See Note [MAR mask
+// inputs].
+at::Tensor mar_inputs(const at::Tensor& tokens, const at::Tensor& mask);
+
+// Per sample, the first `count` positions of `orders` [B, N] set: bool [B, N] (MAR's
+// mask_by_order).
+at::Tensor mask_by_order(const at::Tensor& orders, int64_t count);
+
+// The training mask of one batch: bool [B, N], the first clamp(⌈N·ratio⌉, 1, N) positions of each
+// row's random order (orders drawn from `generator`), as MAR's random_masking.
+at::Tensor mar_training_mask(int64_t batch, int64_t tokens, double ratio, at::Generator& generator);
+
+struct MarPhase {
+  int64_t tokens = 0;    // N: tokens generated in this phase
+  int64_t channels = 0;  // C
+  int64_t steps = 1;
+  MaskingCurve curve = MaskingCurve::cosine;
+  int64_t step_offset = 0;          // GenerationProgress::step of this phase's first step
+  int64_t total_steps = 1;          // GenerationProgress::num_steps
+  const BlockMask* mask = nullptr;  // the mask of each backbone call (its query rows = the call)
+  int64_t first_row = 0;            // the call's row of the phase's first token
+  at::Tensor prefix{};              // [B, P, C + 1] inputs before the phase's tokens, or undefined
+};
+
+// Runs a phase; returns the tokens [B, N, C].
+at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels,
+                      const GenerationOptions& options, SampleRngs& rngs, const MarPhase& phase);
+
+}  // namespace tessera::schedule_detail

@@ -1,0 +1,135 @@
+#include "tessera/schedule/mar_schedule.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "mar_decoding.h"
+#include "schedule_util.h"
+
+namespace tessera {
+
+using namespace schedule_detail;
+
+void MarMaskRatio::validate() const {
+  TESSERA_CHECK(min >= 0 && min <= max && max <= 1,
+                "mask ratio: need 0 <= min <= max <= 1, got min {} and max {}", min, max);
+  TESSERA_CHECK(std > 0, "mask ratio: std must be > 0, got {}", std);
+  // Rejection sampling must accept often enough: the interval may not lie far in a tail.
+  TESSERA_CHECK(std::abs(std::clamp(mean, min, max) - mean) <= 4 * std,
+                "mask ratio: [{}, {}] lies more than 4 std from the mean {}", min, max, mean);
+}
+
+double MarMaskRatio::draw(at::Generator& generator) const {
+  for (int attempt = 0; attempt < 100000; ++attempt) {
+    const double x =
+        mean + std * at::empty({1}, at::kDouble).normal_(0.0, 1.0, generator).item<double>();
+    if (x >= min && x <= max) return x;
+  }
+  TESSERA_FAIL("mask ratio: no draw in [{}, {}] after 100000 attempts", min, max);
+}
+
+void MarScheduleConfig::validate() const {
+  TESSERA_CHECK(buffer_size >= 0, "mar schedule: buffer_size must be >= 0, got {}", buffer_size);
+  TESSERA_CHECK(steps >= 1, "mar schedule: steps must be >= 1, got {}", steps);
+  mask_ratio.validate();
+}
+
+MarSchedule::MarSchedule(MarScheduleConfig config) : config_(config) { config_.validate(); }
+
+void MarSchedule::set_config(const MarScheduleConfig& config) {
+  config.validate();
+  config_ = config;
+}
+
+TokenLayout MarSchedule::layout(int64_t tokens) const {
+  return config_.buffer_size > 0 ? TokenLayout({config_.buffer_size, tokens})
+                                 : TokenLayout({tokens});
+}
+
+void MarSchedule::check_models(const ScheduleModels& models,
+                               const std::vector<TokenGridSize>& grids) const {
+  const int64_t L = single_grid(grids, "mar schedule").count();
+  const BackboneConfig& c = models.backbone.config();
+  TESSERA_CHECK(models.head.kind() != HeadKind::discrete,
+                "mar schedule: needs a continuous head (diffusion or flow_matching), got discrete");
+  TESSERA_CHECK(models.head.hidden_width() == c.width,
+                "mar schedule: the head expects hidden width {}, the backbone has {}",
+                models.head.hidden_width(), c.width);
+  const int64_t C = models.head.token_channels();
+  TESSERA_CHECK(c.input == InputKind::vectors && c.input_channels == C + 1,
+                "mar schedule: the backbone must take vectors of {} channels (the head's {} token "
+                "channels plus the mask indicator, Note [MAR mask inputs]), got {}",
+                C + 1, C,
+                c.input == InputKind::vectors ? fmt::format("{} channels", c.input_channels)
+                                              : std::string("token ids"));
+  TESSERA_CHECK(c.condition_tokens == config_.buffer_size,
+                "mar schedule: configured for a buffer of {} condition tokens, the backbone has {}",
+                config_.buffer_size, c.condition_tokens);
+  TESSERA_CHECK(models.backbone.layout() == layout(L),
+                "mar schedule: for {} tokens the backbone's segments must be {}, got {}", L,
+                layout(L).to_string(), models.backbone.layout().to_string());
+}
+
+BlockMask MarSchedule::training_mask(const std::vector<TokenGridSize>& grids) const {
+  return BlockMask::bidirectional(layout(single_grid(grids, "mar schedule").count()));
+}
+
+int64_t MarSchedule::num_steps(const std::vector<TokenGridSize>&) const { return config_.steps; }
+
+ScheduleLoss MarSchedule::loss(const ScheduleModels& models, const TrainingBatch& batch,
+                               at::Generator& generator) {
+  batch.tokens.validate();
+  TESSERA_CHECK(!batch.tokens.discrete(), "mar schedule: training needs continuous tokens");
+  check_models(models, batch.tokens.grids);
+  Backbone& backbone = models.backbone;
+  const at::Device device = backbone.device();
+  const at::Tensor x = batch.tokens.scales[0].to(device, at::kFloat);
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), W = backbone.width();
+  TESSERA_CHECK(C == models.head.token_channels(),
+                "mar schedule: tokens have {} channels, the head {}", C,
+                models.head.token_channels());
+  const at::Tensor labels = training_labels(backbone, batch, B, "mar schedule");
+  const double ratio = config_.mask_ratio.draw(generator);
+  const at::Tensor mask = mar_training_mask(B, L, ratio, generator).to(device);
+  BackboneForwardOptions forward_options;
+  forward_options.generator = generator;
+  BackboneOutput out = backbone.forward(mar_inputs(x, mask), labels,
+                                        training_mask(batch.tokens.grids), forward_options);
+  const int64_t c = config_.buffer_size;
+  HeadLossOptions head_options;
+  head_options.weights = mask.reshape({B * L}).to(at::kFloat);
+  head_options.generator = generator;
+  HeadLoss head_loss = models.head.loss(out.hidden.slice(1, c, c + L).reshape({B * L, W}),
+                                        x.reshape({B * L, C}), head_options);
+  ScheduleLoss result;
+  result.loss = head_loss.loss;
+  result.terms = head_loss.terms;
+  result.predicted_tokens = mask.sum().item<int64_t>();
+  result.terms.emplace_back("mask_ratio", ratio);
+  return result;
+}
+
+Tokens MarSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
+                           const std::vector<TokenGridSize>& grids,
+                           const GenerationOptions& options, SampleRngs& rngs) {
+  check_models(models, grids);
+  sample_batch_size(models.backbone, labels, rngs, options, "mar schedule");
+  at::NoGradGuard no_grad;
+  EvalModeGuard eval(models);
+  const TokenGridSize grid = grids[0];
+  const BlockMask full = training_mask(grids);
+  MarPhase phase;
+  phase.tokens = grid.count();
+  phase.channels = models.head.token_channels();
+  phase.steps = config_.steps;
+  phase.curve = config_.curve;
+  phase.total_steps = config_.steps;
+  phase.mask = &full;
+  phase.first_row = config_.buffer_size;
+  at::Tensor tokens =
+      mar_decode(models, backbone_labels(models.backbone, labels, options), options, rngs, phase);
+  return Tokens{{tokens}, {grid}};
+}
+
+}  // namespace tessera

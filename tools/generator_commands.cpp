@@ -1,0 +1,170 @@
+#include "generator_commands.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tessera/core/config.h"
+#include "tessera/core/error.h"
+#include "tessera/core/fashion_mnist.h"
+#include "tessera/core/image_io.h"
+#include "tessera/core/logging.h"
+#include "tessera/core/safetensors.h"
+#include "tessera/pipeline/classifier.h"
+#include "tessera/pipeline/evaluation.h"
+#include "tessera/pipeline/generator.h"
+#include "tessera/pipeline/generator_evaluation.h"
+#include "tessera/pipeline/generator_training.h"
+#include "tessera/tokenizer/tokenizer_training.h"
+
+namespace tessera::cli {
+
+namespace {
+
+constexpr ImageGridOptions kClassGrid{.columns = 10, .padding = 2, .pad_value = 96, .upscale = 2};
+
+void set_threads(int64_t threads) {
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+}
+
+// The schedule, head and step count a table row shows.
+std::string head_name(const Generator& generator) {
+  return config_to_json(generator.config().head)["kind"].get<std::string>();
+}
+
+// Fashion-MNIST split prepared like the tokenizers' inputs (padded to the generator's size).
+at::Tensor prepared_split(DatasetSplit split, const std::string& data_dir, int64_t image_size,
+                          int64_t channels, at::Tensor* labels = nullptr) {
+  FashionMnistOptions options;
+  options.directory = data_dir;
+  const LabeledImages data = load_fashion_mnist(split, options);
+  if (labels != nullptr) *labels = data.labels;
+  return prepare_fashion_mnist_images(data, image_size, channels);
+}
+
+}  // namespace
+
+void run_train(const TrainOptions& options) {
+  auto config = load_config<GeneratorTrainConfig>(options.config_path);
+  if (!options.out.empty()) config.trainer.output_dir = options.out;
+  if (!options.data.empty()) config.data.directory = options.data;
+  if (options.steps >= 0) config.trainer.steps = options.steps;
+  if (options.threads >= 0) config.trainer.threads = options.threads;
+  if (options.fresh) config.trainer.resume = false;
+  const GeneratorTrainResult result = train_generator(config);
+  std::printf("generator: %lld parameters, %s schedule\n",
+              static_cast<long long>(result.parameters),
+              config_to_json(config.generator.schedule)["kind"].get<std::string>().c_str());
+  std::printf("trained steps %lld..%lld in %.1f s (tokens encoded in %.1f s), final loss %.5f\n",
+              static_cast<long long>(result.train.start_step),
+              static_cast<long long>(result.train.steps), result.train.seconds,
+              result.encode_seconds, result.train.final_loss);
+  std::printf("checkpoint: %s\n", result.train.checkpoint.c_str());
+  if (!result.generator_file.empty()) {
+    std::printf("generator: %s\n", result.generator_file.c_str());
+  }
+}
+
+void run_sample(const SampleOptions& options) {
+  set_threads(options.threads);
+  Generator generator = Generator::load(options.model);
+  const BulkSamples samples = sample_class_rows(generator, options.per_class, options.seed);
+  write_image_grid(options.out, samples.images,
+                   {.columns = options.per_class, .padding = 2, .pad_value = 96, .upscale = 2});
+  std::printf("wrote %s: %lld samples (%lld per class, one row per class), %.1f ms per image\n",
+              options.out.c_str(), static_cast<long long>(samples.images.size(0)),
+              static_cast<long long>(options.per_class), samples.milliseconds_per_image());
+  if (!options.save_tokens.empty()) {
+    std::map<std::string, at::Tensor> tensors{{"labels", samples.labels}};
+    for (size_t s = 0; s < samples.tokens.scales.size(); ++s) {
+      tensors.emplace("scale_" + std::to_string(s), samples.tokens.scales[s]);
+    }
+    save_safetensors(options.save_tokens, tensors, {{"tessera.model", options.model}});
+    std::printf("wrote %s (labels, scale_0..scale_%zu)\n", options.save_tokens.c_str(),
+                samples.tokens.scales.size() - 1);
+  }
+}
+
+void run_eval(const EvalOptions& options) {
+  set_threads(options.threads);
+  Generator generator = Generator::load(options.model);
+  Classifier classifier = load_classifier(
+      options.classifier.empty() ? default_classifier_path()
+                                  : std::filesystem::path(options.classifier));
+  const int64_t size = generator.config().image_size;
+  const int64_t channels = generator.config().image_channels;
+  at::Tensor test_labels;
+  const at::Tensor train = prepared_split(DatasetSplit::train, options.data, size, channels);
+  const at::Tensor test =
+      prepared_split(DatasetSplit::test, options.data, size, channels, &test_labels);
+  const QualityFloors floors =
+      quality_floors(classifier, train, test, test_labels, &generator.tokenizer());
+  const GaussianStats reference = feature_statistics(classifier, train);
+  const BulkSamples samples = sample_in_bulk(
+      generator, {.count = options.samples, .batch_size = options.batch_size, .seed = options.seed});
+  const GeneratorQuality quality = judge_samples(classifier, samples, reference);
+  std::printf("%s: %s schedule, %s head, %lld samples, %.1f ms per image\n",
+              options.model.c_str(), generator.schedule().name().c_str(),
+              head_name(generator).c_str(), static_cast<long long>(quality.samples),
+              quality.milliseconds_per_image);
+  std::printf("%s\n",
+              format_quality_report(quality.fid_fm, quality.conditional_accuracy, floors).c_str());
+}
+
+int64_t run_demo_models(const DemoModelsOptions& options) {
+  std::vector<std::filesystem::path> models;
+  if (std::filesystem::is_directory(options.models_dir)) {
+    for (const auto& entry : std::filesystem::directory_iterator(options.models_dir)) {
+      if (entry.path().extension() != ".safetensors") continue;
+      const SafetensorsFile file = SafetensorsFile::open(entry.path());
+      if (file.metadata().contains("tessera.generator_config")) models.push_back(entry.path());
+    }
+  }
+  std::sort(models.begin(), models.end());
+  if (models.empty()) return 0;
+
+  Classifier classifier = load_classifier(default_classifier_path());
+  std::optional<GaussianStats> reference;
+  struct Row {
+    std::string model, schedule, head;
+    int64_t steps;
+    GeneratorQuality quality;
+  };
+  std::vector<Row> rows;
+  for (const auto& path : models) {
+    Generator generator = Generator::load(path);
+    if (!reference) {
+      reference = feature_statistics(
+          classifier, prepared_split(DatasetSplit::train, options.data,
+                                     generator.config().image_size,
+                                     generator.config().image_channels));
+    }
+    const std::string name = path.stem().string();
+    const BulkSamples grid = sample_class_rows(generator, options.per_class, options.seed);
+    const std::filesystem::path grid_path = options.out_dir / (name + ".png");
+    write_image_grid(grid_path, grid.images, kClassGrid);
+    const BulkSamples samples =
+        sample_in_bulk(generator, {.count = options.samples, .batch_size = 100, .seed = options.seed});
+    rows.push_back({name, generator.schedule().name(), head_name(generator),
+                    generator.schedule().num_steps(generator.token_grids()),
+                    judge_samples(classifier, samples, *reference)});
+    std::printf("wrote %s\n", grid_path.c_str());
+  }
+  std::printf("\n%-28s %-11s %-14s %6s %12s %8s %9s\n", "model", "schedule", "head", "steps",
+              "ms per image", "FID-FM", "accuracy");
+  for (const Row& row : rows) {
+    std::printf("%-28s %-11s %-14s %6lld %12.1f %8.2f %8.1f%%\n", row.model.c_str(),
+                row.schedule.c_str(), row.head.c_str(), static_cast<long long>(row.steps),
+                row.quality.milliseconds_per_image, row.quality.fid_fm,
+                100.0 * row.quality.conditional_accuracy.value_or(0.0));
+  }
+  return static_cast<int64_t>(rows.size());
+}
+
+}  // namespace tessera::cli

@@ -1,0 +1,54 @@
+#pragma once
+// The `tessera` subcommands that train, sample and evaluate generators, and the demo's model
+// tour. Each function is one subcommand; main() parses the options into these structs.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace tessera::cli {
+
+struct TrainOptions {
+  std::string config_path;
+  std::string out;
+  std::string data;
+  int64_t steps = -1;
+  int64_t threads = -1;
+  bool fresh = false;  // ignore an existing checkpoint instead of resuming
+};
+void run_train(const TrainOptions& options);
+
+struct SampleOptions {
+  std::string model;
+  std::string out = "out/samples.png";
+  int64_t per_class = 10;  // grid: per_class samples of each class
+  uint64_t seed = 0;
+  std::string save_tokens;  // safetensors file for the token ids / vectors ("" = none)
+  int64_t threads = 0;
+};
+void run_sample(const SampleOptions& options);
+
+struct EvalOptions {
+  std::string model;
+  int64_t samples = 2000;
+  int64_t batch_size = 100;
+  uint64_t seed = 0;
+  std::string classifier;  // "" = default_classifier_path()
+  std::string data;
+  int64_t threads = 0;
+};
+void run_eval(const EvalOptions& options);
+
+struct DemoModelsOptions {
+  std::filesystem::path models_dir = "models";
+  std::filesystem::path out_dir = "out/demo";
+  std::string data;
+  int64_t samples = 2000;
+  int64_t per_class = 10;
+  uint64_t seed = 0;
+};
+// Samples a grid from every generator in models_dir into out_dir/<model>.png, evaluates each on
+// `samples` samples and prints the table. Returns the number of generators found.
+int64_t run_demo_models(const DemoModelsOptions& options);
+
+}  // namespace tessera::cli
