@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "tessera/pipeline/generator.h"
 #include "tessera/pipeline/generator_evaluation.h"
 #include "tessera/pipeline/generator_training.h"
+#include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
 
 namespace tessera::cli {
@@ -91,8 +93,37 @@ void run_sample(const SampleOptions& options) {
   }
 }
 
+namespace {
+
+// `tessera eval --tokenizer`: the floors of a tokenizer alone (FID-FM of its reconstructions of
+// the test images against the training images, beside the real test images' FID-FM).
+void run_eval_tokenizer(const EvalOptions& options, Classifier& classifier) {
+  std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_checkpoint(options.tokenizer);
+  const int64_t size = classifier.config().image_size;
+  const int64_t channels = tokenizer->image_channels();
+  at::Tensor test_labels;
+  const at::Tensor train = prepared_split(DatasetSplit::train, options.data, size, channels);
+  const at::Tensor test =
+      prepared_split(DatasetSplit::test, options.data, size, channels, &test_labels);
+  const QualityFloors floors =
+      quality_floors(classifier, train, test, test_labels, tokenizer.get());
+  std::printf("%s: %s\n", options.tokenizer.c_str(),
+              format_quality_report(std::nullopt, std::nullopt, floors).c_str());
+}
+
+}  // namespace
+
 void run_eval(const EvalOptions& options) {
   set_threads(options.threads);
+  TESSERA_CHECK(options.model.empty() != options.tokenizer.empty(),
+                "tessera eval: give exactly one of --model (a generator) and --tokenizer");
+  if (!options.tokenizer.empty()) {
+    Classifier classifier = load_classifier(
+        options.classifier.empty() ? default_classifier_path()
+                                   : std::filesystem::path(options.classifier));
+    run_eval_tokenizer(options, classifier);
+    return;
+  }
   Generator generator = Generator::load(options.model);
   Classifier classifier = load_classifier(
       options.classifier.empty() ? default_classifier_path()

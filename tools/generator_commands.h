@@ -29,7 +29,8 @@ struct SampleOptions {
 void run_sample(const SampleOptions& options);
 
 struct EvalOptions {
-  std::string model;
+  std::string model;      // a generator file, or
+  std::string tokenizer;  // a tokenizer checkpoint: only the floors (its reconstructions)
   int64_t samples = 2000;
   int64_t batch_size = 100;
   uint64_t seed = 0;

@@ -194,7 +194,10 @@ int main(int argc, char** argv) {
 
   auto* eval = app.add_subcommand("eval", "FID-FM and conditional accuracy of a generator, with the floors");
   tessera::cli::EvalOptions eval_options;
-  eval->add_option("--model", eval_options.model, "generator file")->required()->check(CLI::ExistingFile);
+  eval->add_option("--model", eval_options.model, "generator file")->check(CLI::ExistingFile);
+  eval->add_option("--tokenizer", eval_options.tokenizer,
+                   "instead of --model: a tokenizer checkpoint; prints the floors (FID-FM of its reconstructions)")
+      ->check(CLI::ExistingFile);
   eval->add_option("--samples", eval_options.samples, "samples to judge")->capture_default_str();
   eval->add_option("--batch-size", eval_options.batch_size, "samples per sampling call")->capture_default_str();
   eval->add_option("--seed", eval_options.seed, "sampling seed")->capture_default_str();
