@@ -100,7 +100,7 @@ TEST(ShippedClassifier, ReachesStatedAccuracyOnTestSubset) {
 }
 
 // The program that trains the shipped classifier (see docs/evaluation.md):
-//   build-pl/tests/tessera_pipeline_tests --gtest_also_run_disabled_tests
+//   build/tests/tessera_pipeline_tests --gtest_also_run_disabled_tests
 //     --gtest_filter='*TrainShippedClassifier*'   (one command line)
 // reads $TESSERA_CLASSIFIER_CONFIG (default configs/classifier/fashion_mnist.json), run from the
 // repository root.
