@@ -12,6 +12,7 @@
 #include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 #include "tessera/pipeline/generator_evaluation.h"
+#include "tessera/pipeline/generator_training.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera {
@@ -95,6 +96,22 @@ TEST(Generator, BadInputsAreNamed) {
   parameters.erase(parameters.begin());
   EXPECT_NE(error_of([&] { generator.load_trainable_parameters(parameters); }).find("missing"),
             std::string::npos);
+}
+
+// Every shipped generator config parses and builds a generator whose parts fit together (the
+// schedule's check_models against its tokenizer), so a config cannot rot unnoticed.
+TEST(Generator, ShippedConfigsBuild) {
+  const auto folder = std::filesystem::path(TESSERA_SOURCE_DIR) / "configs/generator";
+  int configs = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+    if (entry.path().extension() != ".json") continue;
+    SCOPED_TRACE(entry.path().filename().string());
+    const auto config = load_config<GeneratorTrainConfig>(entry.path());
+    const auto tokenizer_path = std::filesystem::path(TESSERA_SOURCE_DIR) / config.tokenizer;
+    EXPECT_NO_THROW(Generator(config.generator, load_tokenizer_checkpoint(tokenizer_path), 0));
+    ++configs;
+  }
+  EXPECT_GE(configs, 1);
 }
 
 }  // namespace
