@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_args.h"
 #include "tessera/attention/attention.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/attention/token_layout.h"
@@ -62,55 +63,25 @@ struct Options {
   int threads = 0;  // 0: the machine's cores
 };
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr,
-               "attention_bench: %s\n"
-               "usage: attention_bench [--out DIR] [--runs N] [--quick] [--filter SUBSTRING] "
-               "[--threads N]\n",
-               message.c_str());
-  std::exit(2);
-}
-
-int parse_positive(const std::string& flag, const std::string& text) {
-  try {
-    size_t used = 0;
-    const int value = std::stoi(text, &used);
-    if (used == text.size() && value > 0) return value;
-  } catch (const std::exception&) {
-  }
-  usage_error(fmt::format("{} wants a positive integer, got '{}'", flag, text));
-}
-
 Options parse_options(int argc, char** argv) {
   Options options;
-#ifdef TESSERA_BINARY_DIR
-  options.out = std::filesystem::path(TESSERA_BINARY_DIR) / "bench";
-#else
-  options.out = std::filesystem::path("build") / "bench";
-#endif
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::optional<std::string> inline_value;
-    if (arg.starts_with("--") && arg.find('=') != std::string::npos) {
-      inline_value = arg.substr(arg.find('=') + 1);
-      arg = arg.substr(0, arg.find('='));
-    }
-    auto value = [&]() -> std::string {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc) usage_error(fmt::format("{} needs a value", arg));
-      return argv[++i];
-    };
+  options.out = tessera::bench::default_out_dir();
+  tessera::bench::BenchArgs args("attention_bench",
+                        "[--out DIR] [--runs N] [--quick] [--filter SUBSTRING] [--threads N]", argc,
+                        argv);
+  while (args.next()) {
+    const std::string& arg = args.flag();
     if (arg == "--out") {
-      options.out = value();
+      options.out = args.value();
     } else if (arg == "--runs") {
-      options.runs = parse_positive(arg, value());
+      options.runs = args.positive_value();
       options.runs_given = true;
     } else if (arg == "--quick") {
       options.quick = true;
     } else if (arg == "--filter") {
-      options.filter = value();
+      options.filter = args.value();
     } else if (arg == "--threads") {
-      options.threads = parse_positive(arg, value());
+      options.threads = args.positive_value();
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
           "attention_bench: Tessera's block-sparse attention against SDPA (DESIGN.md 4)\n"
@@ -124,7 +95,7 @@ Options parse_options(int argc, char** argv) {
           options.out.string().c_str());
       std::exit(0);
     } else {
-      usage_error(fmt::format("unknown argument '{}'", argv[i]));
+      args.unknown();
     }
   }
   if (options.quick && !options.runs_given) options.runs = 5;

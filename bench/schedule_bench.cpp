@@ -43,6 +43,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench_args.h"
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
@@ -144,56 +145,26 @@ struct Options {
   int64_t batch = 4;
 };
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr,
-               "schedule_bench: %s\nusage: schedule_bench [--out DIR] [--runs N] [--batch N] "
-               "[--quick] [--threads N]\n",
-               message.c_str());
-  std::exit(2);
-}
-
-int parse_positive(const std::string& flag, const std::string& text) {
-  try {
-    size_t used = 0;
-    const int value = std::stoi(text, &used);
-    if (used == text.size() && value > 0) return value;
-  } catch (const std::exception&) {
-  }
-  usage_error(fmt::format("{} wants a positive integer, got '{}'", flag, text));
-}
-
 Options parse_options(int argc, char** argv) {
   Options o;
-#ifdef TESSERA_BINARY_DIR
-  o.out = std::filesystem::path(TESSERA_BINARY_DIR) / "bench";
-#else
-  o.out = std::filesystem::path("build") / "bench";
-#endif
+  o.out = tessera::bench::default_out_dir();
   bool runs_given = false, batch_given = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::optional<std::string> inline_value;
-    if (arg.starts_with("--") && arg.find('=') != std::string::npos) {
-      inline_value = arg.substr(arg.find('=') + 1);
-      arg = arg.substr(0, arg.find('='));
-    }
-    auto value = [&]() -> std::string {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc) usage_error(fmt::format("{} needs a value", arg));
-      return argv[++i];
-    };
+  tessera::bench::BenchArgs args("schedule_bench", "[--out DIR] [--runs N] [--batch N] [--quick] [--threads N]",
+                        argc, argv);
+  while (args.next()) {
+    const std::string& arg = args.flag();
     if (arg == "--out") {
-      o.out = value();
+      o.out = args.value();
     } else if (arg == "--runs") {
-      o.runs = parse_positive(arg, value());
+      o.runs = args.positive_value();
       runs_given = true;
     } else if (arg == "--batch") {
-      o.batch = parse_positive(arg, value());
+      o.batch = args.positive_value();
       batch_given = true;
     } else if (arg == "--quick") {
       o.quick = true;
     } else if (arg == "--threads") {
-      o.threads = parse_positive(arg, value());
+      o.threads = args.positive_value();
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
           "schedule_bench: sampling time and memory of the schedules (VAR-16 pyramid)\n"
@@ -205,7 +176,7 @@ Options parse_options(int argc, char** argv) {
           o.out.string().c_str());
       std::exit(0);
     } else {
-      usage_error(fmt::format("unknown argument '{}'", arg));
+      args.unknown();
     }
   }
   if (o.quick && !runs_given) o.runs = 2;
