@@ -54,24 +54,7 @@ TokenLayout HiMarSchedule::layout(const TokenGridSize& dense) const {
 void HiMarSchedule::check_models(const ScheduleModels& models,
                                  const std::vector<TokenGridSize>& grids) const {
   const TokenGridSize grid = single_grid(grids, "hi_mar schedule");
-  const BackboneConfig& c = models.backbone.config();
-  TESSERA_CHECK(models.head.kind() != HeadKind::discrete,
-                "hi_mar schedule: needs a continuous head (diffusion or flow_matching), got "
-                "discrete");
-  TESSERA_CHECK(models.head.hidden_width() == c.width,
-                "hi_mar schedule: the head expects hidden width {}, the backbone has {}",
-                models.head.hidden_width(), c.width);
-  const int64_t C = models.head.token_channels();
-  TESSERA_CHECK(c.input == InputKind::vectors && c.input_channels == C + 1,
-                "hi_mar schedule: the backbone must take vectors of {} channels (the head's {} "
-                "token channels plus the mask indicator, Note [MAR mask inputs]), got {}",
-                C + 1, C,
-                c.input == InputKind::vectors ? fmt::format("{} channels", c.input_channels)
-                                              : std::string("token ids"));
-  TESSERA_CHECK(c.condition_tokens == config_.buffer_size,
-                "hi_mar schedule: configured for a buffer of {} condition tokens, the backbone "
-                "has {}",
-                config_.buffer_size, c.condition_tokens);
+  check_mar_models(models, config_.buffer_size, "hi_mar schedule");
   TESSERA_CHECK(models.backbone.layout() == layout(grid),
                 "hi_mar schedule: for a {}x{} grid (pivots {}x{}) the backbone's segments must be "
                 "{} (buffer, pivots, dense), got {}",

@@ -13,6 +13,25 @@ at::Tensor mar_inputs(const at::Tensor& tokens, const at::Tensor& mask) {
       {at::where(m, at::zeros({}, tokens.options()), tokens), m.to(tokens.scalar_type())}, -1);
 }
 
+void check_mar_models(const ScheduleModels& models, int64_t buffer_size, const char* what) {
+  const BackboneConfig& c = models.backbone.config();
+  TESSERA_CHECK(models.head.kind() != HeadKind::discrete,
+                "{}: needs a continuous head (diffusion or flow_matching), got discrete", what);
+  TESSERA_CHECK(models.head.hidden_width() == c.width,
+                "{}: the head expects hidden width {}, the backbone has {}", what,
+                models.head.hidden_width(), c.width);
+  const int64_t C = models.head.token_channels();
+  TESSERA_CHECK(c.input == InputKind::vectors && c.input_channels == C + 1,
+                "{}: the backbone must take vectors of {} channels (the head's {} token channels "
+                "plus the mask indicator, Note [MAR mask inputs]), got {}",
+                what, C + 1, C,
+                c.input == InputKind::vectors ? fmt::format("{} channels", c.input_channels)
+                                              : std::string("token ids"));
+  TESSERA_CHECK(c.condition_tokens == buffer_size,
+                "{}: configured for a buffer of {} condition tokens, the backbone has {}", what,
+                buffer_size, c.condition_tokens);
+}
+
 at::Tensor mask_by_order(const at::Tensor& orders, int64_t count) {
   at::Tensor mask = at::zeros(orders.sizes(), orders.options().dtype(at::kBool));
   if (count > 0) mask.scatter_(1, orders.slice(1, 0, count), true);

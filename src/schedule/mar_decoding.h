@@ -16,6 +16,11 @@ namespace tessera::schedule_detail {
 // inputs].
 at::Tensor mar_inputs(const at::Tensor& tokens, const at::Tensor& mask);
 
+// What MAR and Hi-MAR require of their models: a continuous head over the backbone's width, a
+// backbone that takes the head's token vectors plus the mask indicator (Note [MAR mask inputs]),
+// and `buffer_size` condition tokens. `what` names the schedule in the errors.
+void check_mar_models(const ScheduleModels& models, int64_t buffer_size, const char* what);
+
 // Per sample, the first `count` positions of `orders` [B, N] set: bool [B, N] (MAR's
 // mask_by_order).
 at::Tensor mask_by_order(const at::Tensor& orders, int64_t count);
