@@ -22,6 +22,7 @@
 #include "tessera/pipeline/generator.h"
 #include "tessera/pipeline/generator_evaluation.h"
 #include "tessera/pipeline/generator_training.h"
+#include "tessera/pipeline/weights_conversion.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
 
@@ -73,9 +74,27 @@ void run_train(const TrainOptions& options) {
   }
 }
 
+namespace {
+
+// --model's generator, or --config's with its initialisation (init_seed) and no training.
+Generator generator_to_sample(const SampleOptions& options) {
+  TESSERA_CHECK(options.model.empty() != options.config.empty(),
+                "tessera sample: give exactly one of --model (a generator file) and --config (a "
+                "training config, sampled with untrained weights)");
+  if (!options.model.empty()) return Generator::load(options.model);
+  const auto config = load_config<GeneratorTrainConfig>(options.config);
+  config.validate();
+  std::printf("%s: untrained weights (init_seed %llu), for speed measurements only\n",
+              options.config.c_str(), static_cast<unsigned long long>(config.init_seed));
+  return Generator(config.generator, load_tokenizer_checkpoint(config.tokenizer),
+                   config.init_seed);
+}
+
+}  // namespace
+
 void run_sample(const SampleOptions& options) {
   set_threads(options.threads);
-  Generator generator = Generator::load(options.model);
+  Generator generator = generator_to_sample(options);
   const BulkSamples samples = sample_class_rows(generator, options.per_class, options.seed);
   write_image_grid(options.out, samples.images,
                    {.columns = options.per_class, .padding = 2, .pad_value = 96, .upscale = 2});
@@ -87,7 +106,8 @@ void run_sample(const SampleOptions& options) {
     for (size_t s = 0; s < samples.tokens.scales.size(); ++s) {
       tensors.emplace("scale_" + std::to_string(s), samples.tokens.scales[s]);
     }
-    save_safetensors(options.save_tokens, tensors, {{"tessera.model", options.model}});
+    save_safetensors(options.save_tokens, tensors,
+                     {{"tessera.model", options.model.empty() ? options.config : options.model}});
     std::printf("wrote %s (labels, scale_0..scale_%zu)\n", options.save_tokens.c_str(),
                 samples.tokens.scales.size() - 1);
   }
@@ -146,6 +166,33 @@ void run_eval(const EvalOptions& options) {
               quality.milliseconds_per_image);
   std::printf("%s\n",
               format_quality_report(quality.fid_fm, quality.conditional_accuracy, floors).c_str());
+}
+
+void run_convert(const ConvertOptions& options) {
+  TESSERA_CHECK(options.in.empty() != options.checkpoint.empty(),
+                "tessera convert: give exactly one of --in (a file to cast) and --checkpoint (a "
+                "training checkpoint)");
+  const at::ScalarType dtype = parse_stored_dtype(options.dtype);
+  if (!options.in.empty()) {
+    const CastReport report = cast_weights_file(options.in, options.out, dtype);
+    std::printf("wrote %s: %lld tensors, %lld cast to %s, tensor data %.2f MB -> %.2f MB\n",
+                options.out.c_str(), static_cast<long long>(report.tensors),
+                static_cast<long long>(report.cast), options.dtype.c_str(),
+                report.bytes_before / 1e6, report.bytes_after / 1e6);
+    return;
+  }
+  TESSERA_CHECK(!options.tokenizer.empty(),
+                "tessera convert --checkpoint: --tokenizer is required (a training checkpoint does "
+                "not carry the frozen tokenizer; give the config's tokenizer file)");
+  const Generator generator = generator_from_checkpoint(
+      options.checkpoint, load_tokenizer_checkpoint(options.tokenizer),
+      options.weights == "trained" ? CheckpointWeights::trained : CheckpointWeights::ema);
+  const int64_t step = checkpoint_step(options.checkpoint);
+  generator.save(options.out, {{"tessera.step", std::to_string(step)},
+                               {"tessera.weights", options.weights}});
+  if (dtype != at::kFloat) cast_weights_file(options.out, options.out, dtype);
+  std::printf("wrote %s: the %s weights of step %lld, %s\n", options.out.c_str(),
+              options.weights.c_str(), static_cast<long long>(step), options.dtype.c_str());
 }
 
 int64_t run_demo_models(const DemoModelsOptions& options) {

@@ -19,7 +19,8 @@ struct TrainOptions {
 void run_train(const TrainOptions& options);
 
 struct SampleOptions {
-  std::string model;
+  std::string model;   // a generator file, or
+  std::string config;  // a `tessera train` config: its generator with freshly initialised weights
   std::string out = "out/samples.png";
   int64_t per_class = 10;  // grid: per_class samples of each class
   uint64_t seed = 0;
@@ -39,6 +40,16 @@ struct EvalOptions {
   int64_t threads = 0;
 };
 void run_eval(const EvalOptions& options);
+
+struct ConvertOptions {
+  std::string in;          // a safetensors file to cast, or
+  std::string checkpoint;  // a `tessera train` checkpoint to extract the generator from
+  std::string tokenizer;   // with checkpoint: the run's tokenizer
+  std::string weights = "ema";
+  std::string dtype = "fp32";
+  std::string out;
+};
+void run_convert(const ConvertOptions& options);
 
 struct DemoModelsOptions {
   std::filesystem::path models_dir = "models";

@@ -181,9 +181,16 @@ int main(int argc, char** argv) {
 
   auto* sample = app.add_subcommand("sample", "sample a class-conditional grid from a generator");
   tessera::cli::SampleOptions sample_options;
-  sample->add_option("--model", sample_options.model, "generator file (tessera train's generator.safetensors)")
-      ->required()
-      ->check(CLI::ExistingFile);
+  auto* sample_model =
+      sample->add_option("--model", sample_options.model,
+                         "generator file (tessera train's generator.safetensors)")
+          ->check(CLI::ExistingFile);
+  auto* sample_config =
+      sample->add_option("--config", sample_options.config,
+                         "instead of --model: a `tessera train` config; samples its generator with "
+                         "freshly initialised weights (for speed and memory measurements)")
+          ->check(CLI::ExistingFile);
+  sample_model->excludes(sample_config);
   sample->add_option("--out", sample_options.out, "PNG grid to write")->capture_default_str();
   sample->add_option("--per-class", sample_options.per_class, "samples per class (grid columns)")
       ->capture_default_str();
@@ -206,6 +213,29 @@ int main(int argc, char** argv) {
   eval->add_option("--data", eval_options.data, "Fashion-MNIST folder");
   eval->add_option("--threads", eval_options.threads, "intra-op threads, 0 = LibTorch's default");
 
+  auto* convert = app.add_subcommand(
+      "convert", "cast a weights file to another dtype, or extract the generator of a training checkpoint");
+  tessera::cli::ConvertOptions convert_options;
+  auto* convert_in =
+      convert->add_option("--in", convert_options.in,
+                          "a Tessera safetensors file (generator, tokenizer, classifier) to cast to --dtype")
+          ->check(CLI::ExistingFile);
+  auto* convert_checkpoint =
+      convert->add_option("--checkpoint", convert_options.checkpoint,
+                          "instead of --in: a `tessera train` checkpoint.safetensors; writes its generator")
+          ->check(CLI::ExistingFile);
+  convert_in->excludes(convert_checkpoint);
+  convert->add_option("--tokenizer", convert_options.tokenizer,
+                      "with --checkpoint: the tokenizer the run was trained on (checkpoints do not carry it)")
+      ->check(CLI::ExistingFile);
+  convert->add_option("--weights", convert_options.weights, "with --checkpoint: ema or trained")
+      ->check(CLI::IsMember({"ema", "trained"}))
+      ->capture_default_str();
+  convert->add_option("--dtype", convert_options.dtype,
+                      "floating-point dtype of the written tensors: bf16, fp16 or fp32")
+      ->capture_default_str();
+  convert->add_option("--out", convert_options.out, "file to write")->required();
+
   int64_t demo_samples = 2000;
   demo->add_option("--samples", demo_samples, "samples per model for FID-FM and accuracy")->capture_default_str();
 
@@ -224,6 +254,8 @@ int main(int argc, char** argv) {
       tessera::cli::run_sample(sample_options);
     } else if (*eval) {
       tessera::cli::run_eval(eval_options);
+    } else if (*convert) {
+      tessera::cli::run_convert(convert_options);
     } else if (*train_tokenizer) {
       run_train_tokenizer(tokenizer_options);
     }

@@ -9,7 +9,9 @@
 #include <memory>
 #include <string>
 
+#include "common/error_message.h"
 #include "common/temporary_folder.h"
+#include "pipeline/tiny_generator.h"
 #include "tessera/core/error.h"
 #include "tessera/pipeline/generator_evaluation.h"
 #include "tessera/pipeline/generator_training.h"
@@ -18,34 +20,8 @@
 namespace tessera {
 namespace {
 
-const std::filesystem::path kShippedTokenizer =
-    std::filesystem::path(TESSERA_SOURCE_DIR) / "models/tokenizers/vq_vae_fashion_mnist.safetensors";
-
-// A tiny class-conditional MaskGIT over the shipped VQ-VAE's 8x8 ids (V = 256, mask id 256).
-GeneratorConfig tiny_maskgit_config() {
-  GeneratorConfig config;
-  config.backbone = maskgit_style_config(/*width=*/32, /*depth=*/1, /*num_heads=*/2,
-                                         /*num_tokens=*/64, /*vocab_size=*/257, /*num_classes=*/10);
-  config.head.kind = HeadKind::discrete;
-  config.head.discrete.width = 32;
-  config.head.discrete.vocab_size = 256;
-  config.schedule.kind = ScheduleKind::maskgit;
-  config.schedule.maskgit.steps = 4;
-  config.sampling.guidance = Guidance::constant(2.0);
-  return config;
-}
-
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Generator, SavedFileSamplesExactlyWhatTheOriginalSamples) {
-  Generator original(tiny_maskgit_config(), load_tokenizer_checkpoint(kShippedTokenizer), 5);
+  Generator original(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 5);
   testing::TemporaryFolder folder("generator");
   const auto path = folder / "g.safetensors";
   original.save(path);
@@ -68,7 +44,7 @@ TEST(Generator, SavedFileSamplesExactlyWhatTheOriginalSamples) {
 }
 
 TEST(Generator, BulkSamplingDoesNotDependOnTheBatchSize) {
-  Generator generator(tiny_maskgit_config(), load_tokenizer_checkpoint(kShippedTokenizer), 1);
+  Generator generator(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
   const BulkSamples one_batch = sample_in_bulk(generator, {.count = 5, .batch_size = 5, .seed = 4});
   const BulkSamples small_batches =
       sample_in_bulk(generator, {.count = 5, .batch_size = 2, .seed = 4});
@@ -79,22 +55,22 @@ TEST(Generator, BulkSamplingDoesNotDependOnTheBatchSize) {
 }
 
 TEST(Generator, BadInputsAreNamed) {
-  Generator generator(tiny_maskgit_config(), load_tokenizer_checkpoint(kShippedTokenizer), 1);
-  EXPECT_NE(error_of([&] { generator.sample_tokens(at::tensor({10}, at::kLong)); }).find("labels"),
+  Generator generator(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
+  EXPECT_NE(testing::error_message_of([&] { generator.sample_tokens(at::tensor({10}, at::kLong)); }).find("labels"),
             std::string::npos);
   // A tokenizer file is not a generator file.
-  EXPECT_NE(error_of([&] { Generator::load(kShippedTokenizer); }).find("tessera.generator_config"),
+  EXPECT_NE(testing::error_message_of([&] { Generator::load(testing::kShippedVqVae); }).find("tessera.generator_config"),
             std::string::npos);
   // A head whose vocabulary is not the tokenizer's.
-  GeneratorConfig wrong = tiny_maskgit_config();
+  GeneratorConfig wrong = testing::tiny_maskgit_config();
   wrong.head.discrete.vocab_size = 128;
-  EXPECT_FALSE(error_of([&] {
-                 Generator g(wrong, load_tokenizer_checkpoint(kShippedTokenizer), 1);
+  EXPECT_FALSE(testing::error_message_of([&] {
+                 Generator g(wrong, load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
                }).empty());
   // Parameters loaded by name must all fit.
   auto parameters = generator.trainable_parameters();
   parameters.erase(parameters.begin());
-  EXPECT_NE(error_of([&] { generator.load_trainable_parameters(parameters); }).find("missing"),
+  EXPECT_NE(testing::error_message_of([&] { generator.load_trainable_parameters(parameters); }).find("missing"),
             std::string::npos);
 }
 
