@@ -23,9 +23,14 @@ namespace {
 constexpr double kAdaLnScale = 0.5;
 constexpr double kAdaLnGateScale = 1e-5;
 
-at::Tensor maybe_dropout(const at::Tensor& x, double p, bool training) {
-  if (!training || p <= 0) return x;
-  return at::dropout(x, p, true);
+// Inverted dropout whose mask comes from the call's generator (drawn on the CPU, as drop_path's),
+// not from at::dropout's global generator: a training step is then a function of its seed, so a
+// resumed run repeats an uninterrupted one and a schedule's training draws replay exactly.
+at::Tensor maybe_dropout(const at::Tensor& x, double p, const CallContext& context) {
+  if (!context.training || p <= 0) return x;
+  const double keep = 1.0 - p;
+  at::Tensor mask = at::empty(x.sizes(), at::kFloat).bernoulli_(keep, context.generator);
+  return x * mask.div_(keep).to(x.device(), x.scalar_type());
 }
 
 }  // namespace
@@ -148,7 +153,7 @@ at::Tensor SelfAttention::forward(const at::Tensor& x, CallContext& context, int
   }
   at::Tensor out = attention(q, k, v, *context.mask, context.attention);
   out = out.transpose(1, 2).reshape({batch, n, c});
-  return maybe_dropout(proj_->forward(out), config_.dropout, context.training);
+  return maybe_dropout(proj_->forward(out), config_.dropout, context);
 }
 
 // --- FeedForward
@@ -192,7 +197,7 @@ at::Tensor FeedForward::forward(const at::Tensor& x, const CallContext& context)
       out = w2_->forward(at::silu(w1_->forward(x)) * w3_->forward(x));
       break;
   }
-  return maybe_dropout(out, config_.dropout, context.training);
+  return maybe_dropout(out, config_.dropout, context);
 }
 
 // --- Block
@@ -379,7 +384,7 @@ at::Tensor BackboneNet::embed(const at::Tensor& inputs, const at::Tensor& condit
     add_term(sinusoidal_embedding(positions, c).to(x.device()));
   }
   if (position_terms.defined()) x = x + position_terms;
-  return maybe_dropout(x, config_.embedding_dropout, context.training);
+  return maybe_dropout(x, config_.embedding_dropout, context);
 }
 
 at::Tensor BackboneNet::forward(const at::Tensor& inputs, const at::Tensor& condition,
