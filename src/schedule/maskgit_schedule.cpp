@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "schedule_util.h"
 
@@ -70,13 +72,54 @@ int64_t MaskGitSchedule::num_steps(const std::vector<TokenGridSize>&) const {
   return config_.steps;
 }
 
+std::vector<int64_t> overlapping_span_starts_table(int64_t tokens, int64_t span_length) {
+  TESSERA_CHECK(tokens >= 1 && span_length >= 1 && span_length <= tokens,
+                "overlapping spans: span_length {} must be in [1, {}] (the tokens)", span_length,
+                tokens);
+  // mean_rate[u] = 1 − C(L − k, u) / C(L, u), the ratio of binomials as the running product
+  // Π_{j<u} (L − k − j) / (L − j), which stays in [0, 1] and cannot overflow.
+  const auto L = static_cast<double>(tokens), k = static_cast<double>(span_length);
+  std::vector<double> mean_rate{0.0};
+  double unmasked = (L - k) / L;
+  for (int64_t u = 1; u < tokens; ++u) {
+    mean_rate.push_back(1.0 - unmasked);
+    unmasked *= std::max(0.0, (L - k - static_cast<double>(u)) / (L - static_cast<double>(u)));
+  }
+  std::vector<int64_t> table;
+  for (int percent = 0; percent <= 100; ++percent) {
+    const double rate = percent / 100.0;
+    table.push_back(std::lower_bound(mean_rate.begin(), mean_rate.end(), rate) -
+                    mean_rate.begin());
+  }
+  return table;
+}
+
 at::Tensor MaskGitSchedule::draw_training_mask(int64_t batch, int64_t tokens,
                                                at::Generator& generator) const {
   const int64_t k = config_.span_length;
   TESSERA_CHECK(tokens >= 1 && tokens % k == 0,
                 "maskgit schedule: span_length {} must divide the {} tokens", k, tokens);
-  const int64_t units = tokens / k;
   const at::Tensor r = at::empty({batch}, at::kDouble).uniform_(0.0, 1.0, generator);
+  if (k > 1 && config_.span_training == SpanTraining::overlapping) {
+    const std::vector<int64_t> table = overlapping_span_starts_table(tokens, k);
+    const at::Tensor scores = at::empty({batch, tokens}, at::kFloat).uniform_(0.0, 1.0, generator);
+    std::vector<int64_t> starts(static_cast<size_t>(batch));
+    const auto* rp = r.data_ptr<double>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const double ratio = masked_fraction(config_.training_curve, rp[b]);
+      const auto percent = static_cast<size_t>(std::lround(100.0 * ratio));
+      starts[static_cast<size_t>(b)] = std::max<int64_t>(1, table.at(percent));
+    }
+    const at::Tensor rank = argsort_rows(argsort_rows(scores));
+    const at::Tensor is_start = rank < at::tensor(starts, at::kLong).unsqueeze(1);
+    // Position t is masked when a span starts at one of t − k + 1 .. t.
+    at::Tensor masked = is_start.clone();
+    for (int64_t shift = 1; shift < k; ++shift) {
+      masked.slice(1, shift).logical_or_(is_start.slice(1, 0, tokens - shift));
+    }
+    return masked;
+  }
+  const int64_t units = tokens / k;
   const at::Tensor scores = at::empty({batch, units}, at::kFloat).uniform_(0.0, 1.0, generator);
   std::vector<int64_t> counts(static_cast<size_t>(batch));
   const auto* rp = r.data_ptr<double>();

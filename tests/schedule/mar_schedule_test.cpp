@@ -115,6 +115,43 @@ TEST(MarSchedule, LossWeightsAreMarsTrainingMask) {
   EXPECT_EQ(l.predicted_tokens, 5 * count);
 }
 
+// No leak: with the same generator state (the same mask), rewriting the masked tokens' values leaves
+// every hidden state the backbone hands to the head unchanged, while rewriting one visible token
+// changes them (so the comparison can fail). Attention is bidirectional, so a masked value that
+// reached any input row would show in every output row.
+TEST(MarSchedule, MaskedTokensNeverReachTheBackbone) {
+  Backbone backbone(mar_backbone(16, 3, 4));
+  MarSchedule schedule(mar_config(4));
+  TrainingBatch batch;
+  batch.tokens = Tokens{{at::randn({4, 16, 3}, make_cpu_generator(1))}, {{4, 4}}};
+  batch.labels = at::arange(4, at::kLong);
+  uint64_t seed = 0;
+  auto hidden_and_weights = [&](const at::Tensor& values) {
+    ScriptedHead head(64, 0, 3);
+    TrainingBatch b = batch;
+    b.tokens.scales[0] = values;
+    at::Generator gen = make_cpu_generator(seed);
+    schedule.loss({backbone, head}, b, gen);
+    return std::make_pair(head.loss_hidden.at(0), head.loss_weights.at(0).view({4, 16}));
+  };
+  // MAR's ratio is often 1 (everything masked); take the first seed that leaves tokens visible.
+  auto [hidden, weights] = hidden_and_weights(batch.tokens.scales[0]);
+  while (weights.gt(0.5).all().item<bool>() && seed < 64) {
+    ++seed;
+    std::tie(hidden, weights) = hidden_and_weights(batch.tokens.scales[0]);
+  }
+  const at::Tensor masked = weights.gt(0.5).unsqueeze(-1);
+  ASSERT_GT(masked.sum().item<int64_t>(), 0);
+  ASSERT_LT(masked.sum().item<int64_t>(), 64) << "no seed below 64 left a token visible";
+  const at::Tensor rewritten =
+      at::where(masked, at::randn({4, 16, 3}, make_cpu_generator(2)) * 5, batch.tokens.scales[0]);
+  EXPECT_TRUE(at::equal(hidden_and_weights(rewritten).first, hidden));
+  const at::Tensor visible = at::nonzero(weights[0].lt(0.5)).flatten();
+  at::Tensor one_visible_changed = batch.tokens.scales[0].clone();
+  one_visible_changed[0][visible[0].item<int64_t>()] += 1.0;
+  EXPECT_FALSE(at::allclose(hidden_and_weights(one_visible_changed).first, hidden));
+}
+
 TEST(MarSchedule, CheckModelsNeedsTheIndicatorChannel) {
   auto head = continuous_head(HeadKind::flow_matching, 16);
   Backbone good(mar_backbone(16, 16, 4));

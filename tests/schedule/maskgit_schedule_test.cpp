@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <numbers>
+#include <utility>
+#include <vector>
 
 #include "schedule/schedule_test_util.h"
 #include "tessera/core/error.h"
@@ -72,12 +74,65 @@ TEST(MaskGitSchedule, TrainingMaskRatioAndSpans) {
 
   MaskGitScheduleConfig config;
   config.span_length = 4;
+  config.span_training = SpanTraining::aligned;
   const at::Tensor s = MaskGitSchedule(config).draw_training_mask(500, 64, gen);
   const at::Tensor chunks = s.view({500, 16, 4});
   // Whole chunks: every chunk all masked or all visible.
   EXPECT_TRUE(at::equal(chunks.all(2), chunks.any(2)));
   EXPECT_NEAR(chunks.all(2).sum(1).to(at::kDouble).mean().item<double>() / 16.0,
               2.0 / std::numbers::pi + 0.5 / 16, 0.03);
+}
+
+// MAGNeT's table against the closed form: entry m is the smallest u with
+// 1 − C(L − k, u) / C(L, u) ≥ m/100, the binomials evaluated through lgamma in fp64.
+TEST(MaskGitSchedule, OverlappingSpanTableIsMagnetsMeanRateInverse) {
+  for (const auto& [L, k] : {std::pair<int64_t, int64_t>{64, 3}, {256, 4}, {16, 16}}) {
+    SCOPED_TRACE(::testing::Message() << "L " << L << " k " << k);
+    auto mean_rate = [&](int64_t u) {
+      if (u > L - k) return 1.0;
+      auto log_choose = [](double n, double r) {
+        return std::lgamma(n + 1) - std::lgamma(r + 1) - std::lgamma(n - r + 1);
+      };
+      return 1.0 - std::exp(log_choose(L - k, u) - log_choose(L, u));
+    };
+    const std::vector<int64_t> table = overlapping_span_starts_table(L, k);
+    ASSERT_EQ(table.size(), 101u);
+    for (int m = 0; m <= 100; ++m) {
+      int64_t u = 0;
+      // Equality up to rounding decides ties; 1e-12 keeps the reference on the same side.
+      while (u < L - 1 && mean_rate(u) < m / 100.0 - 1e-12) ++u;
+      if (u == L - 1 && mean_rate(u) < m / 100.0 - 1e-12) u = L;  // never reached: the table's end
+      EXPECT_EQ(table[m], u) << "m " << m;
+    }
+  }
+}
+
+// Overlapping spans (MAGNeT's training): replayed from the same generator state, the mask is the
+// union of k-token windows from u = max(1, LUT[round(100·γ(r))]) random distinct starts; over
+// many draws the masked fraction follows γ's mean 2/π, which is what the table is for.
+TEST(MaskGitSchedule, OverlappingSpansFollowTheTargetRate) {
+  MaskGitScheduleConfig config;
+  config.span_length = 4;
+  const MaskGitSchedule schedule(config);
+  const int64_t B = 6, L = 64, k = 4;
+  at::Generator gen = make_cpu_generator(21), replay = make_cpu_generator(21);
+  const at::Tensor mask = schedule.draw_training_mask(B, L, gen);
+  const at::Tensor r = at::empty({B}, at::kDouble).uniform_(0.0, 1.0, replay);
+  const at::Tensor scores = at::empty({B, L}, at::kFloat).uniform_(0.0, 1.0, replay);
+  const std::vector<int64_t> table = overlapping_span_starts_table(L, k);
+  for (int64_t b = 0; b < B; ++b) {
+    const double rate = std::cos(std::numbers::pi / 2 * r[b].item<double>());
+    const int64_t u = std::max<int64_t>(1, table[static_cast<size_t>(std::lround(100 * rate))]);
+    // The u lowest scores are the starts.
+    const at::Tensor starts = std::get<1>(at::sort(scores[b])).slice(0, 0, u);
+    std::vector<bool> expected(L, false);
+    for (int64_t i = 0; i < u; ++i)
+      for (int64_t t = starts[i].item<int64_t>(); t < std::min(L, starts[i].item<int64_t>() + k); ++t)
+        expected[static_cast<size_t>(t)] = true;
+    for (int64_t t = 0; t < L; ++t) EXPECT_EQ(mask[b][t].item<bool>(), expected[t]) << b << " " << t;
+  }
+  const at::Tensor many = schedule.draw_training_mask(4000, L, gen);
+  EXPECT_NEAR(many.to(at::kDouble).mean().item<double>(), 2.0 / std::numbers::pi, 0.02);
 }
 
 // The loss sees the masked tokens only: the targets are the ids at the positions of the mask
@@ -97,6 +152,33 @@ TEST(MaskGitSchedule, LossTargetsAreTheMaskedTokens) {
   EXPECT_TRUE(at::equal(head.loss_targets[0], ids.masked_select(mask)));
   EXPECT_EQ(l.predicted_tokens, mask.sum().item<int64_t>());
   EXPECT_LT(l.predicted_tokens, 48);
+}
+
+// No leak: with the same mask (same generator state), rewriting the masked ids leaves the hidden
+// states the head is trained on unchanged; rewriting one visible id changes them.
+TEST(MaskGitSchedule, MaskedTokensNeverReachTheBackbone) {
+  Backbone backbone(maskgit_style_config(64, 2, 4, 16, 17, 10));
+  MaskGitSchedule schedule;
+  const at::Tensor ids = at::randint(0, 16, {3, 16}, make_cpu_generator(3), at::kLong);
+  auto hidden_of = [&](const at::Tensor& values) {
+    ScriptedHead head(64, 16, 0);
+    TrainingBatch batch;
+    batch.tokens = Tokens{{values}, {{4, 4}}};
+    batch.labels = at::tensor({0, 1, 2}, at::kLong);
+    at::Generator gen = make_cpu_generator(8);
+    schedule.loss({backbone, head}, batch, gen);
+    return head.loss_hidden.at(0);
+  };
+  at::Generator replay = make_cpu_generator(8);
+  const at::Tensor mask = schedule.draw_training_mask(3, 16, replay);
+  ASSERT_GT(mask.sum().item<int64_t>(), 0);
+  const at::Tensor visible = at::nonzero(mask[0].logical_not()).flatten();
+  ASSERT_GT(visible.numel(), 0);
+  const at::Tensor hidden = hidden_of(ids);
+  EXPECT_TRUE(at::equal(hidden_of(at::where(mask, (ids + 7) % 16, ids)), hidden));
+  at::Tensor one_visible_changed = ids.clone();
+  one_visible_changed[0][visible[0].item<int64_t>()] = (ids[0][visible[0]].item<int64_t>() + 1) % 16;
+  EXPECT_FALSE(at::allclose(hidden_of(one_visible_changed), hidden));
 }
 
 // 16 tokens, 4 steps, cosine: masked after the steps floor(16·cos(π/8·(s+1))) = 14, 11, 6, then 0,

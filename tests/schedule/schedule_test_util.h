@@ -87,6 +87,7 @@ class ScriptedHead final : public Head {
   // Records the targets and weights; the loss is the mean of the hidden rows (so it has a graph).
   HeadLoss loss(const at::Tensor& hidden, const at::Tensor& targets,
                 const HeadLossOptions& options) override {
+    loss_hidden.push_back(hidden.detach().clone());
     loss_targets.push_back(targets.clone());
     loss_weights.push_back(options.weights.defined() ? options.weights.clone() : at::Tensor());
     return {hidden.mean(), {}};
@@ -111,7 +112,7 @@ class ScriptedHead final : public Head {
 
   at::Tensor log_p{};  // [positions per sample]
   std::vector<Call> calls;
-  std::vector<at::Tensor> loss_targets, loss_weights;
+  std::vector<at::Tensor> loss_hidden, loss_targets, loss_weights;
 
  private:
   int64_t width_, vocab_, channels_;

@@ -21,13 +21,19 @@
 // reset to the mask id. Committed positions are never re-masked; the last step commits all.
 //
 // Note [Span masking]
-// With span_length k > 1 (MAGNeT) the L tokens are cut into U = L / k aligned chunks of k
+// With span_length k > 1 (MAGNeT) sampling cuts the L tokens into U = L / k aligned chunks of k
 // consecutive tokens in raster order (MAGNeT's default `nonoverlap` arrangement; L must be a
-// multiple of k). Training masks whole chunks. Sampling ranks chunks by the max (MAGNeT's `max`
-// scoring) or the mean (the order of MAGNeT's `prod`, a sum of log-probabilities over equal-length
-// chunks) of their tokens' confidences and re-masks whole chunks; the step counts are in chunks.
-// MAGNeT trains with random-start (overlapping) spans whose number is looked up to hit the target
-// rate; training on the same aligned chunks that sampling re-masks is a simplification.
+// multiple of k), ranks chunks by the max (MAGNeT's `max` scoring) or the mean (the order of
+// MAGNeT's `prod`, a sum of log-probabilities over equal-length chunks) of their tokens'
+// confidences and re-masks whole chunks; the step counts are in chunks.
+// Training (span_training):
+//   overlapping (MAGNeT's training, the default): the target rate p = γ(r) is rounded to a
+//     percentage m = round(100·p); u = LUT[m] span starts (at least 1) are placed at uniformly
+//     random distinct positions and each masks itself and the k − 1 tokens after it (cut at the
+//     end), so spans overlap. LUT[m] is the smallest u whose mean masked fraction
+//     1 − C(L − k, u) / C(L, u) (MAGNeT, appendix C) reaches m/100, which makes the expected
+//     rate match γ despite the overlaps.
+//   aligned: whole aligned chunks, n = clamp(⌈γ(r)·U⌉, 1, U) of them: the units sampling re-masks.
 
 #include <cstdint>
 #include <string>
@@ -41,6 +47,13 @@
 namespace tessera {
 
 enum class SpanScoring { max, mean };
+enum class SpanTraining { overlapping, aligned };
+
+template <>
+struct ConfigEnum<SpanTraining> {
+  static constexpr std::pair<SpanTraining, const char*> values[] = {
+      {SpanTraining::overlapping, "overlapping"}, {SpanTraining::aligned, "aligned"}};
+};
 
 template <>
 struct ConfigEnum<SpanScoring> {
@@ -61,6 +74,7 @@ struct MaskGitScheduleConfig {
   // --- span masking (MAGNeT), see Note [Span masking] ---
   int64_t span_length = 1;  // 1: per-token masking
   SpanScoring span_scoring = SpanScoring::max;
+  SpanTraining span_training = SpanTraining::overlapping;
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -71,9 +85,14 @@ struct MaskGitScheduleConfig {
     v("choice_temperature", choice_temperature);
     v("span_length", span_length);
     v("span_scoring", span_scoring);
+    v("span_training", span_training);
   }
   void validate() const;
 };
+
+// MAGNeT's lookup table for overlapping spans of length k over L tokens: entry m (0..100) is the
+// number of span starts whose mean masked fraction first reaches m/100 (Note [Span masking]).
+std::vector<int64_t> overlapping_span_starts_table(int64_t tokens, int64_t span_length);
 
 class MaskGitSchedule final : public Schedule {
  public:
@@ -98,7 +117,8 @@ class MaskGitSchedule final : public Schedule {
   int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
 
   // The training mask of one batch, bool [B, L] (true = masked): exposed so tests can check the
-  // span structure and the ratio rule. Draws r and the unit scores from `generator`.
+  // span structure and the ratio rule. Draws r [B] (double), then the scores (float; [B, U] for
+  // aligned units, [B, L] span starts for overlapping spans) from `generator`.
   at::Tensor draw_training_mask(int64_t batch, int64_t tokens, at::Generator& generator) const;
 
  private:
