@@ -95,7 +95,12 @@ Generator generator_to_sample(const SampleOptions& options) {
 void run_sample(const SampleOptions& options) {
   set_threads(options.threads);
   Generator generator = generator_to_sample(options);
-  const BulkSamples samples = sample_class_rows(generator, options.per_class, options.seed);
+  std::optional<GenerationOptions> sampling;
+  if (!options.sampling.empty()) {
+    sampling = patched_sampling(generator.config().sampling, options.sampling);
+  }
+  const BulkSamples samples =
+      sample_class_rows(generator, options.per_class, options.seed, sampling);
   write_image_grid(options.out, samples.images,
                    {.columns = options.per_class, .padding = 2, .pad_value = 96, .upscale = 2});
   std::printf("wrote %s: %lld samples (%lld per class, one row per class), %.1f ms per image\n",
@@ -157,8 +162,15 @@ void run_eval(const EvalOptions& options) {
   const QualityFloors floors =
       quality_floors(classifier, train, test, test_labels, &generator.tokenizer());
   const GaussianStats reference = feature_statistics(classifier, train);
-  const BulkSamples samples = sample_in_bulk(
-      generator, {.count = options.samples, .batch_size = options.batch_size, .seed = options.seed});
+  std::optional<GenerationOptions> sampling;
+  if (!options.sampling.empty()) {
+    sampling = patched_sampling(generator.config().sampling, options.sampling);
+    std::printf("sampling options: %s\n", config_to_json(*sampling).dump().c_str());
+  }
+  const BulkSamples samples = sample_in_bulk(generator, {.count = options.samples,
+                                                         .batch_size = options.batch_size,
+                                                         .seed = options.seed,
+                                                         .options = sampling});
   const GeneratorQuality quality = judge_samples(classifier, samples, reference);
   std::printf("%s: %s schedule, %s head, %lld samples, %.1f ms per image\n",
               options.model.c_str(), generator.schedule().name().c_str(),
@@ -167,6 +179,18 @@ void run_eval(const EvalOptions& options) {
   std::printf("%s\n",
               format_quality_report(quality.fid_fm, quality.conditional_accuracy, floors).c_str());
 }
+
+namespace {
+
+// convert --sampling: store new sampling defaults in the written generator.
+void print_new_sampling(const ConvertOptions& options) {
+  if (options.sampling.empty()) return;
+  const GenerationOptions sampling = set_generator_sampling(options.out, options.sampling);
+  std::printf("sampling defaults of %s: %s\n", options.out.c_str(),
+              config_to_json(sampling).dump().c_str());
+}
+
+}  // namespace
 
 void run_convert(const ConvertOptions& options) {
   TESSERA_CHECK(options.in.empty() != options.checkpoint.empty(),
@@ -179,6 +203,7 @@ void run_convert(const ConvertOptions& options) {
                 options.out.c_str(), static_cast<long long>(report.tensors),
                 static_cast<long long>(report.cast), options.dtype.c_str(),
                 report.bytes_before / 1e6, report.bytes_after / 1e6);
+    print_new_sampling(options);
     return;
   }
   TESSERA_CHECK(!options.tokenizer.empty(),
@@ -193,6 +218,7 @@ void run_convert(const ConvertOptions& options) {
   if (dtype != at::kFloat) cast_weights_file(options.out, options.out, dtype);
   std::printf("wrote %s: the %s weights of step %lld, %s\n", options.out.c_str(),
               options.weights.c_str(), static_cast<long long>(step), options.dtype.c_str());
+  print_new_sampling(options);
 }
 
 int64_t run_demo_models(const DemoModelsOptions& options) {

@@ -25,6 +25,7 @@ struct SampleOptions {
   int64_t per_class = 10;  // grid: per_class samples of each class
   uint64_t seed = 0;
   std::string save_tokens;  // safetensors file for the token ids / vectors ("" = none)
+  std::string sampling;     // JSON merge patch over the generator's sampling defaults ("" = none)
   int64_t threads = 0;
 };
 void run_sample(const SampleOptions& options);
@@ -36,6 +37,7 @@ struct EvalOptions {
   int64_t batch_size = 100;
   uint64_t seed = 0;
   std::string classifier;  // "" = default_classifier_path()
+  std::string sampling;    // JSON merge patch over the generator's sampling defaults
   std::string data;
   int64_t threads = 0;
 };
@@ -47,6 +49,7 @@ struct ConvertOptions {
   std::string tokenizer;   // with checkpoint: the run's tokenizer
   std::string weights = "ema";
   std::string dtype = "fp32";
+  std::string sampling;  // JSON merge patch stored as the written generator's sampling defaults
   std::string out;
 };
 void run_convert(const ConvertOptions& options);

@@ -197,6 +197,8 @@ int main(int argc, char** argv) {
   sample->add_option("--seed", sample_options.seed, "sampling seed")->capture_default_str();
   sample->add_option("--save-tokens", sample_options.save_tokens,
                      "also write the sampled tokens and labels to this safetensors file");
+  sample->add_option("--sampling", sample_options.sampling,
+                     "JSON merge patch over the generator's sampling defaults, e.g. '{\"guidance\": {\"scale\": 4}}'");
   sample->add_option("--threads", sample_options.threads, "intra-op threads, 0 = LibTorch's default");
 
   auto* eval = app.add_subcommand("eval", "FID-FM and conditional accuracy of a generator, with the floors");
@@ -211,6 +213,8 @@ int main(int argc, char** argv) {
   eval->add_option("--classifier", eval_options.classifier,
                    "evaluation classifier (default: $TESSERA_CLASSIFIER, else models/classifier_fashion_mnist.safetensors)");
   eval->add_option("--data", eval_options.data, "Fashion-MNIST folder");
+  eval->add_option("--sampling", eval_options.sampling,
+                   "JSON merge patch over the generator's sampling defaults, e.g. '{\"guidance\": {\"scale\": 4}}'");
   eval->add_option("--threads", eval_options.threads, "intra-op threads, 0 = LibTorch's default");
 
   auto* convert = app.add_subcommand(
@@ -234,6 +238,8 @@ int main(int argc, char** argv) {
   convert->add_option("--dtype", convert_options.dtype,
                       "floating-point dtype of the written tensors: bf16, fp16 or fp32")
       ->capture_default_str();
+  convert->add_option("--sampling", convert_options.sampling,
+                      "JSON merge patch stored as the written generator's new sampling defaults");
   convert->add_option("--out", convert_options.out, "file to write")->required();
 
   int64_t demo_samples = 2000;

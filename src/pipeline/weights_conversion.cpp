@@ -70,6 +70,45 @@ CastReport cast_weights_file(const std::filesystem::path& in, const std::filesys
   return report;
 }
 
+GenerationOptions patched_sampling(const GenerationOptions& sampling, const std::string& patch) {
+  nlohmann::json patch_json;
+  try {
+    patch_json = nlohmann::json::parse(patch);
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_FAIL("sampling options '{}' are not valid JSON: {}", patch, e.what());
+  }
+  TESSERA_CHECK(patch_json.is_object(),
+                "sampling options must be a JSON object such as {{\"guidance\": {{\"scale\": 4}}}}, "
+                "got '{}'",
+                patch);
+  nlohmann::json merged = config_to_json(sampling);
+  merged.merge_patch(patch_json);
+  auto out = config_from_json<GenerationOptions>(merged, "sampling");
+  out.head.validate();
+  out.guidance.validate();
+  return out;
+}
+
+GenerationOptions set_generator_sampling(const std::filesystem::path& path,
+                                         const std::string& patch) {
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+  {
+    const SafetensorsFile file = SafetensorsFile::open(path);
+    metadata = file.metadata();
+    for (auto& [name, tensor] : file.all()) tensors.emplace(name, tensor.clone());
+  }
+  const auto it = metadata.find("tessera.generator_config");
+  TESSERA_CHECK(it != metadata.end(), "{}: no 'tessera.generator_config' in its metadata (not a "
+                "generator file)", path.string());
+  auto config = config_from_json<GeneratorConfig>(nlohmann::json::parse(it->second),
+                                                  "generator_config");
+  config.sampling = patched_sampling(config.sampling, patch);
+  it->second = config_to_json(config).dump();
+  save_safetensors(path, tensors, metadata);
+  return config.sampling;
+}
+
 int64_t checkpoint_step(const std::filesystem::path& checkpoint) {
   const SafetensorsFile file = SafetensorsFile::open(checkpoint);
   const std::string& step = required_metadata(file, "tessera.step");

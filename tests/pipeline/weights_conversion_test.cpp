@@ -104,6 +104,41 @@ TEST(WeightsConversion, BadDtypesAndFilesAreNamed) {
             std::string::npos);
 }
 
+// A JSON merge patch over the sampling defaults: named keys change, the rest keep their values,
+// unknown keys and out-of-range values are rejected by name; stored in a file, it becomes the
+// generator's new defaults and nothing else in the file changes.
+TEST(WeightsConversion, SamplingDefaultsArePatchedByName) {
+  GenerationOptions defaults;
+  defaults.guidance = Guidance::constant(2.0);
+  defaults.head.temperature = 0.9;
+  const GenerationOptions patched =
+      patched_sampling(defaults, R"({"guidance": {"scale": 4.5}, "head": {"discrete": {"top_k": 5}}})");
+  EXPECT_EQ(patched.guidance.kind, GuidanceKind::constant);
+  EXPECT_DOUBLE_EQ(patched.guidance.scale, 4.5);
+  EXPECT_DOUBLE_EQ(patched.head.temperature, 0.9);
+  EXPECT_EQ(patched.head.discrete.top_k, 5);
+  EXPECT_NE(testing::error_message_of([&] { patched_sampling(defaults, R"({"guidance": {"scael": 4}})"); })
+                .find("scael"),
+            std::string::npos);
+  EXPECT_NE(testing::error_message_of([&] { patched_sampling(defaults, R"({"head": {"temperature": 0}})"); })
+                .find("temperature"),
+            std::string::npos);
+  EXPECT_NE(testing::error_message_of([&] { patched_sampling(defaults, "[1, 2]"); }).find("JSON object"),
+            std::string::npos);
+
+  testing::TemporaryFolder folder("convert");
+  Generator original(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 3);
+  const auto path = folder / "g.safetensors";
+  original.save(path);
+  set_generator_sampling(path, R"({"guidance": {"scale": 3.25}})");
+  const Generator retuned = Generator::load(path);
+  EXPECT_DOUBLE_EQ(retuned.config().sampling.guidance.scale, 3.25);
+  EXPECT_EQ(config_to_json(retuned.config().backbone), config_to_json(original.config().backbone));
+  for (const auto& [name, tensor] : original.trainable_parameters()) {
+    EXPECT_TRUE(at::equal(retuned.trainable_parameters().at(name), tensor)) << name;
+  }
+}
+
 // Three optimizer steps on random ids: the extracted generators hold exactly the trainer's EMA
 // averages and its trained parameters.
 TEST(WeightsConversion, CheckpointGivesTheTrainersWeights) {

@@ -41,6 +41,17 @@ struct CastReport {
 CastReport cast_weights_file(const std::filesystem::path& in, const std::filesystem::path& out,
                              at::ScalarType dtype);
 
+// The generator's sampling defaults (GeneratorConfig::sampling: guidance, temperature, top-k/p,
+// diffusion/flow steps) with `patch` applied as a JSON merge patch (RFC 7386), e.g.
+// {"guidance": {"scale": 4.0}}. Throws tessera::Error naming the option for an unknown key or an
+// out-of-range value.
+GenerationOptions patched_sampling(const GenerationOptions& sampling, const std::string& patch);
+
+// Rewrites the generator file `path` in place (atomically) with its sampling defaults patched as
+// above: retuning a shipped model's defaults needs no retraining. Returns the new defaults.
+GenerationOptions set_generator_sampling(const std::filesystem::path& path,
+                                         const std::string& patch);
+
 enum class CheckpointWeights { ema, trained };
 
 // The generator a `tessera train` checkpoint holds: its config from the checkpoint's metadata,
