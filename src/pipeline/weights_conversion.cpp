@@ -34,6 +34,29 @@ const std::string& required_metadata(const SafetensorsFile& file, const std::str
   return it->second;
 }
 
+// Every tensor of `path` as an owned copy, not a view of the file's mapping (the rewrite may
+// replace `path` itself), with the metadata.
+struct FileCopy {
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+FileCopy read_file_copy(const std::filesystem::path& path) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  FileCopy copy{{}, file.metadata()};
+  for (auto& [name, tensor] : file.all()) copy.tensors.emplace(name, tensor.clone());
+  return copy;
+}
+
+GeneratorConfig parse_generator_config(const std::filesystem::path& path, const std::string& text) {
+  try {
+    return config_from_json<GeneratorConfig>(nlohmann::json::parse(text), "generator_config");
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_FAIL("{}: its 'tessera.generator_config' metadata is not valid JSON: {}",
+                 path.string(), e.what());
+  }
+}
+
 }  // namespace
 
 at::ScalarType parse_stored_dtype(const std::string& name) {
@@ -47,26 +70,18 @@ CastReport cast_weights_file(const std::filesystem::path& in, const std::filesys
                              at::ScalarType dtype) {
   TESSERA_CHECK(at::isFloatingType(dtype), "cast_weights_file: {} is not a floating dtype", dtype);
   CastReport report;
-  std::map<std::string, at::Tensor> tensors;
-  std::map<std::string, std::string> metadata;
-  {
-    // Copies, not views of the mapping: `out` may be `in`, whose mapping the rename replaces.
-    const SafetensorsFile file = SafetensorsFile::open(in);
-    metadata = file.metadata();
-    for (auto& [name, tensor] : file.all()) {
-      report.bytes_before += static_cast<int64_t>(tensor.nbytes());
-      at::Tensor converted = at::isFloatingType(tensor.scalar_type()) &&
-                                     tensor.scalar_type() != dtype
-                                 ? tensor.to(dtype)
-                                 : tensor.clone();
-      if (converted.scalar_type() != tensor.scalar_type()) ++report.cast;
-      report.bytes_after += static_cast<int64_t>(converted.nbytes());
-      tensors.emplace(name, std::move(converted));
+  FileCopy file = read_file_copy(in);
+  for (auto& [name, tensor] : file.tensors) {
+    report.bytes_before += static_cast<int64_t>(tensor.nbytes());
+    if (at::isFloatingType(tensor.scalar_type()) && tensor.scalar_type() != dtype) {
+      tensor = tensor.to(dtype);
+      ++report.cast;
     }
+    report.bytes_after += static_cast<int64_t>(tensor.nbytes());
   }
-  report.tensors = static_cast<int64_t>(tensors.size());
-  metadata["tessera.stored_dtype"] = std::string(safetensors_dtype_name(dtype));
-  save_safetensors(out, tensors, metadata);
+  report.tensors = static_cast<int64_t>(file.tensors.size());
+  file.metadata["tessera.stored_dtype"] = std::string(safetensors_dtype_name(dtype));
+  save_safetensors(out, file.tensors, file.metadata);
   return report;
 }
 
@@ -91,21 +106,15 @@ GenerationOptions patched_sampling(const GenerationOptions& sampling, const std:
 
 GenerationOptions set_generator_sampling(const std::filesystem::path& path,
                                          const std::string& patch) {
-  std::map<std::string, at::Tensor> tensors;
-  std::map<std::string, std::string> metadata;
-  {
-    const SafetensorsFile file = SafetensorsFile::open(path);
-    metadata = file.metadata();
-    for (auto& [name, tensor] : file.all()) tensors.emplace(name, tensor.clone());
-  }
-  const auto it = metadata.find("tessera.generator_config");
-  TESSERA_CHECK(it != metadata.end(), "{}: no 'tessera.generator_config' in its metadata (not a "
-                "generator file)", path.string());
-  auto config = config_from_json<GeneratorConfig>(nlohmann::json::parse(it->second),
-                                                  "generator_config");
+  FileCopy file = read_file_copy(path);
+  const auto it = file.metadata.find("tessera.generator_config");
+  TESSERA_CHECK(it != file.metadata.end(),
+                "{}: no 'tessera.generator_config' in its metadata (not a generator file)",
+                path.string());
+  GeneratorConfig config = parse_generator_config(path, it->second);
   config.sampling = patched_sampling(config.sampling, patch);
   it->second = config_to_json(config).dump();
-  save_safetensors(path, tensors, metadata);
+  save_safetensors(path, file.tensors, file.metadata);
   return config.sampling;
 }
 
@@ -124,15 +133,8 @@ Generator generator_from_checkpoint(const std::filesystem::path& checkpoint,
                                     std::shared_ptr<Tokenizer> tokenizer,
                                     CheckpointWeights weights) {
   const SafetensorsFile file = SafetensorsFile::open(checkpoint);
-  const std::string& config_text = required_metadata(file, "tessera.generator_config");
-  GeneratorConfig config;
-  try {
-    config = config_from_json<GeneratorConfig>(nlohmann::json::parse(config_text),
-                                               "generator_config");
-  } catch (const nlohmann::json::exception& e) {
-    TESSERA_FAIL("{}: its 'tessera.generator_config' metadata is not valid JSON: {}",
-                 checkpoint.string(), e.what());
-  }
+  const GeneratorConfig config =
+      parse_generator_config(checkpoint, required_metadata(file, "tessera.generator_config"));
   const std::string prefix = weights == CheckpointWeights::ema ? "ema/" : "param/";
   const std::map<std::string, at::Tensor> parameters =
       with_prefix_removed(file.all(), prefix);

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,6 +15,7 @@
 #include "common/temporary_folder.h"
 #include "pipeline/tiny_generator.h"
 #include "tessera/core/error.h"
+#include "tessera/core/safetensors.h"
 #include "tessera/pipeline/generator_evaluation.h"
 #include "tessera/pipeline/generator_training.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
@@ -88,6 +91,25 @@ TEST(Generator, ShippedConfigsBuild) {
     ++configs;
   }
   EXPECT_GE(configs, 1);
+}
+
+// models/ holds at most 40 MB of weights in all (the budget for the shipped tokenizers,
+// classifier and generators), and every generator file there loads and fits its tokenizer.
+TEST(Generator, ShippedModelsFitTheBudgetAndLoad) {
+  const auto folder = std::filesystem::path(TESSERA_SOURCE_DIR) / "models";
+  std::uintmax_t bytes = 0;
+  int generators = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(folder)) {
+    if (!entry.is_regular_file()) continue;
+    bytes += entry.file_size();
+    if (entry.path().extension() != ".safetensors") continue;
+    if (!SafetensorsFile::open(entry.path()).metadata().contains("tessera.generator_config")) continue;
+    SCOPED_TRACE(entry.path().filename().string());
+    EXPECT_NO_THROW(Generator::load(entry.path()));
+    ++generators;
+  }
+  EXPECT_LE(bytes, std::uintmax_t{40} * 1000 * 1000) << "models/ holds " << bytes << " bytes";
+  EXPECT_GE(generators, 1);
 }
 
 }  // namespace
