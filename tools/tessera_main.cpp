@@ -21,6 +21,9 @@
 
 namespace {
 
+constexpr const char* kSamplingPatchHelp =
+    "JSON merge patch over the generator's sampling defaults, e.g. '{\"guidance\": {\"scale\": 4}}'";
+
 struct PixelStatistics {
   double mean = 0;
   double std = 0;
@@ -198,7 +201,7 @@ int main(int argc, char** argv) {
   sample->add_option("--save-tokens", sample_options.save_tokens,
                      "also write the sampled tokens and labels to this safetensors file");
   sample->add_option("--sampling", sample_options.sampling,
-                     "JSON merge patch over the generator's sampling defaults, e.g. '{\"guidance\": {\"scale\": 4}}'");
+                     kSamplingPatchHelp);
   sample->add_option("--threads", sample_options.threads, "intra-op threads, 0 = LibTorch's default");
 
   auto* eval = app.add_subcommand("eval", "FID-FM and conditional accuracy of a generator, with the floors");
@@ -214,7 +217,7 @@ int main(int argc, char** argv) {
                    "evaluation classifier (default: $TESSERA_CLASSIFIER, else models/classifier_fashion_mnist.safetensors)");
   eval->add_option("--data", eval_options.data, "Fashion-MNIST folder");
   eval->add_option("--sampling", eval_options.sampling,
-                   "JSON merge patch over the generator's sampling defaults, e.g. '{\"guidance\": {\"scale\": 4}}'");
+                   kSamplingPatchHelp);
   eval->add_option("--threads", eval_options.threads, "intra-op threads, 0 = LibTorch's default");
 
   auto* convert = app.add_subcommand(

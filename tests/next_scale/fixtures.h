@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error_message.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
 #include "tessera/head/head.h"
@@ -90,15 +91,6 @@ inline SmallModels make_small_models(uint64_t seed = 0, int64_t extra_channels =
   m.backbone->set_training(false);
   m.head->set_training(false);
   return m;
-}
-
-inline std::string error_message(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace tessera::test

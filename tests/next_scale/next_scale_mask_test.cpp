@@ -63,10 +63,10 @@ TEST(NextScaleMask, HmarIsBlockDiagonalOverScales) {
 }
 
 TEST(NextScaleMask, NonSquareOrDecreasingGridsAreErrors) {
-  EXPECT_NE(test::error_message([] { NextScaleSchedule().training_mask({{1, 1}, {2, 3}}); })
+  EXPECT_NE(tessera::testing::error_message_of([] { NextScaleSchedule().training_mask({{1, 1}, {2, 3}}); })
                 .find("square"),
             std::string::npos);
-  EXPECT_NE(test::error_message([] { HmarSchedule().training_mask({{2, 2}, {1, 1}}); })
+  EXPECT_NE(tessera::testing::error_message_of([] { HmarSchedule().training_mask({{2, 2}, {1, 1}}); })
                 .find("increase"),
             std::string::npos);
 }
@@ -106,30 +106,30 @@ TEST(NextScaleModels, ChecksTokenizerBackboneAndHead) {
 
   // No tokenizer, or one that is not a MultiScaleVqVae.
   ScheduleModels none{*m.backbone, *m.head, nullptr};
-  EXPECT_NE(test::error_message([&] { var.check_models(none, m.grids()); }).find("tokenizer"),
+  EXPECT_NE(tessera::testing::error_message_of([&] { var.check_models(none, m.grids()); }).find("tokenizer"),
             std::string::npos);
   PatchTokenizer patches(PatchTokenizerConfig{});
   ScheduleModels wrong{*m.backbone, *m.head, &patches};
-  EXPECT_NE(test::error_message([&] { hmar.check_models(wrong, m.grids()); })
+  EXPECT_NE(tessera::testing::error_message_of([&] { hmar.check_models(wrong, m.grids()); })
                 .find("must be a MultiScaleVqVae"),
             std::string::npos);
 
   // Grids that are not the tokenizer's pyramid.
-  EXPECT_NE(test::error_message([&] { var.check_models(m.models(), square_grids({1, 2, 4})); })
+  EXPECT_NE(tessera::testing::error_message_of([&] { var.check_models(m.models(), square_grids({1, 2, 4})); })
                 .find("patch_nums"),
             std::string::npos);
 
   // HMAR's indicator channel is accepted by HMAR only.
   test::SmallModels h = test::make_small_models(0, /*extra_channels=*/1);
   EXPECT_NO_THROW(hmar.check_models(h.models(), h.grids()));
-  EXPECT_NE(test::error_message([&] { var.check_models(h.models(), h.grids()); })
+  EXPECT_NE(tessera::testing::error_message_of([&] { var.check_models(h.models(), h.grids()); })
                 .find("input channels"),
             std::string::npos);
 
   // A head over another codebook.
   auto other_head = make_head(test::var_head_config(64, 17));
   ScheduleModels bad_head{*m.backbone, *other_head, m.tokenizer.get()};
-  EXPECT_NE(test::error_message([&] { var.check_models(bad_head, m.grids()); }).find("codebook"),
+  EXPECT_NE(tessera::testing::error_message_of([&] { var.check_models(bad_head, m.grids()); }).find("codebook"),
             std::string::npos);
 }
 
@@ -141,10 +141,10 @@ TEST(HmarConfig, RefinementPlanLimits) {
   EXPECT_EQ(ok.refinement_plan(grids), (std::vector<int64_t>{0, 3, 2, 0}));
   EXPECT_EQ(ok.num_steps(grids), 4 + 3 + 2);
   c.refinement_steps = {1};
-  EXPECT_NE(test::error_message([&] { HmarSchedule(c).refinement_plan(grids); }).find("scale 0"),
+  EXPECT_NE(tessera::testing::error_message_of([&] { HmarSchedule(c).refinement_plan(grids); }).find("scale 0"),
             std::string::npos);
   c.refinement_steps = {0, 4};  // 4 tokens take at most 3 refinement steps
-  EXPECT_NE(test::error_message([&] { HmarSchedule(c).refinement_plan(grids); })
+  EXPECT_NE(tessera::testing::error_message_of([&] { HmarSchedule(c).refinement_plan(grids); })
                 .find("at most 3"),
             std::string::npos);
   c.refinement_steps = {0, -1};

@@ -260,7 +260,7 @@ TEST(HmarSampling, RefinementIsSeededAndBatchInvariant) {
   // Without the indicator channel refinement is refused.
   SmallModels plain = test::make_small_models(9);
   SampleRngs r(5, 0, 8);
-  EXPECT_NE(test::error_message([&] {
+  EXPECT_NE(tessera::testing::error_message_of([&] {
               schedule.sample(plain.models(), labels, plain.grids(), ramp(1.5), r);
             }).find("indicator"),
             std::string::npos);
