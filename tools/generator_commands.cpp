@@ -196,9 +196,21 @@ void run_convert(const ConvertOptions& options) {
   TESSERA_CHECK(options.in.empty() != options.checkpoint.empty(),
                 "tessera convert: give exactly one of --in (a file to cast) and --checkpoint (a "
                 "training checkpoint)");
-  const at::ScalarType dtype = parse_stored_dtype(options.dtype);
   if (!options.in.empty()) {
-    const CastReport report = cast_weights_file(options.in, options.out, dtype);
+    if (options.dtype.empty()) {
+      // Only new sampling defaults: the tensors keep their stored dtypes.
+      TESSERA_CHECK(!options.sampling.empty(),
+                    "tessera convert --in: nothing to do; give --dtype, --sampling or both");
+      if (!std::filesystem::exists(options.out) ||
+          !std::filesystem::equivalent(options.in, options.out)) {
+        std::filesystem::copy_file(options.in, options.out,
+                                   std::filesystem::copy_options::overwrite_existing);
+      }
+      print_new_sampling(options);
+      return;
+    }
+    const CastReport report =
+        cast_weights_file(options.in, options.out, parse_stored_dtype(options.dtype));
     std::printf("wrote %s: %lld tensors, %lld cast to %s, tensor data %.2f MB -> %.2f MB\n",
                 options.out.c_str(), static_cast<long long>(report.tensors),
                 static_cast<long long>(report.cast), options.dtype.c_str(),
@@ -215,9 +227,12 @@ void run_convert(const ConvertOptions& options) {
   const int64_t step = checkpoint_step(options.checkpoint);
   generator.save(options.out, {{"tessera.step", std::to_string(step)},
                                {"tessera.weights", options.weights}});
-  if (dtype != at::kFloat) cast_weights_file(options.out, options.out, dtype);
+  const std::string dtype = options.dtype.empty() ? "fp32" : options.dtype;
+  if (parse_stored_dtype(dtype) != at::kFloat) {
+    cast_weights_file(options.out, options.out, parse_stored_dtype(dtype));
+  }
   std::printf("wrote %s: the %s weights of step %lld, %s\n", options.out.c_str(),
-              options.weights.c_str(), static_cast<long long>(step), options.dtype.c_str());
+              options.weights.c_str(), static_cast<long long>(step), dtype.c_str());
   print_new_sampling(options);
 }
 

@@ -48,7 +48,7 @@ struct ConvertOptions {
   std::string checkpoint;  // a `tessera train` checkpoint to extract the generator from
   std::string tokenizer;   // with checkpoint: the run's tokenizer
   std::string weights = "ema";
-  std::string dtype = "fp32";
+  std::string dtype;      // "" keeps the stored dtypes (--in) or fp32 (--checkpoint)
   std::string sampling;  // JSON merge patch stored as the written generator's sampling defaults
   std::string out;
 };

@@ -239,8 +239,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ema", "trained"}))
       ->capture_default_str();
   convert->add_option("--dtype", convert_options.dtype,
-                      "floating-point dtype of the written tensors: bf16, fp16 or fp32")
-      ->capture_default_str();
+                      "bf16, fp16 or fp32 for the written tensors (default: --in keeps its dtypes, "
+                      "--checkpoint writes fp32)");
   convert->add_option("--sampling", convert_options.sampling,
                       "JSON merge patch stored as the written generator's new sampling defaults");
   convert->add_option("--out", convert_options.out, "file to write")->required();
