@@ -124,8 +124,8 @@ void check_next_scale_models(const ScheduleModels& models, const std::vector<Tok
                 who, segments.front(), bc.condition_tokens);
   const Head& head = models.head;
   TESSERA_CHECK(head.kind() == HeadKind::discrete,
-                "{}: the head must be discrete (a softmax over the codebook); the continuous "
-                "next-scale variant (flow head, FlowAR) is not implemented",
+                "{}: the head must be discrete (a softmax over the codebook); next-scale "
+                "schedules take discrete scales only, not a flow or diffusion head",
                 who);
   TESSERA_CHECK(head.vocab_size() == ms.vocab_size(),
                 "{}: the head predicts {} ids but the tokenizer's codebook has {}", who,

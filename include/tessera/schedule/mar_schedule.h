@@ -5,8 +5,8 @@
 //
 // Sequence (backbone segments {buffer, L}, or {L} without a buffer): MAR's `buffer_size` condition
 // positions holding the class embedding, then the L tokens in raster order. One bidirectional
-// transformer sees every position (MAR's MAE encoder–decoder split is not implemented: see
-// docs/schedules.md).
+// transformer sees every position (one bidirectional stack; MAR's MAE encoder–decoder split is
+// not offered, see docs/schedules.md).
 //
 // Note [MAR mask inputs]
 // The backbone takes vectors through a Linear input projection and has no mask token. Each token

@@ -27,8 +27,8 @@
 // Requirements (check_models): the tokenizer is a MultiScaleVqVae whose patch_nums are the grids
 // (square, in order); the backbone takes vectors of the tokenizer's Cvae channels, has one
 // segment per scale and the first scale as its condition tokens; the head is discrete over the
-// tokenizer's codebook. The continuous variant (FlowAR-style, a flow-matching head over
-// continuous multi-scale latents) is not implemented: a continuous head or tokenizer is an error.
+// tokenizer's codebook. The schedule covers discrete scales only: a continuous head or tokenizer
+// is rejected with an error (a FlowAR-style continuous variant is outside this schedule).
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
