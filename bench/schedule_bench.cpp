@@ -1,8 +1,11 @@
-// schedule_bench: sampling time and memory of the generation schedules on one pyramid (issue 7).
+// schedule_bench: sampling time and memory of the generation schedules at one resolution
+// (issue 7).
 //
-// For each schedule case it samples a batch of images' tokens (tokens only: the tokenizer's
-// decoder is not run) from a randomly initialised model of a fixed size, interleaved round-robin
-// with the other cases, and reports the median wall time per call and per image, the backbone
+// Every case generates the tokens of a 16x16 latent (tokens only: the tokenizer's decoder is not
+// run): the next-scale family over VAR-16's pyramid (680 tokens ending at 16x16), the flat
+// schedules (raster, MaskGIT, MAR, Hi-MAR) over the 256 tokens of the 16x16 grid, all with the
+// same randomly initialised backbone size and classifier-free guidance (a doubled batch). For
+// each case it samples a batch of images, interleaved round-robin with the other cases, and reports the median wall time per call and per image, the backbone
 // evaluations per call, the KV cache's bytes (KVCache::memory_bytes of the cache the schedule
 // builds) and the peak of CPU memory allocated during the call beyond what was allocated before
 // it (see Note [Measuring peak memory]); activations = peak − KV cache. It prints a table and
@@ -49,8 +52,12 @@
 #include "tessera/core/rng.h"
 #include "tessera/head/head.h"
 #include "tessera/nn/backbone.h"
+#include "tessera/schedule/hi_mar_schedule.h"
 #include "tessera/schedule/hmar_schedule.h"
+#include "tessera/schedule/mar_schedule.h"
+#include "tessera/schedule/maskgit_schedule.h"
 #include "tessera/schedule/next_scale_schedule.h"
+#include "tessera/schedule/raster_schedule.h"
 #include "tessera/tokenizer/multiscale_vq_vae.h"
 
 namespace {
@@ -167,7 +174,7 @@ Options parse_options(int argc, char** argv) {
       o.threads = args.positive_value();
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
-          "schedule_bench: sampling time and memory of the schedules (VAR-16 pyramid)\n"
+          "schedule_bench: sampling time and memory of the schedules (16x16 latent)\n"
           "  --out DIR     where schedules.json goes (default %s)\n"
           "  --runs N      timed calls per case, median reported (default 5; 2 with --quick)\n"
           "  --batch N     images per sampling call (default 4; 1 with --quick)\n"
@@ -188,8 +195,10 @@ Options parse_options(int argc, char** argv) {
 // The cases
 
 // VAR-16's pyramid (680 tokens) and codebook; a small backbone so that a call takes seconds on
-// two cores. Every case uses these sizes so that their figures compare.
+// two cores. Every case uses these sizes so that their figures compare. The continuous schedules
+// (MAR, Hi-MAR) take MAR's KL-16 tokens (16 channels) and a head MLP as wide as the backbone.
 constexpr int64_t kWidth = 256, kDepth = 4, kHeads = 4, kCvae = 32, kVocab = 4096, kClasses = 10;
+constexpr int64_t kGrid = 16, kContinuousChannels = 16, kHeadDepth = 3, kBuffer = 64;
 const std::vector<int64_t> kPatchNums = {1, 2, 3, 4, 5, 6, 8, 10, 13, 16};
 constexpr double kCfg = 1.5;
 
@@ -279,9 +288,110 @@ ScheduleCase make_hmar_refined_case(const BenchSetup& setup) {
   return c;
 }
 
+// --- the flat schedules, over the 16x16 grid -------------------------------------------------
+
+ScheduleCase flat_case(const BenchSetup& setup, std::unique_ptr<Schedule> schedule,
+                       const BackboneConfig& backbone, const HeadConfig& head,
+                       const Guidance& guidance) {
+  ScheduleCase c;
+  c.schedule = std::move(schedule);
+  c.backbone = std::make_unique<Backbone>(backbone, 1);
+  c.backbone->set_training(false);
+  c.head = make_head(head, 2);
+  c.head->set_training(false);
+  c.grids = {TokenGridSize{kGrid, kGrid}};
+  c.options.guidance = guidance;
+  c.labels = at::arange(setup.batch, at::kLong).remainder(kClasses);
+  return c;
+}
+
+ScheduleCase make_raster_case(const BenchSetup& setup) {
+  HeadConfig head;
+  head.kind = HeadKind::discrete;
+  head.discrete.width = kWidth;
+  head.discrete.vocab_size = kVocab;
+  head.discrete.bias = false;
+  ScheduleCase c = flat_case(
+      setup, std::make_unique<RasterSchedule>(),
+      llamagen_style_config(kWidth, kDepth, kHeads, kGrid, kVocab, kClasses), head,
+      Guidance::constant(kCfg));
+  c.name = "raster (LlamaGen)";
+  c.note = "causal, KV cache, one row per call";
+  c.kv_cache_bytes = guided_cache_bytes(*c.backbone, setup.batch);
+  return c;
+}
+
+ScheduleCase make_maskgit_case(const BenchSetup& setup) {
+  HeadConfig head;
+  head.kind = HeadKind::discrete;
+  head.discrete.width = kWidth;
+  head.discrete.vocab_size = kVocab;
+  ScheduleCase c = flat_case(
+      setup, std::make_unique<MaskGitSchedule>(),
+      maskgit_style_config(kWidth, kDepth, kHeads, kGrid * kGrid, kVocab + 1, kClasses), head,
+      Guidance::constant(kCfg));
+  c.name = "maskgit";
+  c.note = fmt::format("bidirectional, {} steps over every row",
+                       MaskGitScheduleConfig{}.steps);
+  return c;
+}
+
+HeadConfig continuous_head(HeadKind kind) {
+  HeadConfig head;
+  head.kind = kind;
+  AdaLnMlpConfig mlp;
+  mlp.token_channels = kContinuousChannels;
+  mlp.hidden_width = kWidth;
+  mlp.width = kWidth;
+  mlp.depth = kHeadDepth;
+  head.diffusion.mlp = mlp;
+  head.flow_matching.mlp = mlp;
+  return head;
+}
+
+ScheduleCase mar_case(const BenchSetup& setup, HeadKind kind) {
+  ScheduleCase c = flat_case(setup, std::make_unique<MarSchedule>(),
+                             mar_style_config(kWidth, kDepth, kHeads, kGrid * kGrid,
+                                              kContinuousChannels + 1, kClasses, kBuffer),
+                             continuous_head(kind), Guidance::mar_token_ramp(kCfg));
+  return c;
+}
+
+// The heads' default sampling steps (MAR: DDPM respaced to 100; flow: 50 Euler steps).
+ScheduleCase make_mar_diffusion_case(const BenchSetup& setup) {
+  ScheduleCase c = mar_case(setup, HeadKind::diffusion);
+  c.name = "mar + diffusion";
+  c.note = fmt::format("bidirectional, {} steps; DDPM {} steps on the predicted rows",
+                       MarScheduleConfig{}.steps, c.options.head.diffusion.steps);
+  return c;
+}
+
+ScheduleCase make_mar_flow_case(const BenchSetup& setup) {
+  ScheduleCase c = mar_case(setup, HeadKind::flow_matching);
+  c.name = "mar + flow";
+  c.note = fmt::format("bidirectional, {} steps; Euler {} steps on the predicted rows",
+                       MarScheduleConfig{}.steps, c.options.head.flow.steps);
+  return c;
+}
+
+ScheduleCase make_hi_mar_case(const BenchSetup& setup) {
+  const HiMarScheduleConfig config;
+  const int64_t pivots = (kGrid / config.pivot_factor) * (kGrid / config.pivot_factor);
+  BackboneConfig backbone = mar_style_config(kWidth, kDepth, kHeads, pivots + kGrid * kGrid,
+                                             kContinuousChannels + 1, kClasses, kBuffer);
+  backbone.segments = {kBuffer, pivots, kGrid * kGrid};
+  ScheduleCase c = flat_case(setup, std::make_unique<HiMarSchedule>(config), backbone,
+                             continuous_head(HeadKind::diffusion), Guidance::mar_token_ramp(kCfg));
+  c.name = "hi_mar + diffusion";
+  c.note = fmt::format("{} pivot + {} dense steps; DDPM {} steps", config.pivot_steps,
+                       config.dense_steps, c.options.head.diffusion.steps);
+  return c;
+}
+
 using CaseFactory = ScheduleCase (*)(const BenchSetup&);
-const CaseFactory kCases[] = {make_var_case, make_var_no_cache_case, make_hmar_case,
-                              make_hmar_refined_case};
+const CaseFactory kCases[] = {make_var_case,      make_var_no_cache_case,  make_hmar_case,
+                              make_hmar_refined_case, make_raster_case,    make_maskgit_case,
+                              make_mar_diffusion_case, make_mar_flow_case, make_hi_mar_case};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -294,7 +404,7 @@ double median(std::vector<double> v) {
 
 struct Result {
   std::string name, note;
-  int64_t steps = 0;
+  int64_t steps = 0, tokens = 0;
   std::vector<double> ms;
   int64_t peak_bytes = 0, kv_cache_bytes = 0;
 };
@@ -334,9 +444,11 @@ int run(int argc, char** argv) {
   for (CaseFactory make : kCases) cases.push_back(make(setup));
   std::vector<Result> results(cases.size());
 
-  fmt::print("schedule_bench: batch {}, VAR-16 pyramid (680 tokens), backbone width {} depth {} "
-             "heads {}, codebook {}, cfg {} (doubled batch), {} threads, {} runs, load {}\n",
-             options.batch, kWidth, kDepth, kHeads, kVocab, kCfg, at::get_num_threads(),
+  fmt::print("schedule_bench: batch {}, 16x16 latent (VAR-16 pyramid: 680 tokens; flat: 256), "
+             "backbone width {} depth {} heads {}, codebook {}, continuous tokens {} channels, "
+             "cfg {} (doubled batch), {} threads, {} runs, load {}\n",
+             options.batch, kWidth, kDepth, kHeads, kVocab, kContinuousChannels, kCfg,
+             at::get_num_threads(),
              options.runs, load_average());
   auto call = [&](size_t i, uint64_t seed) {
     SampleRngs rngs(seed, 0, options.batch);
@@ -348,6 +460,7 @@ int run(int argc, char** argv) {
     results[i].name = cases[i].name;
     results[i].note = cases[i].note;
     results[i].steps = cases[i].schedule->num_steps(cases[i].grids);
+    for (const TokenGridSize& g : cases[i].grids) results[i].tokens += g.height * g.width;
     results[i].kv_cache_bytes = cases[i].kv_cache_bytes;
     auto* counter = CountingAllocator::instance;
     const int64_t before = counter->current();
@@ -366,19 +479,21 @@ int run(int argc, char** argv) {
     }
   }
 
-  fmt::print("\n{:<22} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>12}\n", "schedule", "steps",
+  fmt::print("\n{:<22} {:>6} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>12}\n", "schedule",
+             "tokens", "steps",
              "ms / call", "ms / image", "best ms", "peak MiB", "KV MiB", "activ. MiB");
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const Result& r : results) {
     const double ms = median(r.ms);
     // The fastest call too: on a shared machine the slow calls measure the neighbours.
     const double best = *std::min_element(r.ms.begin(), r.ms.end());
-    fmt::print("{:<22} {:>6} {:>11.1f} {:>11.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>12.1f}\n",
-               r.name, r.steps, ms, ms / static_cast<double>(options.batch), best,
+    fmt::print("{:<22} {:>6} {:>6} {:>11.1f} {:>11.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>12.1f}\n",
+               r.name, r.tokens, r.steps, ms, ms / static_cast<double>(options.batch), best,
                mib(r.peak_bytes), mib(r.kv_cache_bytes), mib(r.peak_bytes - r.kv_cache_bytes));
     nlohmann::ordered_json j;
     j["schedule"] = r.name;
     j["note"] = r.note;
+    j["tokens"] = r.tokens;
     j["steps"] = r.steps;
     j["batch"] = options.batch;
     j["ms_per_call"] = ms;
@@ -393,7 +508,7 @@ int run(int argc, char** argv) {
   nlohmann::ordered_json doc;
   doc["benchmark"] = "schedule_bench";
   doc["pyramid"] = kPatchNums;
-  doc["tokens"] = 680;
+  doc["grid"] = kGrid;
   doc["backbone"] = {{"width", kWidth}, {"depth", kDepth}, {"heads", kHeads},
                      {"style", "var_style_config"}};
   doc["codebook"] = kVocab;

@@ -328,6 +328,96 @@ TEST(HiMarSchedule, ScriptedDecodingRunsPivotsThenDense) {
   }
 }
 
+// No leak in either phase, with the same generator state (the same masks) and integer-valued tokens
+// so that pivot averages are exact. Phase 1 (pivots): rewriting the dense tokens under masked
+// pivots changes only masked pivots, and leaves the pivot rows' hidden states unchanged. Phase 2
+// (dense): a rewrite of the masked dense tokens that keeps every block's sum (+d on one masked
+// token, −d on another of the same block) leaves both phases' hidden states unchanged. Changing a
+// visible token (under a visible pivot) changes them, so each comparison can fail.
+TEST(HiMarSchedule, MaskedTokensNeverReachTheBackbone) {
+  Backbone backbone(hi_mar_backbone(16, 64, 3, 4));
+  HiMarSchedule schedule(hi_mar_config(2, 4));
+  const int64_t B = 4, L = 64, P = 16, C = 3;
+  TrainingBatch batch;
+  batch.tokens =
+      Tokens{{at::randint(-8, 8, {B, L, C}, make_cpu_generator(1), at::kFloat)}, {{8, 8}}};
+  batch.labels = at::arange(B, at::kLong);
+  uint64_t seed = 0;
+  struct Seen {
+    at::Tensor pivot_hidden, dense_hidden, pivot_masked, dense_masked;
+  };
+  auto run = [&](const at::Tensor& values) {
+    ScriptedHead head(64, 0, C);
+    TrainingBatch b = batch;
+    b.tokens.scales[0] = values;
+    at::Generator gen = make_cpu_generator(seed);
+    schedule.loss({backbone, head}, b, gen);
+    EXPECT_EQ(head.loss_hidden.size(), 2u);
+    return Seen{head.loss_hidden.at(0), head.loss_hidden.at(1),
+                head.loss_weights.at(0).view({B, P}).gt(0.5),
+                head.loss_weights.at(1).view({B, L}).gt(0.5)};
+  };
+  // MAR's ratio is often 1 (everything masked); take the first seed that leaves a pivot and a
+  // dense token of sample 0 visible.
+  Seen seen = run(batch.tokens.scales[0]);
+  auto all_masked = [](const Seen& s) {
+    return s.pivot_masked[0].all().item<bool>() || s.dense_masked[0].all().item<bool>();
+  };
+  while (all_masked(seen) && seed < 64) {
+    ++seed;
+    seen = run(batch.tokens.scales[0]);
+  }
+  ASSERT_FALSE(all_masked(seen)) << "no seed below 64 left tokens visible in both phases";
+  // Dense position (i, j) of the 8x8 grid lies under pivot (i/2)·4 + j/2.
+  auto pivot_of = [](int64_t position) { return (position / 8 / 2) * 4 + (position % 8) / 2; };
+
+  // Phase 1: new values under every masked pivot.
+  at::Tensor under_masked_pivots = batch.tokens.scales[0].clone();
+  at::Tensor under_visible_pivot = batch.tokens.scales[0].clone();
+  bool visible_changed = false;
+  const at::Tensor noise = at::randint(1, 9, {B, L, C}, make_cpu_generator(2), at::kFloat);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t position = 0; position < L; ++position) {
+      if (seen.pivot_masked[b][pivot_of(position)].item<bool>()) {
+        under_masked_pivots[b][position] += noise[b][position];
+      } else if (b == 0 && !visible_changed) {
+        under_visible_pivot[b][position] += 1;
+        visible_changed = true;
+      }
+    }
+  }
+  ASSERT_TRUE(visible_changed);
+  EXPECT_TRUE(at::equal(run(under_masked_pivots).pivot_hidden, seen.pivot_hidden));
+  EXPECT_FALSE(at::allclose(run(under_visible_pivot).pivot_hidden, seen.pivot_hidden));
+
+  // Phase 2: ±d on pairs of masked dense tokens of one block.
+  at::Tensor masked_pairs = batch.tokens.scales[0].clone();
+  int64_t pairs = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<std::vector<int64_t>> masked_in_block(P);
+    for (int64_t position = 0; position < L; ++position)
+      if (seen.dense_masked[b][position].item<bool>())
+        masked_in_block[pivot_of(position)].push_back(position);
+    for (const auto& positions : masked_in_block) {
+      if (positions.size() < 2) continue;
+      const at::Tensor d = noise[b][positions[0]];
+      masked_pairs[b][positions[0]] += d;
+      masked_pairs[b][positions[1]] -= d;
+      ++pairs;
+    }
+  }
+  ASSERT_GT(pairs, 0);
+  ASSERT_TRUE(at::equal(schedule.pivots(masked_pairs, {8, 8}),
+                        schedule.pivots(batch.tokens.scales[0], {8, 8})));
+  const Seen rewritten = run(masked_pairs);
+  EXPECT_TRUE(at::equal(rewritten.dense_hidden, seen.dense_hidden));
+  EXPECT_TRUE(at::equal(rewritten.pivot_hidden, seen.pivot_hidden));
+  const at::Tensor visible = at::nonzero(seen.dense_masked[0].logical_not()).flatten();
+  at::Tensor one_visible_changed = batch.tokens.scales[0].clone();
+  one_visible_changed[0][visible[0].item<int64_t>()] += 1.0;
+  EXPECT_FALSE(at::allclose(run(one_visible_changed).dense_hidden, seen.dense_hidden));
+}
+
 TEST(HiMarSchedule, SeedsAndBatchInvariance) {
   Backbone backbone(hi_mar_backbone(4, 16, 4, 4), 3);
   auto head = continuous_head(HeadKind::flow_matching, 4, 4);
