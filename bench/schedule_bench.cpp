@@ -148,6 +148,7 @@ struct Options {
   std::filesystem::path out;
   int runs = 5;
   bool quick = false;
+  std::string only;  // run only the cases whose name contains this
   int threads = 0;
   int64_t batch = 4;
 };
@@ -156,7 +157,7 @@ Options parse_options(int argc, char** argv) {
   Options o;
   o.out = tessera::bench::default_out_dir();
   bool runs_given = false, batch_given = false;
-  tessera::bench::BenchArgs args("schedule_bench", "[--out DIR] [--runs N] [--batch N] [--quick] [--threads N]",
+  tessera::bench::BenchArgs args("schedule_bench", "[--out DIR] [--runs N] [--batch N] [--quick] [--threads N] [--only TEXT]",
                         argc, argv);
   while (args.next()) {
     const std::string& arg = args.flag();
@@ -170,6 +171,8 @@ Options parse_options(int argc, char** argv) {
       batch_given = true;
     } else if (arg == "--quick") {
       o.quick = true;
+    } else if (arg == "--only") {
+      o.only = args.value();
     } else if (arg == "--threads") {
       o.threads = args.positive_value();
     } else if (arg == "--help" || arg == "-h") {
@@ -179,6 +182,7 @@ Options parse_options(int argc, char** argv) {
           "  --runs N      timed calls per case, median reported (default 5; 2 with --quick)\n"
           "  --batch N     images per sampling call (default 4; 1 with --quick)\n"
           "  --quick       a smoke test\n"
+          "  --only TEXT   only the cases whose name contains TEXT (e.g. 'mar')\n"
           "  --threads N   intra-op threads (default: LibTorch's)\n",
           o.out.string().c_str());
       std::exit(0);
@@ -214,13 +218,14 @@ struct ScheduleCase {
   std::string note;
   std::unique_ptr<Schedule> schedule;
   std::unique_ptr<Backbone> backbone;
+  std::unique_ptr<Backbone> decoder;  // MAR's encoder–decoder split only
   std::unique_ptr<Head> head;
   Tokenizer* tokenizer = nullptr;
   std::vector<TokenGridSize> grids;
   GenerationOptions options;
   at::Tensor labels;
   int64_t kv_cache_bytes = 0;  // the cache the schedule allocates (0: none)
-  ScheduleModels models() { return {*backbone, *head, tokenizer}; }
+  ScheduleModels models() { return {*backbone, *head, tokenizer, decoder.get()}; }
 };
 
 HeadConfig var_head(int64_t width, int64_t vocab) {
@@ -374,6 +379,24 @@ ScheduleCase make_mar_flow_case(const BenchSetup& setup) {
   return c;
 }
 
+// MAR's MAE split at the same total depth: kDepth/2 encoder blocks on the buffer and visible
+// tokens, kDepth/2 decoder blocks on every row.
+ScheduleCase make_mar_encoder_decoder_case(const BenchSetup& setup) {
+  MarScheduleConfig config;
+  config.encoder_decoder = true;
+  ScheduleCase c = flat_case(setup, std::make_unique<MarSchedule>(config),
+                             mar_style_config(kWidth, kDepth / 2, kHeads, kGrid * kGrid,
+                                              kContinuousChannels, kClasses, kBuffer),
+                             continuous_head(HeadKind::diffusion), Guidance::mar_token_ramp(kCfg));
+  c.decoder = std::make_unique<Backbone>(
+      mar_decoder_config(kWidth, kDepth / 2, kHeads, kGrid * kGrid, kWidth, kBuffer), 3);
+  c.decoder->set_training(false);
+  c.name = "mar + diffusion, enc-dec";
+  c.note = fmt::format("MAE split {}+{} blocks; {} steps; DDPM {} steps", kDepth / 2, kDepth / 2,
+                       config.steps, c.options.head.diffusion.steps);
+  return c;
+}
+
 ScheduleCase make_hi_mar_case(const BenchSetup& setup) {
   const HiMarScheduleConfig config;
   const int64_t pivots = (kGrid / config.pivot_factor) * (kGrid / config.pivot_factor);
@@ -391,7 +414,8 @@ ScheduleCase make_hi_mar_case(const BenchSetup& setup) {
 using CaseFactory = ScheduleCase (*)(const BenchSetup&);
 const CaseFactory kCases[] = {make_var_case,      make_var_no_cache_case,  make_hmar_case,
                               make_hmar_refined_case, make_raster_case,    make_maskgit_case,
-                              make_mar_diffusion_case, make_mar_flow_case, make_hi_mar_case};
+                              make_mar_diffusion_case, make_mar_flow_case,
+                              make_mar_encoder_decoder_case, make_hi_mar_case};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -441,7 +465,11 @@ int run(int argc, char** argv) {
   setup.multiscale = std::make_shared<MultiScaleVqVae>(vq, 0);
 
   std::vector<ScheduleCase> cases;
-  for (CaseFactory make : kCases) cases.push_back(make(setup));
+  for (CaseFactory make : kCases) {
+    ScheduleCase c = make(setup);
+    if (c.name.find(options.only) != std::string::npos) cases.push_back(std::move(c));
+  }
+  TESSERA_CHECK(!cases.empty(), "schedule_bench: no case name contains '{}'", options.only);
   std::vector<Result> results(cases.size());
 
   fmt::print("schedule_bench: batch {}, 16x16 latent (VAR-16 pyramid: 680 tokens; flat: 256), "
@@ -479,7 +507,7 @@ int run(int argc, char** argv) {
     }
   }
 
-  fmt::print("\n{:<22} {:>6} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>12}\n", "schedule",
+  fmt::print("\n{:<26} {:>6} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>12}\n", "schedule",
              "tokens", "steps",
              "ms / call", "ms / image", "best ms", "peak MiB", "KV MiB", "activ. MiB");
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
@@ -487,7 +515,7 @@ int run(int argc, char** argv) {
     const double ms = median(r.ms);
     // The fastest call too: on a shared machine the slow calls measure the neighbours.
     const double best = *std::min_element(r.ms.begin(), r.ms.end());
-    fmt::print("{:<22} {:>6} {:>6} {:>11.1f} {:>11.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>12.1f}\n",
+    fmt::print("{:<26} {:>6} {:>6} {:>11.1f} {:>11.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>12.1f}\n",
                r.name, r.tokens, r.steps, ms, ms / static_cast<double>(options.batch), best,
                mib(r.peak_bytes), mib(r.kv_cache_bytes), mib(r.peak_bytes - r.kv_cache_bytes));
     nlohmann::ordered_json j;
@@ -516,6 +544,7 @@ int run(int argc, char** argv) {
   doc["threads"] = at::get_num_threads();
   doc["runs"] = options.runs;
   doc["quick"] = options.quick;
+  doc["only"] = options.only;
   doc["load_average"] = load_average();
   doc["memory_method"] =
       "counting CPU allocator (c10::SetCPUAllocator): peak live bytes during one sampling call "

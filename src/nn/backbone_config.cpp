@@ -202,4 +202,13 @@ BackboneConfig mar_style_config(int64_t width, int64_t depth, int64_t num_heads,
   return c;
 }
 
+BackboneConfig mar_decoder_config(int64_t width, int64_t depth, int64_t num_heads,
+                                  int64_t num_tokens, int64_t encoder_width, int64_t buffer_size) {
+  BackboneConfig c = mar_style_config(width, depth, num_heads, num_tokens, encoder_width + 1,
+                                      /*num_classes=*/0, buffer_size);
+  c.condition_tokens = 0;  // buffer rows carry the encoder's outputs, not a class embedding
+  c.condition_dropout = 0.0;
+  return c;
+}
+
 }  // namespace tessera

@@ -61,14 +61,25 @@ Generator::Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenize
       head_(make_head(config_.head, derive_seed(seed, 1))),
       schedule_(make_schedule(config_.schedule)) {
   TESSERA_CHECK(tokenizer_ != nullptr, "Generator: a tokenizer is required");
+  if (config_.decoder) {
+    try {
+      decoder_ = std::make_unique<Backbone>(*config_.decoder, derive_seed(seed, 2));
+    } catch (const Error& e) {
+      TESSERA_FAIL("Generator: decoder: {}", e.what());
+    }
+  }
   TESSERA_CHECK(config_.image_channels == tokenizer_->image_channels(),
                 "Generator: image_channels is {} but the tokenizer's images have {} channels",
                 config_.image_channels, tokenizer_->image_channels());
   grids_ = tokenizer_->token_grids(config_.image_size, config_.image_size);
   config_.sampling.head.validate();
   config_.sampling.guidance.validate();
-  schedule_->check_models({backbone_, *head_, tokenizer_.get()}, grids_);
+  schedule_->check_models(models(), grids_);
   tokenizer_->set_training(false);
+}
+
+ScheduleModels Generator::models() {
+  return {backbone_, *head_, tokenizer_.get(), decoder_.get()};
 }
 
 Generator::~Generator() = default;
@@ -80,6 +91,7 @@ void Generator::save(const std::filesystem::path& path,
   std::map<std::string, at::Tensor> tensors;
   add_prefixed(tensors, "tokenizer.", tokenizer_->state_dict());
   add_prefixed(tensors, "backbone.", backbone_.state_dict());
+  if (decoder_) add_prefixed(tensors, "decoder.", decoder_->state_dict());
   add_prefixed(tensors, "head.", head_->state_dict());
   for (auto& [name, tensor] : tensors) tensor = tensor.detach();
   std::map<std::string, std::string> metadata = extra_metadata;
@@ -101,13 +113,15 @@ Generator Generator::load(const std::filesystem::path& path) {
   tokenizer->load_state_dict(strip_prefix(tensors, "tokenizer."));
   Generator generator(generator_config, std::move(tokenizer));
   generator.backbone_.load_state_dict(strip_prefix(tensors, "backbone."));
+  if (generator.decoder_) generator.decoder_->load_state_dict(strip_prefix(tensors, "decoder."));
   generator.head_->load_state_dict(strip_prefix(tensors, "head."));
   for (const auto& [name, tensor] : tensors) {
     TESSERA_CHECK(name.starts_with("tokenizer.") || name.starts_with("backbone.") ||
-                      name.starts_with("head."),
+                      name.starts_with("head.") ||
+                      (generator.decoder_ && name.starts_with("decoder.")),
                   "generator file {}: unexpected tensor '{}' (expected the prefixes tokenizer., "
-                  "backbone., head.)",
-                  path.string(), name);
+                  "backbone., {}head.)",
+                  path.string(), name, generator.decoder_ ? "decoder., " : "");
   }
   generator.set_training(false);
   return generator;
@@ -117,6 +131,10 @@ std::map<std::string, at::Tensor> Generator::trainable_parameters() const {
   std::map<std::string, at::Tensor> out;
   const auto backbone_params = backbone_.module()->named_parameters(/*recurse=*/true);
   for (const auto& item : backbone_params) out.emplace("backbone." + item.key(), item.value());
+  if (decoder_) {
+    const auto decoder_params = decoder_->module()->named_parameters(/*recurse=*/true);
+    for (const auto& item : decoder_params) out.emplace("decoder." + item.key(), item.value());
+  }
   const auto head_params = head_->module()->named_parameters(/*recurse=*/true);
   for (const auto& item : head_params) out.emplace("head." + item.key(), item.value());
   return out;
@@ -161,7 +179,7 @@ TrainingBatch Generator::encode_batch(const at::Tensor& images, const at::Tensor
 }
 
 ScheduleLoss Generator::loss(const TrainingBatch& batch, at::Generator& generator) {
-  return schedule_->loss({backbone_, *head_, tokenizer_.get()}, batch, generator);
+  return schedule_->loss(models(), batch, generator);
 }
 
 Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& request,
@@ -186,7 +204,7 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
   set_training(false);
   at::NoGradGuard no_grad;
   SampleRngs rngs(request.seed, request.first_index, batch);
-  return schedule_->sample({backbone_, *head_, tokenizer_.get()}, labels, grids_, options, rngs);
+  return schedule_->sample(models(), labels, grids_, options, rngs);
 }
 
 at::Tensor Generator::sample(const at::Tensor& labels, const SampleRequest& request,
@@ -198,6 +216,7 @@ at::Tensor Generator::sample(const at::Tensor& labels, const SampleRequest& requ
 
 void Generator::set_training(bool training) {
   backbone_.set_training(training);
+  if (decoder_) decoder_->set_training(training);
   head_->set_training(training);
   tokenizer_->set_training(false);  // frozen: a generator never trains its tokenizer
 }

@@ -21,6 +21,11 @@ at::Tensor mar_inputs(const at::Tensor& tokens, const at::Tensor& mask);
 // and `buffer_size` condition tokens. `what` names the schedule in the errors.
 void check_mar_models(const ScheduleModels& models, int64_t buffer_size, const char* what);
 
+// The same for MAR's encoder–decoder split (Note [MAR encoder–decoder split]), the layouts
+// included: both stacks must have segments `layout`.
+void check_mar_encoder_decoder(const ScheduleModels& models, int64_t buffer_size,
+                               const TokenLayout& layout, const char* what);
+
 // Per sample, the first `count` positions of `orders` [B, N] set: bool [B, N] (MAR's
 // mask_by_order).
 at::Tensor mask_by_order(const at::Tensor& orders, int64_t count);
@@ -28,6 +33,23 @@ at::Tensor mask_by_order(const at::Tensor& orders, int64_t count);
 // The training mask of one batch: bool [B, N], the first clamp(⌈N·ratio⌉, 1, N) positions of each
 // row's random order (orders drawn from `generator`), as MAR's random_masking.
 at::Tensor mar_training_mask(int64_t batch, int64_t tokens, double ratio, at::Generator& generator);
+
+// The hidden rows the head reads for the N tokens of a call, [rows, N, head width], for tokens
+// [rows, N, C] and mask bool [rows, N] (true: masked; its value never reaches a model).
+//   one stack (models.decoder null): models.backbone over `prefix` (inputs [rows, P, C + 1] before
+//     the tokens, or undefined) and the tokens as mar_inputs, under `call_mask`; the token rows
+//     start at `first_row`.
+//   encoder–decoder: Note [MAR encoder–decoder split]; `first_row` is the buffer size, `prefix`
+//     must be undefined and `call_mask` is the decoder's.
+// `options` (the training generator) is passed to every backbone call.
+struct MarCall {
+  const BlockMask* call_mask = nullptr;
+  int64_t first_row = 0;
+  at::Tensor prefix{};
+};
+at::Tensor mar_token_hidden(const ScheduleModels& models, const at::Tensor& tokens,
+                            const at::Tensor& mask, const at::Tensor& labels, const MarCall& call,
+                            const BackboneForwardOptions& options = {});
 
 struct MarPhase {
   int64_t tokens = 0;    // N: tokens generated in this phase

@@ -50,6 +50,12 @@ TokenLayout MarSchedule::layout(int64_t tokens) const {
 void MarSchedule::check_models(const ScheduleModels& models,
                                const std::vector<TokenGridSize>& grids) const {
   const int64_t L = single_grid(grids, "mar schedule").count();
+  if (config_.encoder_decoder) {
+    check_mar_encoder_decoder(models, config_.buffer_size, layout(L), "mar schedule");
+    return;
+  }
+  TESSERA_CHECK(models.decoder == nullptr,
+                "mar schedule: a decoder backbone was given but encoder_decoder is off");
   check_mar_models(models, config_.buffer_size, "mar schedule");
   TESSERA_CHECK(models.backbone.layout() == layout(L),
                 "mar schedule: for {} tokens the backbone's segments must be {}, got {}", L,
@@ -70,7 +76,7 @@ ScheduleLoss MarSchedule::loss(const ScheduleModels& models, const TrainingBatch
   Backbone& backbone = models.backbone;
   const at::Device device = backbone.device();
   const at::Tensor x = batch.tokens.scales[0].to(device, at::kFloat);
-  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), W = backbone.width();
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2), W = models.head.hidden_width();
   TESSERA_CHECK(C == models.head.token_channels(),
                 "mar schedule: tokens have {} channels, the head {}", C,
                 models.head.token_channels());
@@ -79,14 +85,14 @@ ScheduleLoss MarSchedule::loss(const ScheduleModels& models, const TrainingBatch
   const at::Tensor mask = mar_training_mask(B, L, ratio, generator).to(device);
   BackboneForwardOptions forward_options;
   forward_options.generator = generator;
-  BackboneOutput out = backbone.forward(mar_inputs(x, mask), labels,
-                                        training_mask(batch.tokens.grids), forward_options);
-  const int64_t c = config_.buffer_size;
+  const BlockMask full = training_mask(batch.tokens.grids);
+  const at::Tensor hidden = mar_token_hidden(
+      models, x, mask, labels, MarCall{&full, config_.buffer_size, at::Tensor()}, forward_options);
   HeadLossOptions head_options;
   head_options.weights = mask.reshape({B * L}).to(at::kFloat);
   head_options.generator = generator;
-  HeadLoss head_loss = models.head.loss(out.hidden.slice(1, c, c + L).reshape({B * L, W}),
-                                        x.reshape({B * L, C}), head_options);
+  HeadLoss head_loss =
+      models.head.loss(hidden.reshape({B * L, W}), x.reshape({B * L, C}), head_options);
   ScheduleLoss result;
   result.loss = head_loss.loss;
   result.terms = head_loss.terms;

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "next_scale_detail.h"
+#include "schedule_util.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/nn/guidance_batch.h"
@@ -96,6 +97,7 @@ TokenLayout pyramid_layout(const std::vector<TokenGridSize>& grids, const char* 
 
 void check_next_scale_models(const ScheduleModels& models, const std::vector<TokenGridSize>& grids,
                              const char* who, const std::vector<int64_t>& extra_channels) {
+  check_no_decoder(models, who);
   MultiScaleVqVae& ms = multiscale_tokenizer(models, who);
   const std::vector<int64_t> sides = pyramid_sides(grids, who);
   TESSERA_CHECK(sides == ms.patch_nums(),

@@ -25,6 +25,14 @@ inline TokenGridSize single_grid(const std::vector<TokenGridSize>& grids, const 
   return grids[0];
 }
 
+// Schedules other than MAR run one stack: a decoder backbone would be silently unused.
+inline void check_no_decoder(const ScheduleModels& models, const char* who) {
+  TESSERA_CHECK(models.decoder == nullptr,
+                "{}: a decoder backbone was given, but only the mar schedule (with "
+                "encoder_decoder) runs an encoder–decoder pair",
+                who);
+}
+
 // The batch size of a sample() call, after checking the labels against the backbone and rngs.
 inline int64_t sample_batch_size(const Backbone& backbone, const at::Tensor& labels,
                                  const SampleRngs& rngs, const GenerationOptions& options,
@@ -105,14 +113,18 @@ class EvalModeGuard {
   explicit EvalModeGuard(const ScheduleModels& models)
       : backbone_(models.backbone),
         head_(models.head),
+        decoder_(models.decoder),
         backbone_training_(models.backbone.is_training()),
-        head_training_(models.head.is_training()) {
+        head_training_(models.head.is_training()),
+        decoder_training_(models.decoder != nullptr && models.decoder->is_training()) {
     backbone_.set_training(false);
     head_.set_training(false);
+    if (decoder_ != nullptr) decoder_->set_training(false);
   }
   ~EvalModeGuard() {
     backbone_.set_training(backbone_training_);
     head_.set_training(head_training_);
+    if (decoder_ != nullptr) decoder_->set_training(decoder_training_);
   }
   EvalModeGuard(const EvalModeGuard&) = delete;
   EvalModeGuard& operator=(const EvalModeGuard&) = delete;
@@ -120,7 +132,8 @@ class EvalModeGuard {
  private:
   Backbone& backbone_;
   Head& head_;
-  bool backbone_training_, head_training_;
+  Backbone* decoder_;
+  bool backbone_training_, head_training_, decoder_training_;
 };
 
 }  // namespace tessera::schedule_detail

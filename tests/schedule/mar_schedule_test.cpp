@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "common/error_message.h"
 #include "schedule/schedule_test_util.h"
 #include "tessera/core/error.h"
 #include "tessera/nn/backbone_config.h"
@@ -261,6 +262,195 @@ TEST(MarSchedule, LearnsFashionMnistPatches) {
               learned.eval_loss, learned.final_train, control.eval_loss, control.final_train,
               seconds);
   // Measured (4 draws per row): 0.49 against 0.62.
+  EXPECT_LT(learned.eval_loss, 0.56);
+  EXPECT_GT(control.eval_loss, 0.56);
+}
+
+// --- MAR's encoder–decoder split (Note [MAR encoder–decoder split]) ------------------------------
+
+MarScheduleConfig split_config(int64_t steps, int64_t buffer = 4) {
+  MarScheduleConfig c = mar_config(steps, buffer);
+  c.encoder_decoder = true;
+  return c;
+}
+
+// Encoder width 64 over C channels; decoder width 64 (the heads' hidden width) over 64 + 1.
+BackboneConfig split_encoder(int64_t tokens, int64_t channels, int64_t buffer, int64_t depth = 2) {
+  return mar_style_config(64, depth, 4, tokens, channels, 10, buffer);
+}
+BackboneConfig split_decoder(int64_t tokens, int64_t buffer, int64_t depth = 1) {
+  return mar_decoder_config(64, depth, 4, tokens, /*encoder_width=*/64, buffer);
+}
+
+// Against an independent formulation: the encoder over the *whole* sequence with masked keys
+// forbidden (BlockMask::from_dense) gives, at the buffer and visible rows, what the encoder over
+// the gathered rows gives (every other operation is per row); the decoder's inputs are then built
+// by hand — encoder output and a 0 indicator at those rows, [0, …, 0, 1] at masked rows.
+TEST(MarEncoderDecoder, MatchesTheEncoderOverTheSequenceWithMaskedKeysForbidden) {
+  const int64_t B = 3, L = 16, C = 3, c = 4;
+  Backbone encoder(split_encoder(L, C, c), 1), decoder(split_decoder(L, c), 2);
+  encoder.set_training(false);
+  decoder.set_training(false);
+  ScriptedHead head(64, 0, C);
+  MarSchedule schedule(split_config(4, c));
+  TrainingBatch batch;
+  batch.tokens = Tokens{{at::randn({B, L, C}, make_cpu_generator(3))}, {{4, 4}}};
+  batch.labels = at::tensor({2, 5, 9}, at::kLong);
+  // The first seed whose mask leaves tokens visible (MAR's ratio is often 1).
+  for (uint64_t seed = 0; seed < 64; ++seed) {
+    head.loss_hidden.clear();
+    head.loss_weights.clear();
+    at::Generator gen = make_cpu_generator(seed);
+    schedule.loss({encoder, head, nullptr, &decoder}, batch, gen);
+    if (head.loss_weights.at(0).lt(0.5).any().item<bool>()) break;
+  }
+  const at::Tensor masked = head.loss_weights.at(0).view({B, L}).gt(0.5);
+  ASSERT_TRUE(masked.logical_not().any().item<bool>());
+  const at::Tensor hidden = head.loss_hidden.at(0).view({B, L, 64});
+  at::NoGradGuard no_grad;
+  for (int64_t b = 0; b < B; ++b) {
+    const at::Tensor masked_row = at::cat({at::zeros({c}, at::kBool), masked[b]});  // [c + L]
+    const at::Tensor allowed =
+        masked_row.logical_not().unsqueeze(0).expand({c + L, c + L}).contiguous();
+    const at::Tensor inputs = at::cat({at::zeros({1, c, C}), batch.tokens.scales[0][b].unsqueeze(0)}, 1);
+    const at::Tensor encoded = encoder
+                                   .forward(inputs, batch.labels.slice(0, b, b + 1),
+                                            BlockMask::from_dense(allowed))
+                                   .hidden[0];  // [c + L, 64]
+    at::Tensor decoder_inputs = at::zeros({1, c + L, 65});
+    for (int64_t row = 0; row < c + L; ++row) {
+      if (masked_row[row].item<bool>()) {
+        decoder_inputs[0][row][64] = 1.0;
+      } else {
+        decoder_inputs[0][row].slice(0, 0, 64).copy_(encoded[row]);
+      }
+    }
+    const at::Tensor expected =
+        decoder.forward(decoder_inputs, at::Tensor(), BlockMask::bidirectional(c + L)).hidden[0];
+    EXPECT_TRUE(at::allclose(hidden[b], expected.slice(0, c, c + L), 1e-5, 1e-5)) << "sample " << b;
+  }
+}
+
+// No leak through the split: rewriting masked values leaves the decoder's token rows unchanged;
+// rewriting one visible token changes them.
+TEST(MarEncoderDecoder, MaskedTokensNeverReachTheModels) {
+  Backbone encoder(split_encoder(16, 3, 4), 1), decoder(split_decoder(16, 4), 2);
+  MarSchedule schedule(split_config(4));
+  const at::Tensor values = at::randn({4, 16, 3}, make_cpu_generator(1));
+  uint64_t seed = 0;
+  auto run = [&](const at::Tensor& tokens) {
+    ScriptedHead head(64, 0, 3);
+    TrainingBatch b;
+    b.tokens = Tokens{{tokens}, {{4, 4}}};
+    b.labels = at::arange(4, at::kLong);
+    at::Generator gen = make_cpu_generator(seed);
+    schedule.loss({encoder, head, nullptr, &decoder}, b, gen);
+    return std::make_pair(head.loss_hidden.at(0), head.loss_weights.at(0).view({4, 16}));
+  };
+  auto [hidden, weights] = run(values);
+  while (weights.gt(0.5).all().item<bool>() && seed < 64) {
+    ++seed;
+    std::tie(hidden, weights) = run(values);
+  }
+  const at::Tensor masked = weights.gt(0.5).unsqueeze(-1);
+  ASSERT_LT(masked.sum().item<int64_t>(), 64) << "no seed below 64 left a token visible";
+  const at::Tensor rewritten = at::where(masked, at::randn({4, 16, 3}) * 5, values);
+  EXPECT_TRUE(at::equal(run(rewritten).first, hidden));
+  const at::Tensor visible = at::nonzero(weights[0].lt(0.5)).flatten();
+  at::Tensor one_visible_changed = values.clone();
+  one_visible_changed[0][visible[0].item<int64_t>()] += 1.0;
+  EXPECT_FALSE(at::allclose(run(one_visible_changed).first, hidden));
+}
+
+TEST(MarEncoderDecoder, SeedsAndBatchInvarianceUnderGuidance) {
+  Backbone encoder(split_encoder(16, 4, 4), 3), decoder(split_decoder(16, 4), 4);
+  auto head = continuous_head(HeadKind::flow_matching, 4, 5);
+  MarSchedule schedule(split_config(4));
+  GenerationOptions options;
+  options.guidance = Guidance::mar_token_ramp(2.0);
+  options.head.flow.steps = 5;
+  const ScheduleModels models{encoder, *head, nullptr, &decoder};
+  const at::Tensor labels = at::arange(8, at::kLong);
+  SampleRngs a(51, 0, 8), b(51, 0, 8), other(52, 0, 8);
+  const at::Tensor x = schedule.sample(models, labels, {{4, 4}}, options, a).scales[0];
+  EXPECT_TRUE(at::equal(x, schedule.sample(models, labels, {{4, 4}}, options, b).scales[0]));
+  EXPECT_FALSE(at::allclose(x, schedule.sample(models, labels, {{4, 4}}, options, other).scales[0]));
+  for (int64_t i : {0, 5}) {
+    SampleRngs alone(51, i, 1);
+    const at::Tensor one =
+        schedule.sample(models, labels.slice(0, i, i + 1), {{4, 4}}, options, alone).scales[0];
+    EXPECT_TRUE(at::allclose(one[0], x[i], 1e-4, 1e-5)) << "sample " << i;
+  }
+}
+
+TEST(MarEncoderDecoder, CheckModelsNamesWhatDoesNotFit) {
+  auto head = continuous_head(HeadKind::flow_matching, 3);
+  Backbone encoder(split_encoder(16, 3, 4)), decoder(split_decoder(16, 4));
+  const std::vector<TokenGridSize> grids = {{4, 4}};
+  MarSchedule split(split_config(4)), one_stack(mar_config(4));
+  using testing::error_message_of;
+  EXPECT_EQ(error_message_of([&] { split.check_models({encoder, *head, nullptr, &decoder}, grids); }),
+            "");
+  EXPECT_NE(error_message_of([&] { split.check_models({encoder, *head}, grids); })
+                .find("no decoder backbone"),
+            std::string::npos);
+  Backbone with_indicator(mar_backbone(16, 3, 4));
+  EXPECT_NE(error_message_of([&] {
+              one_stack.check_models({with_indicator, *head, nullptr, &decoder}, grids);
+            }).find("encoder_decoder is off"),
+            std::string::npos);
+  EXPECT_NE(error_message_of([&] {
+              split.check_models({with_indicator, *head, nullptr, &decoder}, grids);
+            }).find("no mask indicator"),
+            std::string::npos);
+  BackboneConfig conditional = split_decoder(16, 4);
+  conditional.num_classes = 10;
+  Backbone conditional_decoder(conditional);
+  EXPECT_NE(error_message_of([&] {
+              split.check_models({encoder, *head, nullptr, &conditional_decoder}, grids);
+            }).find("unconditional"),
+            std::string::npos);
+  Backbone wrong_length(split_decoder(25, 4));
+  EXPECT_NE(error_message_of([&] {
+              split.check_models({encoder, *head, nullptr, &wrong_length}, grids);
+            }).find("segments"),
+            std::string::npos);
+  // Hi-MAR runs one stack.
+  Backbone hi_mar(hi_mar_backbone(4, 16, 3, 4));
+  HiMarSchedule hi;
+  EXPECT_NE(error_message_of([&] {
+              hi.check_models({hi_mar, *head, nullptr, &decoder}, grids);
+            }).find("only the mar schedule"),
+            std::string::npos);
+}
+
+// Learning through the split, as LearnsFashionMnistPatches: a 1-block encoder and a 1-block
+// decoder against the same models on position-shuffled patches.
+TEST(MarEncoderDecoder, LearnsFashionMnistPatches) {
+  const auto start = std::chrono::steady_clock::now();
+  LabeledImages train = schedule_test::fashion_subset(DatasetSplit::train, 4096);
+  LabeledImages test = schedule_test::fashion_subset(DatasetSplit::test, 256);
+  const at::Tensor x = schedule_test::patch_vectors(train.images);
+  const at::Tensor eval_x = schedule_test::patch_vectors(test.images);
+  const std::vector<TokenGridSize> grids = {{7, 7}};
+  auto run = [&](const at::Tensor& tr, const at::Tensor& ev) {
+    BackboneConfig e = split_encoder(49, 16, 4, /*depth=*/1);
+    e.condition_dropout = 0.0;
+    Backbone encoder(e, 5), decoder(split_decoder(49, 4, /*depth=*/1), 7);
+    auto head = continuous_head(HeadKind::flow_matching, 16, 6, 1);
+    MarSchedule schedule(split_config(8));
+    return schedule_test::train_and_evaluate(schedule, encoder, *head, tr, train.labels, ev,
+                                             test.labels, grids, 150, 32, 2e-3, 9, &decoder);
+  };
+  const auto learned = run(x, eval_x);
+  const auto control =
+      run(schedule_test::shuffle_positions(x, 1), schedule_test::shuffle_positions(eval_x, 2));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("mar encoder-decoder: held-out loss %.4f (train %.4f), control %.4f (train %.4f), "
+              "%.1f s\n",
+              learned.eval_loss, learned.final_train, control.eval_loss, control.final_train,
+              seconds);
   EXPECT_LT(learned.eval_loss, 0.56);
   EXPECT_GT(control.eval_loss, 0.56);
 }

@@ -125,21 +125,25 @@ struct TrainResult {
   double final_train = 0;  // mean training loss over the last 20 steps
 };
 
-// Adam on backbone + head for `steps` steps of `batch` rows drawn in order from `tokens`/`labels`,
-// then the mean loss over `eval_tokens` in batches, with a fixed generator and the models in
-// evaluation mode.
+// Adam on backbone + head (+ decoder) for `steps` steps of `batch` rows drawn in order from
+// `tokens`/`labels`, then the mean loss over `eval_tokens` in batches, with a fixed generator and
+// the models in evaluation mode.
 inline TrainResult train_and_evaluate(Schedule& schedule, Backbone& backbone, Head& head,
                                       const at::Tensor& tokens, const at::Tensor& labels,
                                       const at::Tensor& eval_tokens, const at::Tensor& eval_labels,
                                       const std::vector<TokenGridSize>& grids, int64_t steps,
-                                      int64_t batch, double lr, uint64_t seed) {
+                                      int64_t batch, double lr, uint64_t seed,
+                                      Backbone* decoder = nullptr) {
   std::vector<at::Tensor> params = backbone.parameters();
   for (const auto& p : head.parameters()) params.push_back(p);
+  if (decoder != nullptr)
+    for (const auto& p : decoder->parameters()) params.push_back(p);
   torch::optim::Adam optimizer(params, torch::optim::AdamOptions(lr));
   at::Generator gen = make_cpu_generator(seed);
   backbone.set_training(true);
   head.set_training(true);
-  ScheduleModels models{backbone, head};
+  if (decoder != nullptr) decoder->set_training(true);
+  ScheduleModels models{backbone, head, nullptr, decoder};
   const int64_t n = tokens.size(0);
   double recent = 0;
   int64_t recent_count = 0;
@@ -159,6 +163,7 @@ inline TrainResult train_and_evaluate(Schedule& schedule, Backbone& backbone, He
   }
   backbone.set_training(false);
   head.set_training(false);
+  if (decoder != nullptr) decoder->set_training(false);
   at::Generator eval_gen = make_cpu_generator(seed + 1000);
   double total = 0;
   int64_t count = 0;

@@ -237,4 +237,12 @@ BackboneConfig mar_style_config(int64_t width, int64_t depth, int64_t num_heads,
                                 int64_t token_channels, int64_t num_classes,
                                 int64_t buffer_size = 64);
 
+// The decoder of MAR's MAE split (models/mar.py's decoder_*): mar_style_config's blocks, norms and
+// learned positions over segments {buffer, num_tokens}, unconditional (the class enters through
+// the encoder's buffer), taking the encoder's outputs plus a mask indicator (encoder_width + 1
+// channels), so that its input projection is decoder_embed and its indicator column the mask
+// token. See Note [MAR encoder–decoder split] in tessera/schedule/mar_schedule.h.
+BackboneConfig mar_decoder_config(int64_t width, int64_t depth, int64_t num_heads,
+                                  int64_t num_tokens, int64_t encoder_width, int64_t buffer_size);
+
 }  // namespace tessera

@@ -9,6 +9,7 @@
 // One safetensors file holds the whole generator, so a shipped model is one file:
 //   tokenizer.<key>  the tokenizer's state dict (its reference key names under the prefix)
 //   backbone.<key>   the backbone's (VAR's names, Note [Backbone parameter names])
+//   decoder.<key>    the decoder backbone's, when the config has one (MAR's encoder–decoder split)
 //   head.<key>       the head's (MAR's / VAR's names)
 // and, in __metadata__, "tessera.generator_config" (GeneratorConfig as JSON) and
 // "tessera.tokenizer_config" (TokenizerConfig as JSON). Written atomically (save_safetensors), so
@@ -38,6 +39,9 @@ namespace tessera {
 
 struct GeneratorConfig {
   BackboneConfig backbone{};
+  // The second stack of MAR's MAE encoder–decoder split (schedule mar with encoder_decoder; see
+  // Note [MAR encoder–decoder split]), where `backbone` is the encoder. null: one stack.
+  std::optional<BackboneConfig> decoder{};
   HeadConfig head{};
   ScheduleConfig schedule{};
   // Sampling defaults (guidance, temperature, top-k/top-p, diffusion/flow steps); a sample call
@@ -50,6 +54,7 @@ struct GeneratorConfig {
   template <class Visitor>
   void visit(Visitor& v) {
     v("backbone", backbone);
+    v("decoder", decoder);
     v("head", head);
     v("schedule", schedule);
     v("sampling", sampling);
@@ -85,12 +90,15 @@ class Generator {
   const GeneratorConfig& config() const { return config_; }
   Tokenizer& tokenizer() { return *tokenizer_; }
   Backbone& backbone() { return backbone_; }
+  // The decoder backbone, or nullptr (GeneratorConfig::decoder).
+  Backbone* decoder() { return decoder_.get(); }
   Head& head() { return *head_; }
   Schedule& schedule() { return *schedule_; }
   const std::vector<TokenGridSize>& token_grids() const { return grids_; }
   int64_t num_classes() const { return config_.backbone.num_classes; }
 
-  // Backbone and head parameters as "backbone.<name>" / "head.<name>" (the tokenizer is frozen).
+  // Backbone, decoder and head parameters as "backbone.<name>" / "decoder.<name>" /
+  // "head.<name>" (the tokenizer is frozen).
   std::map<std::string, at::Tensor> trainable_parameters() const;
   // Loads parameters in the same naming (e.g. EMA weights); strict.
   void load_trainable_parameters(const std::map<std::string, at::Tensor>& tensors);
@@ -111,9 +119,12 @@ class Generator {
   void set_training(bool training);
 
  private:
+  ScheduleModels models();
+
   GeneratorConfig config_;
   std::shared_ptr<Tokenizer> tokenizer_;
   Backbone backbone_;
+  std::unique_ptr<Backbone> decoder_;
   std::unique_ptr<Head> head_;
   std::unique_ptr<Schedule> schedule_;
   std::vector<TokenGridSize> grids_;

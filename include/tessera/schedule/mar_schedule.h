@@ -4,9 +4,9 @@
 // T-step decoding with the cosine curve.
 //
 // Sequence (backbone segments {buffer, L}, or {L} without a buffer): MAR's `buffer_size` condition
-// positions holding the class embedding, then the L tokens in raster order. One bidirectional
-// transformer sees every position (one bidirectional stack; MAR's MAE encoder–decoder split is
-// not offered, see docs/schedules.md).
+// positions holding the class embedding, then the L tokens in raster order. By default one
+// bidirectional transformer sees every position (Note [MAR mask inputs]); with `encoder_decoder`
+// two stacks split the work as MAR's MAE does (Note [MAR encoder–decoder split]).
 //
 // Note [MAR mask inputs]
 // The backbone takes vectors through a Linear input projection and has no mask token. Each token
@@ -16,6 +16,29 @@
 // input_channels is therefore C + 1. (MAR itself drops masked tokens in its encoder and inserts a
 // learned mask_token in its decoder; without the split, the indicator channel is the smallest
 // change that gives the same "learned vector at masked positions".)
+//
+// Note [MAR encoder–decoder split]
+// MAR (models/mar.py) runs an MAE: the encoder sees the buffer and the *visible* tokens only (the
+// masked ones are dropped, so with MAR's 70–100 % training mask it runs on a fraction of the
+// sequence), the decoder sees every position, with a learned mask token where a token is masked.
+// With `encoder_decoder`, ScheduleModels::backbone is the encoder and ScheduleModels::decoder the
+// decoder (GeneratorConfig::decoder; mar_decoder_config builds one):
+//   encoder  vectors of C channels (no indicator: nothing masked reaches it), condition_tokens =
+//            buffer_size >= 1, segments {buffer, L}; each call runs on the buffer rows plus the
+//            visible tokens, in increasing position order, with their sequence positions
+//            (BackboneForwardOptions::positions) and a bidirectional mask. Every sample of a call
+//            has the same number of visible tokens (MAR's one mask ratio per batch in training,
+//            the shared mask_len in sampling), so the rows stack without padding.
+//   decoder  unconditional (num_classes 0, no condition positions), segments {buffer, L}, vectors
+//            of (encoder width + 1) channels: [encoder output, 0] at the buffer and visible rows,
+//            [0, …, 0, 1] at masked rows — its input projection is MAR's decoder_embed and the
+//            indicator's column plus the bias its mask_token (Note [MAR mask inputs]); its learned
+//            positions are MAR's decoder_pos_embed_learned, its final norm MAR's decoder_norm.
+//            Its width is the head's hidden width.
+// The class condition (with condition dropout for guidance) enters through the encoder's buffer
+// rows only, as in MAR. Not reproduced: MAR's z_proj_ln (a LayerNorm on the encoder's embedded
+// inputs) and diffusion_pos_embed_learned (a learned position added to the decoder's output
+// before the head); the backbone has neither, so MAR checkpoints do not load into this split.
 //
 // Note [MAR decoding]
 // Each sample draws its order as the argsort of L uniforms from its own generator. Step s of T:
@@ -65,6 +88,9 @@ struct MarScheduleConfig {
   // --- sampling ---
   int64_t steps = 64;  // MAR's num_iter; at most L
   MaskingCurve curve = MaskingCurve::cosine;
+  // --- architecture ---
+  // MAR's MAE encoder–decoder split (Note [MAR encoder–decoder split]): needs a decoder backbone.
+  bool encoder_decoder = false;
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -72,6 +98,7 @@ struct MarScheduleConfig {
     v("mask_ratio", mask_ratio);
     v("steps", steps);
     v("curve", curve);
+    v("encoder_decoder", encoder_decoder);
   }
   void validate() const;
 };
@@ -85,10 +112,12 @@ class MarSchedule final : public Schedule {
 
   std::string name() const override { return "mar"; }
   // Requires vector inputs with input_channels = C + 1 (Note [MAR mask inputs]), condition_tokens
-  // = buffer_size and segments {buffer, L}, a continuous head of C channels.
+  // = buffer_size and segments {buffer, L}, a continuous head of C channels; with
+  // encoder_decoder, the encoder and decoder of Note [MAR encoder–decoder split].
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Bidirectional over {buffer, L}.
+  // Bidirectional over {buffer, L} (with encoder_decoder: the decoder's mask; the encoder's is
+  // bidirectional over the rows it is given).
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
   // The head's loss on every token row with weight 1 at masked positions and 0 elsewhere.
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,

@@ -40,11 +40,14 @@
 namespace tessera {
 
 // The learned parts a schedule drives. The tokenizer is needed only by schedules whose inputs
-// come from it (next-scale: f̂); others accept nullptr.
+// come from it (next-scale: f̂); others accept nullptr. `decoder` is the second stack of MAR's
+// MAE encoder–decoder split (Note [MAR encoder–decoder split] in mar_schedule.h), where
+// `backbone` is the encoder; every other schedule requires nullptr.
 struct ScheduleModels {
   Backbone& backbone;
   Head& head;
   Tokenizer* tokenizer = nullptr;
+  Backbone* decoder = nullptr;
 };
 
 // One training batch: ground-truth tokens (what tokenizer.encode returned) and class labels.
