@@ -70,8 +70,8 @@ MultiScaleVqVae& multiscale_tokenizer(const ScheduleModels& models, const char* 
   auto* ms = dynamic_cast<MultiScaleVqVae*>(models.tokenizer);
   TESSERA_CHECK(ms != nullptr,
                 "{}: the tokenizer must be a MultiScaleVqVae (VAR's multi-scale residual VQ), got "
-                "a '{}' tokenizer; the continuous (FlowAR-style) next-scale variant is not "
-                "implemented",
+                "a '{}' tokenizer; for a continuous tokenizer use the continuous_next_scale "
+                "schedule (FlowAR-style)",
                 who, tokenizer_kind_name(models.tokenizer->config().kind));
   return *ms;
 }

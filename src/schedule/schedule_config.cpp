@@ -18,6 +18,8 @@ std::unique_ptr<Schedule> make_schedule(const ScheduleConfig& config) {
       return std::make_unique<HmarSchedule>(config.hmar);
     case ScheduleKind::hi_mar:
       return std::make_unique<HiMarSchedule>(config.hi_mar);
+    case ScheduleKind::continuous_next_scale:
+      return std::make_unique<ContinuousNextScaleSchedule>(config.continuous_next_scale);
   }
   TESSERA_CHECK(false, "make_schedule: unknown schedule kind {}", static_cast<int>(config.kind));
   return nullptr;

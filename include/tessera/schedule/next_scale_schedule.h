@@ -28,7 +28,7 @@
 // (square, in order); the backbone takes vectors of the tokenizer's Cvae channels, has one
 // segment per scale and the first scale as its condition tokens; the head is discrete over the
 // tokenizer's codebook. The schedule covers discrete scales only: a continuous head or tokenizer
-// is rejected with an error (a FlowAR-style continuous variant is outside this schedule).
+// is rejected with an error; continuous scales (FlowAR) are ContinuousNextScaleSchedule's.
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>

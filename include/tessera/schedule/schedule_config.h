@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "tessera/core/config.h"
+#include "tessera/schedule/continuous_next_scale_schedule.h"
 #include "tessera/schedule/hi_mar_schedule.h"
 #include "tessera/schedule/hmar_schedule.h"
 #include "tessera/schedule/mar_schedule.h"
@@ -22,14 +23,15 @@
 
 namespace tessera {
 
-enum class ScheduleKind { raster, maskgit, mar, next_scale, hmar, hi_mar };
+enum class ScheduleKind { raster, maskgit, mar, next_scale, hmar, hi_mar, continuous_next_scale };
 
 template <>
 struct ConfigEnum<ScheduleKind> {
   static constexpr std::pair<ScheduleKind, const char*> values[] = {
       {ScheduleKind::raster, "raster"},         {ScheduleKind::maskgit, "maskgit"},
       {ScheduleKind::mar, "mar"},               {ScheduleKind::next_scale, "next_scale"},
-      {ScheduleKind::hmar, "hmar"},             {ScheduleKind::hi_mar, "hi_mar"}};
+      {ScheduleKind::hmar, "hmar"},             {ScheduleKind::hi_mar, "hi_mar"},
+      {ScheduleKind::continuous_next_scale, "continuous_next_scale"}};
 };
 
 struct ScheduleConfig {
@@ -40,6 +42,7 @@ struct ScheduleConfig {
   NextScaleScheduleConfig next_scale{};
   HmarScheduleConfig hmar{};
   HiMarScheduleConfig hi_mar{};
+  ContinuousNextScaleScheduleConfig continuous_next_scale{};
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -50,6 +53,7 @@ struct ScheduleConfig {
     v("next_scale", next_scale);
     v("hmar", hmar);
     v("hi_mar", hi_mar);
+    v("continuous_next_scale", continuous_next_scale);
   }
 };
 
