@@ -6,7 +6,9 @@
 #include <torch/nn/module.h>
 #include <torch/optim/adam.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <vector>
 
@@ -176,6 +178,27 @@ inline TrainResult train_and_evaluate(Schedule& schedule, Backbone& backbone, He
     ++count;
   }
   return {total / static_cast<double>(count), recent / static_cast<double>(recent_count)};
+}
+
+// The learning tests' comparison: `train(tokens, eval_tokens)` (a TrainResult) once on the data
+// and once on the same data with positions shuffled per sample (the control, where visible
+// tokens say little about the others); prints both losses and the time under `name`.
+struct LearningComparison {
+  TrainResult learned, control;
+};
+template <class Train>
+LearningComparison compare_with_shuffled_positions(const char* name, const at::Tensor& tokens,
+                                                   const at::Tensor& eval_tokens, Train train) {
+  const auto start = std::chrono::steady_clock::now();
+  LearningComparison r;
+  r.learned = train(tokens, eval_tokens);
+  r.control = train(shuffle_positions(tokens, 1), shuffle_positions(eval_tokens, 2));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%s: held-out loss %.4f (train %.4f), control %.4f (train %.4f), %.1f s\n", name,
+              r.learned.eval_loss, r.learned.final_train, r.control.eval_loss,
+              r.control.final_train, seconds);
+  return r;
 }
 
 }  // namespace tessera::schedule_test
