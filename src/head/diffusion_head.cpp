@@ -204,6 +204,7 @@ HeadSample DiffusionHead::sample(const at::Tensor& hidden, const Guidance& guida
   const GaussianDiffusion& process = sampling_process(steps);
   const bool ddim = options.diffusion.sampler == DiffusionSampler::ddim;
   const double temperature = options.temperature;
+  const double clip = options.diffusion.clip_x_start;
 
   // MAR: the initial noise is not scaled by the temperature.
   at::Tensor x = rngs.normal({positions, channels}, device).reshape({rows, channels});
@@ -215,6 +216,13 @@ HeadSample DiffusionHead::sample(const at::Tensor& hidden, const Guidance& guida
     at::Tensor eps = out.narrow(1, 0, channels);
     at::Tensor pred_x_start = x * process.sqrt_recip_alphas_cumprod()[i] -
                               eps * process.sqrt_recipm1_alphas_cumprod()[i];
+    if (clip > 0) {
+      // Note [Clipping x̂_0]; DDIM then uses the ε implied by the clipped x̂_0 (IDDPM's
+      // _predict_eps_from_xstart).
+      pred_x_start = pred_x_start.clamp(-clip, clip);
+      eps = (x * process.sqrt_recip_alphas_cumprod()[i] - pred_x_start) /
+            process.sqrt_recipm1_alphas_cumprod()[i];
+    }
     if (!ddim) {
       at::Tensor mean = pred_x_start * process.posterior_mean_coef1()[i] +
                         x * process.posterior_mean_coef2()[i];
@@ -234,8 +242,8 @@ HeadSample DiffusionHead::sample(const at::Tensor& hidden, const Guidance& guida
       at::Tensor noise = rngs.normal({positions, channels}, device).reshape({rows, channels});
       x = mean + at::exp(0.5 * log_variance) * noise * temperature;
     } else {
-      // DDIM (Song et al. 2021, eq. 12). With ε-prediction and no clipping, the ε re-derived
-      // from x̂_0 is ε itself.
+      // DDIM (Song et al. 2021, eq. 12). With ε-prediction the ε re-derived from x̂_0 is ε
+      // itself, or the clipped x̂_0's above.
       const double alpha_bar = process.alphas_cumprod()[i];
       const double alpha_bar_prev = process.alphas_cumprod_prev()[i];
       const double sigma = options.diffusion.ddim_eta *

@@ -17,6 +17,9 @@ void HeadSamplingOptions::validate() const {
                 diffusion.steps);
   TESSERA_CHECK(std::isfinite(diffusion.ddim_eta) && diffusion.ddim_eta >= 0,
                 "sampling options: ddim_eta must be >= 0, got {}", diffusion.ddim_eta);
+  TESSERA_CHECK(std::isfinite(diffusion.clip_x_start) && diffusion.clip_x_start >= 0,
+                "sampling options: clip_x_start must be >= 0 (0 = off), got {}",
+                diffusion.clip_x_start);
   TESSERA_CHECK(flow.steps >= 1, "sampling options: flow steps must be >= 1, got {}", flow.steps);
   step_annealing.validate();
 }

@@ -384,6 +384,56 @@ TEST(DiffusionHead, TwoStepDdpmWithLearnedVarianceAndTemperature) {
   EXPECT_TRUE(at::allclose(got, expected, 1e-4, 1e-5)) << got << expected;
 }
 
+// clip_x_start (Note [Clipping x̂_0]): every step's x̂_0 is clamped before it is used; DDIM then
+// uses the ε the clamped x̂_0 implies. Two steps, timesteps {0, 999}, by hand; the clamp binds
+// (x̂_0 at t = 999 is far outside ±0.5), so the comparison would fail without it.
+TEST(DiffusionHead, ClippedXStartInDdpmAndDdim) {
+  DiffusionHeadConfig config;
+  config.mlp = small_mlp();
+  DiffusionHead head(config, 3);
+  perturb(head, 8);
+  const int64_t samples = 2, positions = 2, rows = samples * positions;
+  const double clip = 0.5;
+  at::Tensor z = at::randn({rows, 5}, make_cpu_generator(1));
+  const double ab0 = alpha_bar_at(0), ab1 = alpha_bar_at(999);
+  const double beta1 = 1 - ab1 / ab0;
+  const double posterior_var1 = beta1 * (1 - ab0) / (1 - ab1);
+  const double coef1 = beta1 * std::sqrt(ab0) / (1 - ab1);
+  const double coef2 = (1 - ab0) * std::sqrt(1 - beta1) / (1 - ab1);
+  for (DiffusionSampler sampler : {DiffusionSampler::ddpm, DiffusionSampler::ddim}) {
+    HeadSamplingOptions options;
+    options.diffusion.sampler = sampler;
+    options.diffusion.steps = 2;
+    options.diffusion.clip_x_start = clip;
+    SampleRngs rngs(17, 0, samples);
+    at::Tensor got = head.sample(z, Guidance::none(), options, rngs).values;
+
+    SampleRngs replay(17, 0, samples);
+    at::Tensor x = replay.normal({positions, 3}).reshape({rows, 3});
+    at::NoGradGuard no_grad;
+    at::Tensor out = head.predict(x, at::full({rows}, 999.0), z);
+    at::Tensor eps = out.narrow(1, 0, 3);
+    at::Tensor x0 = (x - std::sqrt(1 - ab1) * eps) / std::sqrt(ab1);
+    ASSERT_GT(x0.abs().max().item<double>(), 10 * clip);
+    x0 = x0.clamp(-clip, clip);
+    if (sampler == DiffusionSampler::ddpm) {
+      at::Tensor frac = (out.narrow(1, 3, 3) + 1) / 2;
+      at::Tensor log_var = frac * std::log(beta1) + (1 - frac) * std::log(posterior_var1);
+      at::Tensor noise = replay.normal({positions, 3}).reshape({rows, 3});
+      x = coef1 * x0 + coef2 * x + at::exp(0.5 * log_var) * noise;
+    } else {
+      // η = 0: x' = √ᾱ_0·x̂_0 + √(1 − ᾱ_0)·ε(x̂_0), ε(x̂_0) = (x/√ᾱ_1 − x̂_0)/√(1/ᾱ_1 − 1).
+      at::Tensor implied = (x / std::sqrt(ab1) - x0) / std::sqrt(1 / ab1 - 1);
+      x = std::sqrt(ab0) * x0 + std::sqrt(1 - ab0) * implied;
+    }
+    // Step 0: the result is the clamped x̂_0 of timestep 0.
+    eps = head.predict(x, at::zeros({rows}), z).narrow(1, 0, 3);
+    at::Tensor expected = ((x - std::sqrt(1 - ab0) * eps) / std::sqrt(ab0)).clamp(-clip, clip);
+    EXPECT_TRUE(at::allclose(got, expected, 1e-4, 1e-5))
+        << (sampler == DiffusionSampler::ddpm ? "ddpm" : "ddim") << "\n" << got << expected;
+  }
+}
+
 TEST(DiffusionHead, StepAnnealingPicksTheStepCountOfTheProgress) {
   DiffusionHeadConfig config;
   config.mlp = small_mlp();

@@ -183,6 +183,7 @@ TEST(SamplingOptions, OutOfRangeOptionsAreErrors) {
     }
   };
   expect_error([](auto& o) { o.temperature = 0.0; }, "temperature must be > 0, got 0");
+  expect_error([](auto& o) { o.diffusion.clip_x_start = -1.0; }, "clip_x_start must be >= 0");
   expect_error([](auto& o) { o.temperature = -1.0; }, "temperature must be > 0");
   expect_error([](auto& o) { o.discrete.top_p = 0.0; }, "top_p must be in (0, 1]");
   expect_error([](auto& o) { o.discrete.top_p = 1.5; }, "top_p must be in (0, 1]");

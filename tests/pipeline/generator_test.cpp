@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -143,6 +144,28 @@ TEST(Generator, EncoderDecoderSplitIsSavedLoadedAndTrained) {
               Generator g(config, load_tokenizer_checkpoint(kl_vae), 1);
             }).find("no decoder backbone"),
             std::string::npos);
+}
+
+// Note [Clipping x̂_0] on the shipped MAR-diffusion model: without clipping, the first sampling
+// step (t = 999, ᾱ ≈ 1e-8) multiplies the small head's ε error by about 1e4 and the tokens come out
+// hundreds of times wider than the KL-VAE's (deviation 1); with the file's default clip_x_start
+// they keep the data's scale.
+TEST(DiffusionHeadOnShippedMar, UnclippedSamplesBlowUpAtLowSnr) {
+  Generator generator = Generator::load(std::filesystem::path(TESSERA_SOURCE_DIR) /
+                                        "models/mar_diffusion_fashion_mnist.safetensors");
+  const GenerationOptions defaults = generator.config().sampling;
+  ASSERT_GT(defaults.head.diffusion.clip_x_start, 0.0);
+  GenerationOptions unclipped = defaults;
+  unclipped.head.diffusion.clip_x_start = 0.0;
+  const at::Tensor labels = at::arange(10, at::kLong);
+  const double clipped_std =
+      generator.sample_tokens(labels, {.seed = 1}).scales[0].std().item<double>();
+  const double unclipped_std =
+      generator.sample_tokens(labels, {.seed = 1, .options = unclipped}).scales[0].std().item<double>();
+  std::printf("MAR-diffusion token deviation: %.3f clipped (clip_x_start %.1f), %.1f unclipped\n",
+              clipped_std, defaults.head.diffusion.clip_x_start, unclipped_std);
+  EXPECT_LT(clipped_std, 2.0);
+  EXPECT_GT(unclipped_std, 50.0);
 }
 
 // Every shipped generator config parses and builds a generator whose parts fit together (the

@@ -16,6 +16,18 @@
 // batch layout]); the variance output is the conditional half's (as MAR's forward_with_cfg, which
 // keeps the conditional half).
 //
+// Note [Clipping x̂_0]
+// Every step estimates x̂_0 = x/√ᾱ − ε̂·√(1/ᾱ − 1). With the cosine schedule the first sampling
+// step is at t = 999, where β is clipped to 0.999 and ᾱ ≈ 1e-8, so √(1/ᾱ) ≈ 1e4: an error δ in ε̂
+// becomes 1e4·δ in x̂_0 and about 1e3·δ in the posterior mean. MAR samples without clipping and
+// relies on its large, long-trained heads predicting ε there almost exactly (ε̂ ≈ x_t to 1e-4); a
+// small head does not: the shipped Fashion-MNIST MAR head (width 128, 1,500 steps) draws tokens
+// hundreds of times wider than the data's unit deviation (the test
+// DiffusionHeadOnShippedMar.UnclippedSamplesBlowUpAtLowSnr measures it), and the decoded images
+// were saturated blobs. Clamping x̂_0 to the tokens' range
+// (options.diffusion.clip_x_start, IDDPM's clip_denoised with a range) removes the blow-up; the
+// later steps, at SNRs the head has learnt, do the rest. It is off by default (MAR's behaviour).
+//
 // Parameter names are MAR's DiffLoss's (`net.time_embed.mlp.0.weight`, `net.cond_embed.weight`,
 // `net.input_proj.weight`, `net.res_blocks.<i>.{in_ln,mlp.0,mlp.2,adaLN_modulation.1}.*`,
 // `net.final_layer.{linear,adaLN_modulation.1}.*`): a MAR checkpoint's `diffloss.` entries load

@@ -45,12 +45,17 @@ struct DiffusionSamplingOptions {
   int64_t steps = 100;
   // DDIM's η: 0 is the deterministic sampler, 1 matches DDPM's posterior variance.
   double ddim_eta = 0.0;
+  // IDDPM's clip_denoised with a range: > 0 clamps every step's x̂_0 to [−clip, clip] (IDDPM
+  // clips images to [−1, 1]); 0 = off, as MAR samples. See Note [Clipping x̂_0] in
+  // diffusion_head.h for why a small head needs it.
+  double clip_x_start = 0.0;
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("sampler", sampler);
     v("steps", steps);
     v("ddim_eta", ddim_eta);
+    v("clip_x_start", clip_x_start);
   }
 };
 
