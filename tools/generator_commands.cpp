@@ -14,6 +14,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
+#include "tessera/core/format.h"
 #include "tessera/core/image_io.h"
 #include "tessera/core/logging.h"
 #include "tessera/core/safetensors.h"
@@ -22,6 +23,7 @@
 #include "tessera/pipeline/generator.h"
 #include "tessera/pipeline/generator_evaluation.h"
 #include "tessera/pipeline/generator_training.h"
+#include "tessera/pipeline/presets.h"
 #include "tessera/pipeline/weights_conversion.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
@@ -284,6 +286,33 @@ int64_t run_demo_models(const DemoModelsOptions& options) {
                 100.0 * row.quality.conditional_accuracy.value_or(0.0));
   }
   return static_cast<int64_t>(rows.size());
+}
+
+void run_info_preset(const std::string& name) {
+  const GeneratorPreset preset = generator_preset(name);
+  const GeneratorConfig& g = preset.generator;
+  const int64_t backbone = g.backbone.parameter_count();
+  const int64_t total = transformer_parameter_count(g);
+  std::printf("%s: %s\n", preset.name.c_str(), preset.description.c_str());
+  std::printf("  backbone: %lld blocks, width %lld, %lld heads, %lld positions (patch_nums %s)\n",
+              static_cast<long long>(g.backbone.depth), static_cast<long long>(g.backbone.width),
+              static_cast<long long>(g.backbone.num_heads),
+              static_cast<long long>(g.backbone.max_length()),
+              fmt::format("{}", fmt::join(g.backbone.segments, "+")).c_str());
+  std::printf("  parameters: %lld backbone + %lld head = %lld (%.1f M; published %.1f M)\n",
+              static_cast<long long>(backbone), static_cast<long long>(total - backbone),
+              static_cast<long long>(total), static_cast<double>(total) / 1e6,
+              static_cast<double>(preset.published_parameters) / 1e6);
+  if (preset.tokenizer.multiscale_vq_vae) {
+    const MultiScaleVqVaeConfig& vq = *preset.tokenizer.multiscale_vq_vae;
+    std::printf("  tokenizer: multi-scale VQ-VAE, ch %lld, Cvae %lld, codebook %lld, %lld shared "
+                "Phi, images %lldx%lld\n",
+                static_cast<long long>(vq.autoencoder.base_channels),
+                static_cast<long long>(vq.autoencoder.latent_channels),
+                static_cast<long long>(vq.quantizer.codebook_size),
+                static_cast<long long>(vq.quantizer.phi_count),
+                static_cast<long long>(g.image_size), static_cast<long long>(g.image_size));
+  }
 }
 
 }  // namespace tessera::cli

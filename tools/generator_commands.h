@@ -54,6 +54,10 @@ struct ConvertOptions {
 };
 void run_convert(const ConvertOptions& options);
 
+// `tessera info --preset NAME`: the preset's architecture and parameter counts (from the configs,
+// nothing is allocated), against the published size.
+void run_info_preset(const std::string& name);
+
 struct DemoModelsOptions {
   std::filesystem::path models_dir = "models";
   std::filesystem::path out_dir = "out/demo";

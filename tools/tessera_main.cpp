@@ -139,7 +139,12 @@ void run_train_tokenizer(const TrainTokenizerOverrides& options) {
 int main(int argc, char** argv) {
   CLI::App app{"Tessera: masked and autoregressive generative modeling on LibTorch"};
   app.require_subcommand(1);
-  auto* info = app.add_subcommand("info", "print the build configuration");
+  auto* info = app.add_subcommand(
+      "info", "print the build configuration, or a preset's architecture and parameter counts");
+  std::string info_preset;
+  info->add_option("--preset", info_preset,
+                   "a preset name (var-d16, var-d20, var-d24, var-d30): its architecture and "
+                   "parameter counts, computed from the config");
 
   auto* demo =
       app.add_subcommand("demo", "load Fashion-MNIST, print its statistics, write a preview grid");
@@ -250,7 +255,9 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
-    if (*info) {
+    if (*info && !info_preset.empty()) {
+      tessera::cli::run_info_preset(info_preset);
+    } else if (*info) {
       std::printf("tessera 0.1.0\n%s", at::get_parallel_info().c_str());
     } else if (*demo) {
       run_demo(demo_out, demo_data);

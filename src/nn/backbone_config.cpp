@@ -84,6 +84,34 @@ void BackboneConfig::validate() const {
 
 // --- presets ------------------------------------------------------------------------------------
 
+int64_t BackboneConfig::parameter_count() const {
+  const int64_t c = width, h = resolved_mlp_hidden();
+  auto linear = [](int64_t in, int64_t out, bool bias) { return in * out + (bias ? out : 0); };
+  auto norm_parameters = [&](bool affine) {
+    return affine ? (norm == NormKind::layer_norm ? 2 * c : c) : int64_t{0};
+  };
+  int64_t total = input == InputKind::token_ids ? vocab_size * c
+                                                : linear(input_channels, c, input_bias);
+  if (num_classes > 0) total += (num_classes + 1) * c;
+  if (condition_token_embedding) total += condition_tokens * c;
+  if (absolute_positions == AbsolutePositions::learned) total += max_length() * c;
+  if (level_embedding) total += static_cast<int64_t>(segments.size()) * c;
+  if (adaln == AdaLnKind::shared) total += linear(c, 6 * c, true);
+  int64_t block = 2 * norm_parameters(norm_affine);
+  block += linear(c, 3 * c, qkv_bias == QkvBias::all);
+  if (qkv_bias == QkvBias::q_and_v) block += 2 * c;
+  if (qk_l2_norm) block += num_heads;
+  block += linear(c, c, proj_bias);
+  block += mlp == MlpKind::swiglu ? 2 * linear(c, h, mlp_bias) + linear(h, c, mlp_bias)
+                                  : linear(c, h, mlp_bias) + linear(h, c, mlp_bias);
+  if (adaln == AdaLnKind::per_block) block += linear(c, 6 * c, true);
+  if (adaln == AdaLnKind::shared) block += 6 * c;  // ada_gss
+  total += depth * block;
+  if (final_norm == FinalNorm::norm) total += norm_parameters(true);
+  if (final_norm == FinalNorm::adaln) total += linear(c, 2 * c, true);
+  return total;
+}
+
 BackboneConfig var_style_config(int64_t width, int64_t depth, int64_t num_heads,
                                 const std::vector<int64_t>& patch_nums, int64_t vae_channels,
                                 int64_t num_classes, bool shared_adaln) {

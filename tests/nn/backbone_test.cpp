@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tessera/attention/block_mask.h"
@@ -269,6 +270,58 @@ TEST(BackboneTest, ParameterCountsMatchClosedForm) {
     Backbone backbone(raster_config(), 0);
     EXPECT_EQ(backbone.config().resolved_mlp_hidden(), M);
     EXPECT_EQ(backbone.num_parameters(), expected);
+  }
+}
+
+// BackboneConfig::parameter_count() counts without building; here it must equal the built
+// module's count for every preset style and each option that adds or removes parameters.
+TEST(BackboneTest, ParameterCountFromTheConfigMatchesTheBuiltModule) {
+  std::vector<std::pair<std::string, BackboneConfig>> configs = {
+      {"var", pyramid_config()},
+      {"llamagen", raster_config()},
+      {"maskgit", maskgit_style_config(64, 2, 2, 16, 33, 10)},
+      {"mar", mar_style_config(64, 2, 2, 16, 9, 10, 4)},
+      {"mar decoder", mar_decoder_config(64, 1, 2, 16, 32, 4)},
+  };
+  auto variant = [&](const std::string& name, auto change) {
+    BackboneConfig c = pyramid_config();
+    change(c);
+    configs.emplace_back(name, c);
+  };
+  variant("shared adaln", [](BackboneConfig& c) { c.adaln = AdaLnKind::shared; });
+  variant("no adaln, affine norms", [](BackboneConfig& c) {
+    c.adaln = AdaLnKind::none;
+    c.norm_affine = true;
+  });
+  variant("rms norm, final norm", [](BackboneConfig& c) {
+    c.adaln = AdaLnKind::none;
+    c.norm = NormKind::rms_norm;
+    c.norm_affine = true;
+    c.final_norm = FinalNorm::norm;
+  });
+  variant("final adaln", [](BackboneConfig& c) { c.final_norm = FinalNorm::adaln; });
+  variant("qkv bias all, no l2", [](BackboneConfig& c) {
+    c.qkv_bias = QkvBias::all;
+    c.qk_l2_norm = false;
+  });
+  variant("no biases", [](BackboneConfig& c) {
+    c.qkv_bias = QkvBias::none;
+    c.proj_bias = false;
+    c.mlp_bias = false;
+    c.input_bias = false;
+  });
+  variant("swiglu 96", [](BackboneConfig& c) {
+    c.mlp = MlpKind::swiglu;
+    c.mlp_hidden = 96;
+  });
+  variant("sinusoidal, no levels, no pos_start", [](BackboneConfig& c) {
+    c.absolute_positions = AbsolutePositions::sinusoidal;
+    c.level_embedding = false;
+    c.condition_token_embedding = false;
+  });
+  for (const auto& [name, config] : configs) {
+    Backbone backbone(config, 0);
+    EXPECT_EQ(config.parameter_count(), backbone.num_parameters()) << name;
   }
 }
 

@@ -162,6 +162,9 @@ struct BackboneConfig {
   int64_t head_dim() const { return width / num_heads; }
   int64_t max_length() const;
   int64_t resolved_mlp_hidden() const { return mlp_hidden > 0 ? mlp_hidden : 4 * width; }
+  // The trainable parameters a Backbone of this config has (Backbone::num_parameters()), counted
+  // from the config without building it: the size of VAR-d30 (2.0 B) without 8 GB of memory.
+  int64_t parameter_count() const;
   double resolved_softmax_scale() const;
 
   template <class Visitor>
