@@ -1,0 +1,154 @@
+"""tools/convert_checkpoint.py: checkpoints in the shapes researchers hold (plain state dicts,
+wrapped ones, DDP prefixes, VAR's trainer state) become safetensors files whose tensors, read back
+by an independent parser of the format (header length, JSON header, offsets; torch.frombuffer),
+equal the originals bit for bit, and that `tessera convert` reads; bad input gets a clear error.
+
+Run by ctest (label compat) with the project venv's python:
+    python tests/compat/convert_checkpoint_test.py <repo root> <tessera binary>
+"""
+
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+ROOT, TESSERA = sys.argv[1], sys.argv[2]
+CONVERTER = os.path.join(ROOT, "tools", "convert_checkpoint.py")
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+          "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+          "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+failures = []
+
+
+def check(condition, message):
+    if not condition:
+        failures.append(message)
+        print("FAIL:", message)
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    check(n % 8 == 0, f"{path}: header length {n} is not a multiple of 8")
+    header = json.loads(data[8:8 + n])
+    metadata = header.pop("__metadata__", {})
+    body = data[8 + n:]
+    tensors = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        raw = bytearray(body[begin:end])
+        dtype = DTYPES[info["dtype"]]
+        t = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        tensors[name] = t.reshape(info["shape"])
+    return tensors, metadata
+
+
+def run(*args):
+    return subprocess.run([sys.executable, CONVERTER, *args], capture_output=True, text=True)
+
+
+def sample_state(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "word_embed.weight": torch.randn(4, 3, generator=g),
+        "blocks.0.attn.scale_mul_1H11": torch.randn(1, 2, 1, 1, generator=g).to(torch.bfloat16),
+        "blocks.0.ffn.fc1.bias": torch.randn(5, generator=g).to(torch.float16),
+        "lvl_1L": torch.arange(6).view(1, 6),
+        "mask": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+    }
+
+
+def same(a, b):
+    return set(a) == set(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    def path(name):
+        return os.path.join(tmp, name)
+
+    state, other = sample_state(1), sample_state(2)
+
+    # A plain state dict: every tensor back, key names and dtypes kept, metadata written.
+    torch.save(state, path("plain.pth"))
+    r = run(path("plain.pth"), path("plain.safetensors"), "--metadata", "depth=2", "patch_nums=1,2")
+    check(r.returncode == 0, f"plain: {r.stderr}")
+    got, meta = read_safetensors(path("plain.safetensors"))
+    check(same(got, state), "plain: tensors differ")
+    check(meta.get("depth") == "2" and meta.get("patch_nums") == "1,2", f"plain: metadata {meta}")
+    check(meta.get("tessera.converted_from") == "plain.pth", f"plain: metadata {meta}")
+
+    # Tessera reads it: `tessera convert` casts it to fp32.
+    r2 = subprocess.run([TESSERA, "convert", "--in", path("plain.safetensors"), "--dtype", "fp32",
+                         "--out", path("plain32.safetensors")], capture_output=True, text=True)
+    check(r2.returncode == 0, f"tessera convert could not read the output: {r2.stderr}")
+    if r2.returncode == 0:
+        cast, _ = read_safetensors(path("plain32.safetensors"))
+        check(torch.equal(cast["blocks.0.ffn.fc1.bias"], state["blocks.0.ffn.fc1.bias"].float()),
+              "tessera convert: values changed")
+
+    # Wrapped: {'model': ...} with training state beside it; nested {'state_dict': {'module': ...}}.
+    torch.save({"model": state, "epoch": 3, "args": {"lr": 0.1}}, path("wrapped.pth"))
+    r = run(path("wrapped.pth"), path("wrapped.safetensors"))
+    check(r.returncode == 0, f"wrapped: {r.stderr}")
+    check(same(read_safetensors(path("wrapped.safetensors"))[0], state), "wrapped: tensors differ")
+    torch.save({"state_dict": {"module": state}}, path("nested.pth"))
+    r = run(path("nested.pth"), path("nested.safetensors"))
+    check(r.returncode == 0 and same(read_safetensors(path("nested.safetensors"))[0], state),
+          f"nested: {r.stderr}")
+
+    # DDP's 'module.' prefix is removed.
+    torch.save({"module." + k: v for k, v in state.items()}, path("ddp.pth"))
+    r = run(path("ddp.pth"), path("ddp.safetensors"))
+    check(r.returncode == 0 and same(read_safetensors(path("ddp.safetensors"))[0], state),
+          f"ddp: {r.stderr}")
+
+    # VAR's trainer state: trainer.var_wo_ddp.
+    torch.save({"trainer": {"var_wo_ddp": state, "var_opt": {"step": 7}}, "epoch": 1},
+               path("var_trainer.pth"))
+    r = run(path("var_trainer.pth"), path("var_trainer.safetensors"))
+    check(r.returncode == 0 and same(read_safetensors(path("var_trainer.safetensors"))[0], state),
+          f"var trainer: {r.stderr}")
+
+    # Two state dicts: ambiguous without --key, chosen with it.
+    torch.save({"model": state, "model_ema": other}, path("two.pth"))
+    r = run(path("two.pth"), path("two.safetensors"))
+    check(r.returncode == 1 and "--key" in r.stderr and "model_ema" in r.stderr,
+          f"two: expected an error asking for --key, got {r.returncode} {r.stderr}")
+    r = run(path("two.pth"), path("two.safetensors"), "--key", "model_ema")
+    check(r.returncode == 0 and same(read_safetensors(path("two.safetensors"))[0], other),
+          f"two --key model_ema: {r.stderr}")
+    r = run(path("two.pth"), path("two.safetensors"), "--key", "ema")
+    check(r.returncode == 1 and "no 'ema'" in r.stderr, f"two --key ema: {r.stderr}")
+
+    # Not tensors: a non-tensor leaf is named.
+    torch.save({"weight": torch.zeros(2), "note": "hello"}, path("mixed.pth"))
+    r = run(path("mixed.pth"), path("mixed.safetensors"))
+    check(r.returncode == 1 and "'note'" in r.stderr, f"mixed: {r.stderr}")
+
+    # A pickle that needs code to load is refused, not executed.
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo executed > " + path("pwned"),))
+    with open(path("evil.pth"), "wb") as f:
+        pickle.dump({"weight": Payload()}, f)
+    r = run(path("evil.pth"), path("evil.safetensors"))
+    check(r.returncode == 1 and "weights_only" in r.stderr, f"evil: {r.stderr}")
+    check(not os.path.exists(path("pwned")), "evil: the pickle's code ran")
+
+    # A missing file, and an existing output is never half-written on error.
+    r = run(path("absent.pth"), path("plain.safetensors"))
+    check(r.returncode == 1 and "no such file" in r.stderr, f"absent: {r.stderr}")
+    check(same(read_safetensors(path("plain.safetensors"))[0], state),
+          "a failed conversion damaged an existing output")
+    check(not any(n.startswith(".convert_checkpoint.") for n in os.listdir(tmp)),
+          "temporary files left behind")
+
+print("convert_checkpoint: %d failure(s)" % len(failures))
+sys.exit(1 if failures else 0)
