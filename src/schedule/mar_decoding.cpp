@@ -167,10 +167,10 @@ at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels
   at::Tensor tokens = at::zeros({B, N, C}, at::TensorOptions().dtype(at::kFloat).device(device));
   at::Tensor mask = at::ones({B, N}, at::TensorOptions().dtype(at::kBool).device(device));
   int64_t masked = N;
+  const MarCall call{phase.mask, phase.first_row,
+                     phase.prefix.defined() ? maybe_double(phase.prefix, options) : at::Tensor()};
   for (int64_t s = 0; s < phase.steps; ++s) {
     if (masked == 0) break;  // see the same guard in maskgit_schedule.cpp
-    MarCall call{phase.mask, phase.first_row,
-                 phase.prefix.defined() ? maybe_double(phase.prefix, options) : at::Tensor()};
     const at::Tensor hidden = mar_token_hidden(models, maybe_double(tokens, options),
                                                maybe_double(mask, options), run_labels, call);
     const int64_t rows = hidden.size(0);
