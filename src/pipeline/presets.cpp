@@ -22,18 +22,21 @@ struct VarSize {
 constexpr VarSize kVarSizes[] = {
     {16, 310'000'000}, {20, 600'000'000}, {24, 1'000'000'000}, {30, 2'000'000'000}};
 
+// `text` as a whole integer; `key` names it in the error.
+int64_t parse_integer(const std::string& text, const std::string& key) {
+  try {
+    size_t used = 0;
+    const int64_t v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::logic_error&) {
+  }
+  TESSERA_FAIL("VAR metadata: '{}' is not an integer: '{}'", key, text);
+}
+
 int64_t parse_int(const std::map<std::string, std::string>& m, const std::string& key) {
   const auto it = m.find(key);
   TESSERA_CHECK(it != m.end(), "VAR metadata: '{}' is missing", key);
-  try {
-    size_t used = 0;
-    const int64_t v = std::stoll(it->second, &used);
-    TESSERA_CHECK(used == it->second.size(), "VAR metadata: '{}' is not an integer: '{}'", key,
-                  it->second);
-    return v;
-  } catch (const std::logic_error&) {
-    TESSERA_FAIL("VAR metadata: '{}' is not an integer: '{}'", key, it->second);
-  }
+  return parse_integer(it->second, key);
 }
 
 bool parse_bool(const std::map<std::string, std::string>& m, const std::string& key,
@@ -75,8 +78,7 @@ VarArchitecture var_architecture_from_metadata(const std::map<std::string, std::
       item += ch;
       continue;
     }
-    std::map<std::string, std::string> one{{"patch_nums", item}};
-    a.patch_nums.push_back(parse_int(one, "patch_nums"));
+    a.patch_nums.push_back(parse_integer(item, "patch_nums"));
     item.clear();
   }
   a.image_size = a.patch_nums.back() * 16;

@@ -75,8 +75,7 @@ void ContinuousNextScaleSchedule::check_models(const ScheduleModels& models,
                 "{}: the backbone must take vectors of the head's {} token channels (the upsampled "
                 "previous scale), got {}",
                 kWho, C,
-                c.input == InputKind::vectors ? fmt::format("{} channels", c.input_channels)
-                                              : std::string("token ids"));
+                backbone_input_text(c));
   TESSERA_CHECK(models.backbone.layout() == layout(),
                 "{}: for patch_nums {} the backbone's segments must be the pyramid {}, got {}",
                 kWho, fmt::join(config_.patch_nums, ","), layout().to_string(),

@@ -25,8 +25,7 @@ void check_mar_models(const ScheduleModels& models, int64_t buffer_size, const c
                 "{}: the backbone must take vectors of {} channels (the head's {} token channels "
                 "plus the mask indicator, Note [MAR mask inputs]), got {}",
                 what, C + 1, C,
-                c.input == InputKind::vectors ? fmt::format("{} channels", c.input_channels)
-                                              : std::string("token ids"));
+                backbone_input_text(c));
   TESSERA_CHECK(c.condition_tokens == buffer_size,
                 "{}: configured for a buffer of {} condition tokens, the backbone has {}", what,
                 buffer_size, c.condition_tokens);
@@ -51,8 +50,7 @@ void check_mar_encoder_decoder(const ScheduleModels& models, int64_t buffer_size
                 "{}: the encoder must take vectors of the head's {} token channels (no mask "
                 "indicator: masked tokens never reach it), got {}",
                 what, C,
-                e.input == InputKind::vectors ? fmt::format("{} channels", e.input_channels)
-                                              : std::string("token ids"));
+                backbone_input_text(e));
   TESSERA_CHECK(e.condition_tokens == buffer_size,
                 "{}: configured for a buffer of {} condition tokens, the encoder has {}", what,
                 buffer_size, e.condition_tokens);
@@ -60,8 +58,7 @@ void check_mar_encoder_decoder(const ScheduleModels& models, int64_t buffer_size
                 "{}: the decoder must take vectors of {} channels (the encoder's width {} plus "
                 "the mask indicator), got {}",
                 what, e.width + 1, e.width,
-                d.input == InputKind::vectors ? fmt::format("{} channels", d.input_channels)
-                                              : std::string("token ids"));
+                backbone_input_text(d));
   TESSERA_CHECK(d.num_classes == 0 && d.condition_tokens == 0,
                 "{}: the decoder must be unconditional with no condition positions (its buffer "
                 "rows carry the encoder's outputs), got num_classes {} and condition_tokens {}",

@@ -6,6 +6,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tessera/core/error.h"
@@ -23,6 +24,12 @@ inline TokenGridSize single_grid(const std::vector<TokenGridSize>& grids, const 
                 "{}: the token grid must be at least 1x1, got {}x{}", who, grids[0].height,
                 grids[0].width);
   return grids[0];
+}
+
+// What a backbone takes, for error messages: "9 channels" or "token ids".
+inline std::string backbone_input_text(const BackboneConfig& c) {
+  return c.input == InputKind::vectors ? fmt::format("{} channels", c.input_channels)
+                                       : std::string("token ids");
 }
 
 // Schedules other than MAR run one stack: a decoder backbone would be silently unused.

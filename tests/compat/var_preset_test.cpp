@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/error_message.h"
+#include "common/parity_dir.h"
 #include "tessera/core/error.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/head/discrete_head.h"
@@ -25,12 +26,7 @@
 namespace tessera {
 namespace {
 
-std::filesystem::path parity_dir() {
-  if (const char* env = std::getenv("TESSERA_PARITY_DIR"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  return std::filesystem::path(TESSERA_SOURCE_DIR) / ".." / "shared" / "parity" / "var-tiny";
-}
+using testing::parity_dir;
 
 // The published sizes with the precision they are given in (310M: to the million, 1.0B: to the
 // hundred million): |count − published| must be within half the last published digit.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/parity_dir.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/core/error.h"
 #include "tessera/core/safetensors.h"
@@ -139,12 +140,7 @@ TEST(BackboneCheckpointTest, RenamesAndIgnoredPrefixes) {
 // --- VAR
 // -------------------------------------------------------------------------------------------
 
-std::filesystem::path parity_dir() {
-  if (const char* env = std::getenv("TESSERA_PARITY_DIR"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  return std::filesystem::path(TESSERA_SOURCE_DIR) / ".." / "shared" / "parity" / "var-tiny";
-}
+using testing::parity_dir;
 
 TEST(BackboneCheckpointTest, VarCheckpointLoadsDirectlyAndMatchesReferenceLogits) {
   const auto dir = parity_dir();

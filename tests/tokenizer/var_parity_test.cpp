@@ -17,18 +17,14 @@
 #include <memory>
 #include <string>
 
+#include "common/parity_dir.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/tokenizer/multiscale_vq_vae.h"
 
 namespace tessera {
 namespace {
 
-std::filesystem::path parity_dir() {
-  if (const char* env = std::getenv("TESSERA_PARITY_DIR"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  return std::filesystem::path(TESSERA_SOURCE_DIR) / ".." / "shared" / "parity" / "var-tiny";
-}
+using testing::parity_dir;
 
 // ‖out − ref‖ / ‖ref‖, printed so that the margin to the tolerance shows in the test log.
 double relative_error(const at::Tensor& out, const at::Tensor& ref, const char* what) {
