@@ -78,15 +78,67 @@ void run_train(const TrainOptions& options) {
 
 namespace {
 
-// --model's generator, or --config's with its initialisation (init_seed) and no training.
+// Generators with more classes than this need --classes: a row per class would be a huge grid.
+constexpr int64_t kMostDefaultClassRows = 16;
+
+// --preset's architecture, or --weights' own when its metadata describes a VAR model (then with
+// the sampling settings recorded there).
+GeneratorPreset preset_to_sample(const SampleOptions& options) {
+  if (!options.preset.empty()) return generator_preset(options.preset);
+  const SafetensorsFile file = SafetensorsFile::open(options.weights);
+  VarArchitecture architecture;
+  try {
+    architecture = var_architecture_from_metadata(file.metadata());
+  } catch (const Error& e) {
+    TESSERA_FAIL("tessera sample: --weights {} without --preset needs VAR's architecture in its "
+                 "__metadata__ ({}); name a preset with --preset, or add the metadata with "
+                 "tools/convert_checkpoint.py --metadata",
+                 options.weights, e.what());
+  }
+  // HMAR's checkpoints carry its mask token; its tails are 8 blocks (build_vae_hmar).
+  const bool hmar = file.contains("mask_embed.weight");
+  GeneratorPreset preset =
+      hmar ? hmar_generator_preset(architecture) : var_generator_preset(architecture);
+  preset.name = options.weights;
+  preset.generator.sampling = var_sampling_from_metadata(file.metadata(), preset.generator.sampling);
+  return preset;
+}
+
+// The preset's generator with --weights and --vae when given, random weights otherwise.
+Generator preset_generator_to_sample(const SampleOptions& options) {
+  const GeneratorPreset preset = preset_to_sample(options);
+  // Checked before building: a published model takes seconds to allocate.
+  TESSERA_CHECK(!options.classes.empty() ||
+                    preset.generator.backbone.num_classes <= kMostDefaultClassRows,
+                "tessera sample: {} has {} classes; choose the grid's rows with --classes (e.g. "
+                "--classes 207,360,387,974)",
+                preset.name, preset.generator.backbone.num_classes);
+  if (options.weights.empty()) {
+    std::printf("%s: random transformer weights, for speed and memory measurements only\n",
+                preset.name.c_str());
+  }
+  if (options.vae.empty()) {
+    std::printf("%s: random VQ-VAE weights (no --vae)\n", preset.name.c_str());
+  }
+  return build_preset_generator(preset, {.transformer = options.weights, .tokenizer = options.vae});
+}
+
+// --model's generator, or --config's with its initialisation (init_seed) and no training, or a
+// preset's.
 Generator generator_to_sample(const SampleOptions& options) {
-  TESSERA_CHECK(options.model.empty() != options.config.empty(),
-                "tessera sample: give exactly one of --model (a generator file) and --config (a "
-                "training config, sampled with untrained weights)");
+  const int sources = static_cast<int>(!options.model.empty()) +
+                      static_cast<int>(!options.config.empty()) +
+                      static_cast<int>(!options.preset.empty() || !options.weights.empty());
+  TESSERA_CHECK(sources == 1,
+                "tessera sample: give exactly one of --model (a generator file), --config (a "
+                "training config, sampled with untrained weights) and --preset/--weights (a "
+                "published architecture)");
+  if (!options.preset.empty() || !options.weights.empty()) return preset_generator_to_sample(options);
+  TESSERA_CHECK(options.vae.empty(), "tessera sample: --vae goes with --preset or --weights");
   if (!options.model.empty()) return Generator::load(options.model);
   const auto config = load_config<GeneratorTrainConfig>(options.config);
   config.validate();
-  std::printf("%s: untrained weights (init_seed %llu), for speed measurements only\n",
+  std::printf("%s: untrained weights (init_seed %llu), for speed and memory measurements only\n",
               options.config.c_str(), static_cast<unsigned long long>(config.init_seed));
   return Generator(config.generator, load_tokenizer_checkpoint(config.tokenizer),
                    config.init_seed);
@@ -101,10 +153,20 @@ void run_sample(const SampleOptions& options) {
   if (!options.sampling.empty()) {
     sampling = patched_sampling(generator.config().sampling, options.sampling);
   }
-  const BulkSamples samples =
-      sample_class_rows(generator, options.per_class, options.seed, sampling);
+  TESSERA_CHECK(!options.classes.empty() || generator.num_classes() <= kMostDefaultClassRows,
+                "tessera sample: the generator has {} classes; choose the grid's rows with "
+                "--classes (e.g. --classes 207,360,387,974)",
+                generator.num_classes());
+  const BulkSamples samples = sample_class_rows(generator, {.per_class = options.per_class,
+                                                            .classes = options.classes,
+                                                            .seed = options.seed,
+                                                            .reference_seeding =
+                                                                options.reference_seeding,
+                                                            .options = sampling});
+  // Small images (Fashion-MNIST's 32 pixels) are shown twice as large.
+  const int64_t upscale = generator.config().image_size < 128 ? 2 : 1;
   write_image_grid(options.out, samples.images,
-                   {.columns = options.per_class, .padding = 2, .pad_value = 96, .upscale = 2});
+                   {.columns = options.per_class, .padding = 2, .pad_value = 96, .upscale = upscale});
   std::printf("wrote %s: %lld samples (%lld per class, one row per class), %.1f ms per image\n",
               options.out.c_str(), static_cast<long long>(samples.images.size(0)),
               static_cast<long long>(options.per_class), samples.milliseconds_per_image());
@@ -113,8 +175,11 @@ void run_sample(const SampleOptions& options) {
     for (size_t s = 0; s < samples.tokens.scales.size(); ++s) {
       tensors.emplace("scale_" + std::to_string(s), samples.tokens.scales[s]);
     }
-    save_safetensors(options.save_tokens, tensors,
-                     {{"tessera.model", options.model.empty() ? options.config : options.model}});
+    const std::string source = !options.model.empty()    ? options.model
+                               : !options.config.empty() ? options.config
+                               : !options.preset.empty() ? options.preset
+                                                         : options.weights;
+    save_safetensors(options.save_tokens, tensors, {{"tessera.model", source}});
     std::printf("wrote %s (labels, scale_0..scale_%zu)\n", options.save_tokens.c_str(),
                 samples.tokens.scales.size() - 1);
   }
@@ -267,7 +332,8 @@ int64_t run_demo_models(const DemoModelsOptions& options) {
                                      generator.config().image_channels));
     }
     const std::string name = path.stem().string();
-    const BulkSamples grid = sample_class_rows(generator, options.per_class, options.seed);
+    const BulkSamples grid =
+        sample_class_rows(generator, {.per_class = options.per_class, .seed = options.seed});
     const std::filesystem::path grid_path = options.out_dir / (name + ".png");
     write_image_grid(grid_path, grid.images, kClassGrid);
     const BulkSamples samples =
@@ -294,14 +360,19 @@ void run_info_preset(const std::string& name) {
   const int64_t backbone = g.backbone.parameter_count();
   const int64_t total = transformer_parameter_count(g);
   std::printf("%s: %s\n", preset.name.c_str(), preset.description.c_str());
-  std::printf("  backbone: %lld blocks, width %lld, %lld heads, %lld positions (patch_nums %s)\n",
-              static_cast<long long>(g.backbone.depth), static_cast<long long>(g.backbone.width),
+  std::printf("  backbone: %lld blocks%s, width %lld, %lld heads, %lld positions (patch_nums %s)\n",
+              static_cast<long long>(g.backbone.depth),
+              g.backbone.branch_blocks > 0
+                  ? fmt::format(" + {} branch blocks", g.backbone.branch_blocks).c_str()
+                  : "",
+              static_cast<long long>(g.backbone.width),
               static_cast<long long>(g.backbone.num_heads),
               static_cast<long long>(g.backbone.max_length()),
               fmt::format("{}", fmt::join(g.backbone.segments, "+")).c_str());
-  std::printf("  parameters: %lld backbone + %lld head = %lld (%.1f M; published %.1f M)\n",
+  std::printf("  parameters: %lld backbone + %lld head%s = %lld (%.1f M; %s %.1f M)\n",
               static_cast<long long>(backbone), static_cast<long long>(total - backbone),
-              static_cast<long long>(total), static_cast<double>(total) / 1e6,
+              g.refinement_head ? "s" : "", static_cast<long long>(total),
+              static_cast<double>(total) / 1e6, preset.parameters_source.c_str(),
               static_cast<double>(preset.published_parameters) / 1e6);
   if (preset.tokenizer.multiscale_vq_vae) {
     const MultiScaleVqVaeConfig& vq = *preset.tokenizer.multiscale_vq_vae;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace tessera::cli {
 
@@ -21,9 +22,14 @@ void run_train(const TrainOptions& options);
 struct SampleOptions {
   std::string model;   // a generator file, or
   std::string config;  // a `tessera train` config: its generator with freshly initialised weights
+  std::string preset;   // a preset (generator_preset), with or without weights
+  std::string weights;  // reference transformer weights (VAR's key names)
+  std::string vae;      // reference VQ-VAE weights (VAR's key names)
   std::string out = "out/samples.png";
   int64_t per_class = 10;  // grid: per_class samples of each class
+  std::vector<int64_t> classes;  // grid rows; empty: every class
   uint64_t seed = 0;
+  bool reference_seeding = false;  // SampleRequest::reference_seeding
   std::string save_tokens;  // safetensors file for the token ids / vectors ("" = none)
   std::string sampling;     // JSON merge patch over the generator's sampling defaults ("" = none)
   int64_t threads = 0;

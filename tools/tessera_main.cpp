@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
       "info", "print the build configuration, or a preset's architecture and parameter counts");
   std::string info_preset;
   info->add_option("--preset", info_preset,
-                   "a preset name (var-d16, var-d20, var-d24, var-d30): its architecture and "
+                   "a preset name (var-d16 … var-d30, hmar-d16 … hmar-d30): its architecture and "
                    "parameter counts, computed from the config");
 
   auto* demo =
@@ -199,6 +199,32 @@ int main(int argc, char** argv) {
                          "freshly initialised weights (for speed and memory measurements)")
           ->check(CLI::ExistingFile);
   sample_model->excludes(sample_config);
+  auto* sample_preset = sample->add_option(
+      "--preset", sample_options.preset,
+      "instead of --model: a preset (var-d16 … var-d30, hmar-d16 … hmar-d30) with --weights and --vae, "
+      "or random weights without them (for speed and memory measurements)");
+  sample_preset->excludes(sample_model)->excludes(sample_config);
+  auto* sample_weights =
+      sample->add_option("--weights", sample_options.weights,
+                         "the transformer's reference checkpoint (VAR's or HMAR's key names, converted by "
+                         "tools/convert_checkpoint.py); without --preset its __metadata__ must "
+                         "describe the architecture (docs/compat.md)")
+          ->check(CLI::ExistingFile);
+  sample_weights->excludes(sample_model)->excludes(sample_config);
+  sample->add_option("--vae", sample_options.vae,
+                     "with --preset or --weights: VAR's VQ-VAE checkpoint (vae_ch160v4096z32, "
+                     "converted); random weights without it")
+      ->check(CLI::ExistingFile)
+      ->excludes(sample_model)
+      ->excludes(sample_config);
+  sample->add_option("--classes", sample_options.classes,
+                     "comma-separated class ids, one grid row each (default: every class; "
+                     "required for generators with more than 16 classes)")
+      ->delimiter(',');
+  sample->add_flag("--reference-seeding", sample_options.reference_seeding,
+                   "draw as VAR's sampler does: one generator seeded with --seed for the whole "
+                   "grid, torch 1.13's multinomial (docs/compat.md); default: one stream per "
+                   "sample");
   sample->add_option("--out", sample_options.out, "PNG grid to write")->capture_default_str();
   sample->add_option("--per-class", sample_options.per_class, "samples per class (grid columns)")
       ->capture_default_str();

@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/DistributionsHelper.h>
 
+#include <cmath>
+#include <mutex>
 
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
@@ -45,6 +48,16 @@ SampleRngs::SampleRngs(uint64_t seed, int64_t first_index, int64_t count)
   }
 }
 
+SampleRngs SampleRngs::shared_stream(uint64_t seed, int64_t count) {
+  TESSERA_CHECK(count >= 0, "SampleRngs: sample count must be >= 0, got {}", count);
+  SampleRngs out;
+  out.seed_ = seed;
+  out.shared_ = true;
+  const at::Generator shared = make_cpu_generator(seed);
+  out.generators_.assign(count, shared);  // copies share the generator's state
+  return out;
+}
+
 at::Generator& SampleRngs::generator(int64_t i) {
   TESSERA_CHECK(i >= 0 && i < size(), "SampleRngs: sample {} out of range [0, {})", i, size());
   return generators_[i];
@@ -54,6 +67,7 @@ SampleRngs SampleRngs::subset(const std::vector<int64_t>& rows) const {
   SampleRngs out;
   out.seed_ = seed_;
   out.first_index_ = first_index_;
+  out.shared_ = shared_;
   for (int64_t row : rows) {
     TESSERA_CHECK(row >= 0 && row < size(), "SampleRngs::subset: row {} out of range [0, {})", row,
                   size());
@@ -64,6 +78,10 @@ SampleRngs SampleRngs::subset(const std::vector<int64_t>& rows) const {
 
 at::Tensor SampleRngs::uniform(at::IntArrayRef shape, at::Device device) {
   at::Tensor out = at::empty(batch_shape(size(), shape), at::kFloat);
+  if (shared_) {
+    if (size() > 0) out.uniform_(0.0, 1.0, generators_[0]);  // one call, as torch.rand(B, ...)
+    return out.to(device);
+  }
   for (int64_t i = 0; i < size(); ++i) {
     out[i].uniform_(0.0, 1.0, generators_[i]);
   }
@@ -72,6 +90,12 @@ at::Tensor SampleRngs::uniform(at::IntArrayRef shape, at::Device device) {
 
 at::Tensor SampleRngs::normal(at::IntArrayRef shape, at::Device device) {
   at::Tensor out = at::empty(batch_shape(size(), shape), at::kFloat);
+  if (shared_) {
+    // One call over the batch: ATen's normal_ fills 16 values at a time, so row-by-row calls
+    // would not give torch.randn(B, ...)'s numbers.
+    if (size() > 0) out.normal_(0.0, 1.0, generators_[0]);
+    return out.to(device);
+  }
   for (int64_t i = 0; i < size(); ++i) {
     out[i].normal_(0.0, 1.0, generators_[i]);
   }
@@ -90,6 +114,10 @@ at::Tensor SampleRngs::categorical(const at::Tensor& probs) {
                 size(), probs.sizes());
   at::Tensor p = probs.to(at::kCPU, at::kDouble).contiguous();
   TESSERA_CHECK(p.size(1) > 0, "SampleRngs::categorical: empty vocabulary");
+  if (shared_) {
+    if (size() == 0) return at::empty({0}, probs.options().dtype(at::kLong));
+    return cdf_search_multinomial(probs.to(at::kCPU), generators_[0]).to(probs.device());
+  }
   TESSERA_CHECK((p >= 0).all().item<bool>() && at::isfinite(p).all().item<bool>(),
                 "SampleRngs::categorical: probabilities must be finite and non-negative");
   // Inverse-CDF with one uniform per row: exactly one draw per sample per call, whatever the
@@ -112,6 +140,69 @@ at::Tensor SampleRngs::categorical(const at::Tensor& probs) {
     acc_ids[i] = id;
   }
   return ids.to(probs.device());
+}
+
+namespace {
+
+template <typename Real>
+void cdf_search_rows(const at::Tensor& probs, at::CPUGeneratorImpl* generator, at::Tensor& ids) {
+  const int64_t rows = probs.size(0), vocab = probs.size(1);
+  const auto p = probs.accessor<Real, 2>();
+  auto out = ids.accessor<int64_t, 1>();
+  std::vector<Real> cdf(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < rows; ++i) {
+    // The running sum in the input's precision, then divided by the total (not the sum of
+    // normalised values): both are what the reference computes, and rounding decides ties.
+    Real total = 0;
+    for (int64_t j = 0; j < vocab; ++j) {
+      const Real v = p[i][j];
+      TESSERA_CHECK(v >= 0 && std::isfinite(static_cast<double>(v)),
+                    "cdf_search_multinomial: row {} has the entry {} at {} (probabilities must be "
+                    "finite and non-negative)",
+                    i, static_cast<double>(v), j);
+      total += v;
+      cdf[j] = total;
+    }
+    TESSERA_CHECK(total > 0, "cdf_search_multinomial: row {} sums to 0", i);
+    for (int64_t j = 0; j < vocab; ++j) cdf[j] /= total;
+    cdf[vocab - 1] = 1;
+    at::uniform_real_distribution<double> uniform(0.0, 1.0);
+    const double u = uniform(generator);
+    // The first index whose cumulative value is >= u.
+    int64_t low = 0, high = vocab;
+    while (low < high) {
+      const int64_t mid = low + (high - low) / 2;
+      if (static_cast<double>(cdf[mid]) < u) {
+        low = mid + 1;
+      } else {
+        high = mid;
+      }
+    }
+    out[i] = low;
+  }
+}
+
+}  // namespace
+
+at::Tensor cdf_search_multinomial(const at::Tensor& probs, at::Generator& generator) {
+  TESSERA_CHECK(probs.defined() && probs.dim() == 2 && probs.size(1) >= 1,
+                "cdf_search_multinomial: probs must be [N, V] with V >= 1, got {}",
+                probs.defined() ? fmt::format("{}", probs.sizes()) : std::string("undefined"));
+  TESSERA_CHECK(probs.device().is_cpu(), "cdf_search_multinomial: probs must be on the CPU, got {}",
+                probs.device().str());
+  TESSERA_CHECK(probs.scalar_type() == at::kFloat || probs.scalar_type() == at::kDouble,
+                "cdf_search_multinomial: probs must be float32 or float64, got {}",
+                probs.scalar_type());
+  const at::Tensor p = probs.contiguous();
+  at::Tensor ids = at::empty({p.size(0)}, at::kLong);
+  auto* impl = at::check_generator<at::CPUGeneratorImpl>(generator);
+  std::lock_guard<std::mutex> lock(impl->mutex_);
+  if (p.scalar_type() == at::kFloat) {
+    cdf_search_rows<float>(p, impl, ids);
+  } else {
+    cdf_search_rows<double>(p, impl, ids);
+  }
+  return ids;
 }
 
 }  // namespace tessera

@@ -81,6 +81,11 @@ TokenDraw draw_tokens(const at::Tensor& distribution, bool gumbel_max, SampleRng
     // argmax(log p + G): removed tokens have log p = −inf and can never win.
     at::Tensor gumbel = rngs.gumbel({per_sample, vocab}, distribution.device()).reshape({rows, vocab});
     out.ids = (distribution.log() + gumbel.to(distribution.scalar_type())).argmax(-1);
+  } else if (rngs.shares_one_stream()) {
+    // One generator for the batch: the reference's torch.multinomial stream, row by row in the
+    // distribution's own precision (Note [Reference seeding]).
+    out.ids = cdf_search_multinomial(distribution.to(at::kCPU), rngs.generator(0))
+                  .to(distribution.device());
   } else {
     // Inverse CDF in float64 with one uniform per position: the first token whose cumulative
     // mass exceeds u·total. That token has positive probability (the CDF rises there).

@@ -253,6 +253,13 @@ BackboneOutput Backbone::forward(const at::Tensor& inputs, const at::Tensor& lab
   context.cache_start = begin;
   context.generator = options.generator;
   context.training = training;
+  TESSERA_CHECK(!options.branch || c.branch_blocks > 0,
+                "backbone: a branch forward was asked for, but the backbone has no branch blocks "
+                "(branch_blocks = 0)");
+  TESSERA_CHECK(!options.branch || cache == nullptr,
+                "backbone: a branch forward cannot use a KV cache (the cache holds the ordinary "
+                "blocks' keys and values)");
+  context.branch = options.branch;
 
   // See Note [Decoding against a KV cache]: decoding is inference.
   std::optional<at::NoGradGuard> no_grad;

@@ -46,6 +46,8 @@ void BackboneConfig::validate() const {
   TESSERA_CHECK(embedding_dropout >= 0 && embedding_dropout < 1,
                 "embedding_dropout must be in [0, 1), got {}", embedding_dropout);
   TESSERA_CHECK(drop_path >= 0 && drop_path < 1, "drop_path must be in [0, 1), got {}", drop_path);
+  TESSERA_CHECK(branch_blocks >= 0 && branch_blocks <= depth,
+                "branch_blocks must be in [0, depth = {}], got {}", depth, branch_blocks);
 
   TESSERA_CHECK(num_classes >= 0, "num_classes must be >= 0, got {}", num_classes);
   const bool conditioned = adaln != AdaLnKind::none || condition_tokens > 0 ||
@@ -106,7 +108,7 @@ int64_t BackboneConfig::parameter_count() const {
                                   : linear(c, h, mlp_bias) + linear(h, c, mlp_bias);
   if (adaln == AdaLnKind::per_block) block += linear(c, 6 * c, true);
   if (adaln == AdaLnKind::shared) block += 6 * c;  // ada_gss
-  total += depth * block;
+  total += (depth + branch_blocks) * block;
   if (final_norm == FinalNorm::norm) total += norm_parameters(true);
   if (final_norm == FinalNorm::adaln) total += linear(c, 2 * c, true);
   return total;

@@ -306,14 +306,25 @@ BackboneNet::BackboneNet(const BackboneConfig& config, uint64_t seed) : config_(
   if (config.adaln == AdaLnKind::shared) {
     shared_ada_lin_ = register_module("shared_ada_lin", std::make_shared<AdaLinear>(c, 6 * c));
   }
+  // Stochastic depth grows linearly from 0 at the first block (VAR, LlamaGen); a branch block
+  // stands at the depth of the block it replaces.
+  const auto drop_rate = [&](int64_t i) {
+    return config.depth > 1
+               ? config.drop_path * static_cast<double>(i) / static_cast<double>(config.depth - 1)
+               : config.drop_path;
+  };
   blocks_module_ = register_module("blocks", std::make_shared<IndexedModules>());
   for (int64_t i = 0; i < config.depth; ++i) {
-    // Stochastic depth grows linearly from 0 at the first block (VAR, LlamaGen).
-    const double rate = config.depth > 1 ? config.drop_path * static_cast<double>(i) /
-                                               static_cast<double>(config.depth - 1)
-                                         : config.drop_path;
-    blocks_.push_back(
-        blocks_module_->register_module(std::to_string(i), std::make_shared<Block>(config, rate)));
+    blocks_.push_back(blocks_module_->register_module(
+        std::to_string(i), std::make_shared<Block>(config, drop_rate(i))));
+  }
+  if (config.branch_blocks > 0) {
+    branch_module_ = register_module("branch_blocks", std::make_shared<IndexedModules>());
+    for (int64_t j = 0; j < config.branch_blocks; ++j) {
+      const int64_t layer = config.depth - config.branch_blocks + j;
+      branch_blocks_.push_back(branch_module_->register_module(
+          std::to_string(j), std::make_shared<Block>(config, drop_rate(layer))));
+    }
   }
   if (config.final_norm == FinalNorm::norm) {
     final_norm_ =
@@ -345,6 +356,7 @@ void BackboneNet::initialize(uint64_t seed) {
   if (lvl_embed_) init.normal(lvl_embed_->weight, init.std);
   if (shared_ada_lin_) init.linear(shared_ada_lin_->linear);
   for (auto& block : blocks_) block->initialize(init);
+  for (auto& block : branch_blocks_) block->initialize(init);
   if (final_norm_) final_norm_->initialize();
   if (head_nm_) init.linear(head_nm_->ada_lin->linear, kAdaLnScale);
 }
@@ -392,8 +404,10 @@ at::Tensor BackboneNet::forward(const at::Tensor& inputs, const at::Tensor& cond
   at::Tensor x = embed(inputs, condition, positions, context);
   at::Tensor shared;
   if (shared_ada_lin_) shared = shared_ada_lin_->forward(condition).view({-1, 1, 6, config_.width});
+  const size_t tail_begin = blocks_.size() - branch_blocks_.size();
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    x = blocks_[i]->forward(x, condition, shared, context, static_cast<int64_t>(i));
+    Block& block = context.branch && i >= tail_begin ? *branch_blocks_[i - tail_begin] : *blocks_[i];
+    x = block.forward(x, condition, shared, context, static_cast<int64_t>(i));
   }
   if (final_norm_) return final_norm_->forward(x);
   if (head_nm_) return head_nm_->forward(x, condition);

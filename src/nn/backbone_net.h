@@ -32,6 +32,7 @@ struct CallContext {
   int64_t cache_start = 0;  // the cache slot of the call's first row
   std::optional<at::Generator> generator{};
   bool training = false;
+  bool branch = false;  // run the branch blocks for the tail (BackboneConfig::branch_blocks)
 };
 
 // Draws for initialisation, from one seeded generator, in a fixed order.
@@ -155,6 +156,8 @@ class BackboneNet : public torch::nn::Module {
   std::shared_ptr<AdaLinear> shared_ada_lin_;
   std::shared_ptr<IndexedModules> blocks_module_;
   std::vector<std::shared_ptr<Block>> blocks_;
+  std::shared_ptr<IndexedModules> branch_module_;  // "branch_blocks", when the config has them
+  std::vector<std::shared_ptr<Block>> branch_blocks_;
   std::shared_ptr<Norm> final_norm_;
   std::shared_ptr<HeadNorm> head_nm_;
 };

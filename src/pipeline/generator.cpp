@@ -68,6 +68,13 @@ Generator::Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenize
       TESSERA_FAIL("Generator: decoder: {}", e.what());
     }
   }
+  if (config_.refinement_head) {
+    try {
+      refinement_head_ = make_head(*config_.refinement_head, derive_seed(seed, 4));
+    } catch (const Error& e) {
+      TESSERA_FAIL("Generator: refinement_head: {}", e.what());
+    }
+  }
   TESSERA_CHECK(config_.image_channels == tokenizer_->image_channels(),
                 "Generator: image_channels is {} but the tokenizer's images have {} channels",
                 config_.image_channels, tokenizer_->image_channels());
@@ -79,7 +86,7 @@ Generator::Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenize
 }
 
 ScheduleModels Generator::models() {
-  return {backbone_, *head_, tokenizer_.get(), decoder_.get()};
+  return {backbone_, *head_, tokenizer_.get(), decoder_.get(), refinement_head_.get()};
 }
 
 Generator::~Generator() = default;
@@ -93,6 +100,7 @@ void Generator::save(const std::filesystem::path& path,
   add_prefixed(tensors, "backbone.", backbone_.state_dict());
   if (decoder_) add_prefixed(tensors, "decoder.", decoder_->state_dict());
   add_prefixed(tensors, "head.", head_->state_dict());
+  if (refinement_head_) add_prefixed(tensors, "refinement_head.", refinement_head_->state_dict());
   for (auto& [name, tensor] : tensors) tensor = tensor.detach();
   std::map<std::string, std::string> metadata = extra_metadata;
   metadata[kGeneratorConfigKey] = config_to_json(config_).dump();
@@ -115,13 +123,18 @@ Generator Generator::load(const std::filesystem::path& path) {
   generator.backbone_.load_state_dict(strip_prefix(tensors, "backbone."));
   if (generator.decoder_) generator.decoder_->load_state_dict(strip_prefix(tensors, "decoder."));
   generator.head_->load_state_dict(strip_prefix(tensors, "head."));
+  if (generator.refinement_head_) {
+    generator.refinement_head_->load_state_dict(strip_prefix(tensors, "refinement_head."));
+  }
   for (const auto& [name, tensor] : tensors) {
     TESSERA_CHECK(name.starts_with("tokenizer.") || name.starts_with("backbone.") ||
                       name.starts_with("head.") ||
-                      (generator.decoder_ && name.starts_with("decoder.")),
+                      (generator.decoder_ && name.starts_with("decoder.")) ||
+                      (generator.refinement_head_ && name.starts_with("refinement_head.")),
                   "generator file {}: unexpected tensor '{}' (expected the prefixes tokenizer., "
-                  "backbone., {}head.)",
-                  path.string(), name, generator.decoder_ ? "decoder., " : "");
+                  "backbone., {}head.{})",
+                  path.string(), name, generator.decoder_ ? "decoder., " : "",
+                  generator.refinement_head_ ? ", refinement_head." : "");
   }
   generator.set_training(false);
   return generator;
@@ -137,6 +150,10 @@ std::map<std::string, at::Tensor> Generator::trainable_parameters() const {
   }
   const auto head_params = head_->module()->named_parameters(/*recurse=*/true);
   for (const auto& item : head_params) out.emplace("head." + item.key(), item.value());
+  if (refinement_head_) {
+    const auto params = refinement_head_->module()->named_parameters(/*recurse=*/true);
+    for (const auto& item : params) out.emplace("refinement_head." + item.key(), item.value());
+  }
   return out;
 }
 
@@ -203,7 +220,13 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
   options.guidance.validate();
   set_training(false);
   at::NoGradGuard no_grad;
-  SampleRngs rngs(request.seed, request.first_index, batch);
+  TESSERA_CHECK(!request.reference_seeding || request.first_index == 0,
+                "Generator::sample: reference seeding draws one stream for the whole batch, so "
+                "first_index must be 0, got {} (sample the request as one batch)",
+                request.first_index);
+  SampleRngs rngs = request.reference_seeding
+                        ? SampleRngs::shared_stream(request.seed, batch)
+                        : SampleRngs(request.seed, request.first_index, batch);
   return schedule_->sample(models(), labels, grids_, options, rngs);
 }
 
@@ -217,6 +240,7 @@ at::Tensor Generator::sample(const at::Tensor& labels, const SampleRequest& requ
 void Generator::set_training(bool training) {
   backbone_.set_training(training);
   if (decoder_) decoder_->set_training(training);
+  if (refinement_head_) refinement_head_->set_training(training);
   head_->set_training(training);
   tokenizer_->set_training(false);  // frozen: a generator never trains its tokenizer
 }

@@ -18,7 +18,8 @@ namespace {
 
 BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_t count,
                           int64_t batch_size, uint64_t seed,
-                          const std::optional<GenerationOptions>& options) {
+                          const std::optional<GenerationOptions>& options,
+                          bool reference_seeding = false) {
   TESSERA_CHECK(count >= 1, "sampling: count must be >= 1, got {}", count);
   TESSERA_CHECK(batch_size >= 1, "sampling: batch_size must be >= 1, got {}", batch_size);
   BulkSamples out;
@@ -28,7 +29,10 @@ BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_
   const auto start = std::chrono::steady_clock::now();
   for (int64_t begin = 0; begin < count; begin += batch_size) {
     const int64_t end = std::min(count, begin + batch_size);
-    SampleRequest request{.seed = seed, .first_index = begin, .options = options};
+    SampleRequest request{.seed = seed,
+                          .first_index = begin,
+                          .reference_seeding = reference_seeding,
+                          .options = options};
     const at::Tensor batch_labels = labels.defined() ? labels.slice(0, begin, end) : at::Tensor();
     const Tokens tokens = generator.sample_tokens(batch_labels, request, end - begin);
     images.push_back(generator.tokenizer().decode(tokens));
@@ -55,14 +59,23 @@ BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& option
                        options.options);
 }
 
-BulkSamples sample_class_rows(Generator& generator, int64_t per_class, uint64_t seed,
-                              const std::optional<GenerationOptions>& options) {
-  TESSERA_CHECK(per_class >= 1, "sampling: per_class must be >= 1, got {}", per_class);
-  TESSERA_CHECK(generator.num_classes() > 0,
-                "sampling: class rows need a class-conditional generator");
+BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request) {
+  TESSERA_CHECK(request.per_class >= 1, "sampling: per_class must be >= 1, got {}",
+                request.per_class);
+  const int64_t num_classes = generator.num_classes();
+  TESSERA_CHECK(num_classes > 0, "sampling: class rows need a class-conditional generator");
+  std::vector<int64_t> classes = request.classes;
+  if (classes.empty()) {
+    for (int64_t c = 0; c < num_classes; ++c) classes.push_back(c);
+  }
+  for (int64_t c : classes) {
+    TESSERA_CHECK(c >= 0 && c < num_classes,
+                  "sampling: class {} is outside the generator's classes [0, {})", c, num_classes);
+  }
   const at::Tensor labels =
-      at::arange(generator.num_classes(), at::kLong).repeat_interleave(per_class);
-  return sample_labels(generator, labels, labels.size(0), labels.size(0), seed, options);
+      at::tensor(classes, at::kLong).repeat_interleave(request.per_class);
+  return sample_labels(generator, labels, labels.size(0), labels.size(0), request.seed,
+                       request.options, request.reference_seeding);
 }
 
 GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& samples,

@@ -58,6 +58,7 @@ void ContinuousNextScaleSchedule::check_models(const ScheduleModels& models,
                                                const std::vector<TokenGridSize>& grids) const {
   const TokenGridSize grid = single_grid(grids, kWho);
   check_no_decoder(models, kWho);
+  check_no_hmar_tail(models, kWho);
   const int64_t last = config_.patch_nums.back();
   TESSERA_CHECK(grid.height == last && grid.width == last,
                 "{}: the tokenizer's grid is {}x{} but the last scale of patch_nums is {}x{}", kWho,

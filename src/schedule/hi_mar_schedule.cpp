@@ -55,6 +55,7 @@ void HiMarSchedule::check_models(const ScheduleModels& models,
                                  const std::vector<TokenGridSize>& grids) const {
   const TokenGridSize grid = single_grid(grids, "hi_mar schedule");
   check_no_decoder(models, "hi_mar schedule");
+  check_no_hmar_tail(models, "hi_mar schedule");
   check_mar_models(models, config_.buffer_size, "hi_mar schedule");
   TESSERA_CHECK(models.backbone.layout() == layout(grid),
                 "hi_mar schedule: for a {}x{} grid (pivots {}x{}) the backbone's segments must be "

@@ -10,6 +10,7 @@
 #include "next_scale_detail.h"
 #include "schedule_util.h"
 #include "tessera/core/error.h"
+#include "tessera/core/format.h"
 #include "tessera/nn/guidance_batch.h"
 
 namespace tessera {
@@ -55,6 +56,17 @@ void HmarScheduleConfig::validate() const {
   for (size_t s = 0; s < refinement_steps.size(); ++s)
     TESSERA_CHECK(refinement_steps[s] >= 0, "hmar: refinement_steps[{}] must be >= 0, got {}", s,
                   refinement_steps[s]);
+  TESSERA_CHECK(mask_schedule.empty() || refinement_steps.empty(),
+                "hmar: give refinement steps either as refinement_steps or as mask_schedule, not "
+                "both");
+  for (size_t s = 0; s < mask_schedule.size(); ++s) {
+    TESSERA_CHECK(!mask_schedule[s].empty(),
+                  "hmar: mask_schedule[{}] is empty (it needs at least the next-scale pass)", s);
+    for (int64_t count : mask_schedule[s])
+      TESSERA_CHECK(count >= 1,
+                    "hmar: mask_schedule[{}] = [{}]: every step must commit at least one token", s,
+                    fmt::join(mask_schedule[s], ", "));
+  }
 }
 
 HmarSchedule::HmarSchedule(HmarScheduleConfig config) : config_(std::move(config)) {
@@ -74,6 +86,20 @@ std::vector<int64_t> HmarSchedule::refinement_plan(const std::vector<TokenGridSi
                 config_.refinement_steps.size(), S);
   std::vector<int64_t> plan(static_cast<size_t>(S), 0);
   for (size_t s = 0; s < config_.refinement_steps.size(); ++s) plan[s] = config_.refinement_steps[s];
+  if (!config_.mask_schedule.empty()) {
+    TESSERA_CHECK(static_cast<int64_t>(config_.mask_schedule.size()) == S,
+                  "hmar: mask_schedule has {} entries for a pyramid of {} scales",
+                  config_.mask_schedule.size(), S);
+    for (int64_t s = 0; s < S; ++s) {
+      const std::vector<int64_t>& counts = config_.mask_schedule[static_cast<size_t>(s)];
+      int64_t total = 0;
+      for (int64_t c : counts) total += c;
+      TESSERA_CHECK(total == sides[s] * sides[s],
+                    "hmar: mask_schedule[{}] = [{}] commits {} tokens, but scale {} has {}", s,
+                    fmt::join(counts, ", "), total, s, sides[s] * sides[s]);
+      plan[s] = static_cast<int64_t>(counts.size()) - 1;
+    }
+  }
   TESSERA_CHECK(plan[0] == 0,
                 "hmar: scale 0 holds the backbone's condition rows (the class token); it cannot "
                 "be refined, got refinement_steps[0] = {}",
@@ -88,10 +114,45 @@ std::vector<int64_t> HmarSchedule::refinement_plan(const std::vector<TokenGridSi
   return plan;
 }
 
+int64_t HmarSchedule::masked_after(int64_t s, int64_t n, int64_t r, int64_t T,
+                                   int64_t masked_before) const {
+  if (config_.mask_schedule.empty()) {
+    return masked_after_step(config_.refinement_curve, n, r, T, masked_before);
+  }
+  const std::vector<int64_t>& counts = config_.mask_schedule[static_cast<size_t>(s)];
+  int64_t committed = 0;
+  for (int64_t k = 0; k <= r; ++k) committed += counts[static_cast<size_t>(k)];
+  return n - committed;
+}
+
 void HmarSchedule::check_models(const ScheduleModels& models,
                                 const std::vector<TokenGridSize>& grids) const {
   check_next_scale_models(models, grids, kWho, {0, 1});
+  if (models.refinement_head != nullptr) {
+    const Head& r = *models.refinement_head;
+    TESSERA_CHECK(r.kind() == HeadKind::discrete,
+                  "hmar: the refinement head must be discrete (a softmax over the codebook)");
+    TESSERA_CHECK(r.vocab_size() == models.head.vocab_size() &&
+                      r.hidden_width() == models.head.hidden_width(),
+                  "hmar: the refinement head must predict {} ids from width {} like the head, "
+                  "got {} ids from width {}",
+                  models.head.vocab_size(), models.head.hidden_width(), r.vocab_size(),
+                  r.hidden_width());
+  }
 }
+
+namespace {
+
+// The masked-prediction pass runs HMAR's mask tail: the backbone's branch blocks when it has
+// them, the refinement head when there is one (Note [HMAR masked refinement]).
+bool has_branch(const ScheduleModels& models) {
+  return models.backbone.config().branch_blocks > 0;
+}
+Head& masked_prediction_head(const ScheduleModels& models) {
+  return models.refinement_head != nullptr ? *models.refinement_head : models.head;
+}
+
+}  // namespace
 
 BlockMask HmarSchedule::training_mask(const std::vector<TokenGridSize>& grids) const {
   return BlockMask::block_diagonal(pyramid_layout(grids, kWho));
@@ -153,10 +214,12 @@ ScheduleLoss HmarSchedule::loss(const ScheduleModels& models, const TrainingBatc
 
   BackboneForwardOptions fo;
   fo.generator = generator;  // condition dropout
+  fo.branch = masked_batch && has_branch(models);
   const BackboneOutput out = models.backbone.forward(inputs, batch.labels,
                                                      BlockMask::block_diagonal(layout), fo);
   ScheduleLoss l = pyramid_cross_entropy(
-      models.head, out.hidden, out.condition, ids, layout,
+      masked_batch ? masked_prediction_head(models) : models.head, out.hidden, out.condition, ids,
+      layout,
       scale_loss_weights(config_.loss_weighting, pyramid_sides(batch.tokens.grids, kWho)),
       row_weights);
   l.terms.emplace_back("mask_ratio", ratio);
@@ -188,7 +251,8 @@ Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labe
 
   // One backbone call over the rows of one scale (no cache: the mask is block-diagonal), then
   // the head's draw for every row of the scale.
-  auto run = [&](int64_t s, const at::Tensor& inputs, bool guided, const HeadStep& base) {
+  auto run = [&](int64_t s, const at::Tensor& inputs, bool guided, bool masked_prediction,
+                 const HeadStep& base) {
     const int64_t begin = layout.segment_begin(s), end = layout.segment_end(s), n = end - begin;
     const Guidance guidance = guided ? options.guidance : Guidance::none();
     const bool doubled = guidance.doubles_batch();
@@ -197,11 +261,13 @@ Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labe
     const at::Tensor run_labels = doubled ? sl.run_labels : sl.labels;
     BackboneForwardOptions fo;
     fo.begin = begin;
+    fo.branch = masked_prediction && has_branch(models);
     const BackboneOutput out = backbone.forward(x, run_labels, full.rows(begin, end), fo);
+    Head& head = masked_prediction ? masked_prediction_head(models) : models.head;
     HeadStep step = base;
-    step.condition = head_condition_rows(models.head, out.condition, n);
+    step.condition = head_condition_rows(head, out.condition, n);
     const int64_t rows = (doubled ? 2 * B : B) * n;
-    return models.head.sample(out.hidden.reshape({rows, W}), guidance, options.head, rngs, step);
+    return head.sample(out.hidden.reshape({rows, W}), guidance, options.head, rngs, step);
   };
 
   at::Tensor f_hat = tokenizer.empty_f_hat(B);
@@ -224,14 +290,14 @@ Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labe
     base.progress.step = step_index;
     int64_t masked_count = n;
     if (plan[s] > 0) {
-      masked_count = masked_after_step(config_.refinement_curve, n, 0, T, n);
+      masked_count = masked_after(s, n, 0, T, n);
       base.progress.masked_after_step = masked_count;
     } else {
       masked_count = 0;
     }
     const at::Tensor first_inputs =
         ns_input.defined() && indicator ? with_zero_indicator(ns_input) : ns_input;
-    HeadSample drawn = run(s, first_inputs, true, base);
+    HeadSample drawn = run(s, first_inputs, /*guided=*/true, /*masked_prediction=*/false, base);
     at::Tensor ids = drawn.values.reshape({B, n}).to(at::kLong);
     TESSERA_CHECK(!refining || drawn.probabilities.defined(),
                   "hmar: refinement ranks by the drawn ids' probabilities; the head gave none");
@@ -262,10 +328,10 @@ Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labe
       const at::Tensor own = own_contribution(tokenizer, s, ids).to(ns_input.device());
       const at::Tensor m = masked.to(ns_input.device());
       base.progress.step = step_index;
-      const int64_t after = masked_after_step(config_.refinement_curve, n, r, T, masked_count);
+      const int64_t after = masked_after(s, n, r, T, masked_count);
       base.progress.masked_after_step = after;
       drawn = run(s, masked_inputs(ns_input, own, m.to(at::kFloat)), config_.refinement_guidance,
-                  base);
+                  /*masked_prediction=*/true, base);
       const at::Tensor new_ids = drawn.values.reshape({B, n}).to(ids.device(), at::kLong);
       const at::Tensor new_probs = drawn.probabilities.reshape({B, n}).to(probs.device(), at::kFloat);
       ids = at::where(m.to(ids.device()), new_ids, ids);

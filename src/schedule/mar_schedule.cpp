@@ -49,6 +49,7 @@ TokenLayout MarSchedule::layout(int64_t tokens) const {
 
 void MarSchedule::check_models(const ScheduleModels& models,
                                const std::vector<TokenGridSize>& grids) const {
+  check_no_hmar_tail(models, "mar schedule");
   const int64_t L = single_grid(grids, "mar schedule").count();
   if (config_.encoder_decoder) {
     check_mar_encoder_decoder(models, config_.buffer_size, layout(L), "mar schedule");

@@ -40,6 +40,7 @@ void MaskGitSchedule::check_models(const ScheduleModels& models,
                                    const std::vector<TokenGridSize>& grids) const {
   const int64_t L = single_grid(grids, "maskgit schedule").count();
   check_no_decoder(models, "maskgit schedule");
+  check_no_hmar_tail(models, "maskgit schedule");
   const BackboneConfig& c = models.backbone.config();
   TESSERA_CHECK(
       c.input == InputKind::token_ids,

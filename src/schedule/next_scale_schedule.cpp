@@ -25,6 +25,7 @@ NextScaleSchedule::NextScaleSchedule(NextScaleScheduleConfig config) : config_(c
 void NextScaleSchedule::check_models(const ScheduleModels& models,
                                      const std::vector<TokenGridSize>& grids) const {
   check_next_scale_models(models, grids, kWho, {0});
+  check_no_hmar_tail(models, kWho);
 }
 
 BlockMask NextScaleSchedule::training_mask(const std::vector<TokenGridSize>& grids) const {

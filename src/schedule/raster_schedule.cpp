@@ -27,6 +27,7 @@ void RasterSchedule::check_models(const ScheduleModels& models,
                                   const std::vector<TokenGridSize>& grids) const {
   const TokenGridSize grid = single_grid(grids, "raster schedule");
   check_no_decoder(models, "raster schedule");
+  check_no_hmar_tail(models, "raster schedule");
   const int64_t L = grid.count();
   const BackboneConfig& c = models.backbone.config();
   TESSERA_CHECK(c.input == InputKind::token_ids,

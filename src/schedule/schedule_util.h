@@ -40,6 +40,16 @@ inline void check_no_decoder(const ScheduleModels& models, const char* who) {
                 who);
 }
 
+// HMAR's masked-prediction tail (branch blocks, a refinement head) is run by the hmar schedule
+// only: anywhere else it would be silently unused.
+inline void check_no_hmar_tail(const ScheduleModels& models, const char* who) {
+  TESSERA_CHECK(models.refinement_head == nullptr,
+                "{}: a refinement head was given, but only the hmar schedule runs one", who);
+  TESSERA_CHECK(models.backbone.config().branch_blocks == 0,
+                "{}: the backbone has {} branch blocks, but only the hmar schedule runs them", who,
+                models.backbone.config().branch_blocks);
+}
+
 // The batch size of a sample() call, after checking the labels against the backbone and rngs.
 inline int64_t sample_batch_size(const Backbone& backbone, const at::Tensor& labels,
                                  const SampleRngs& rngs, const GenerationOptions& options,

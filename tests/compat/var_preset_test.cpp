@@ -35,8 +35,10 @@ TEST(VarPresets, TransformerSizesAreThePublishedOnes) {
                                                      {"var-d20", 5'000'000},
                                                      {"var-d24", 50'000'000},
                                                      {"var-d30", 50'000'000}};
-  ASSERT_EQ(generator_preset_names().size(), half_digit.size());
+  int64_t var_presets = 0;
   for (const std::string& name : generator_preset_names()) {
+    if (!name.starts_with("var-")) continue;
+    ++var_presets;
     const GeneratorPreset p = generator_preset(name);
     const int64_t count = transformer_parameter_count(p.generator);
     std::printf("%s: %lld parameters (published %lld)\n", name.c_str(),
@@ -49,6 +51,7 @@ TEST(VarPresets, TransformerSizesAreThePublishedOnes) {
     EXPECT_EQ(p.generator.head.discrete.vocab_size, 4096) << name;
     EXPECT_EQ(p.generator.backbone.num_classes, 1000) << name;
   }
+  EXPECT_EQ(var_presets, static_cast<int64_t>(half_digit.size()));
   EXPECT_NE(testing::error_message_of([] { generator_preset("var-d17"); }).find("var-d16"),
             std::string::npos);
 }

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <set>
 
+#include "common/error_message.h"
+#include "common/parity_dir.h"
 #include "tessera/core/error.h"
 #include "tessera/core/safetensors.h"
 
@@ -93,6 +95,45 @@ TEST(Rng, CategoricalFrequenciesFollowTheProbabilities) {
   }
 }
 
+TEST(Rng, CdfSearchMultinomialIsTheInverseCdfOfTheRow) {
+  // Written out by hand: for p = (0.25, 0, 0.5, 0.25) the cumulative values are 0.25, 0.25,
+  // 0.75, 1, so u < 0.25 gives 0 (never the zero-probability 1), u in [0.25, 0.75) gives 2 and
+  // u >= 0.75 gives 3; unnormalised rows are divided by their total first. The uniforms are the
+  // generator's first doubles (53 bits of each 64-bit output, as torch.rand(dtype=float64)).
+  const at::Tensor p = at::tensor({0.25, 0.0, 0.5, 0.25, 2.0, 0.0, 4.0, 2.0}, at::kDouble)
+                           .reshape({2, 4})
+                           .repeat({20, 1});
+  at::Generator g = make_cpu_generator(11);
+  const at::Tensor ids = cdf_search_multinomial(p, g);
+  at::Generator again = make_cpu_generator(11);
+  const at::Tensor u = at::empty({p.size(0)}, at::kDouble).uniform_(0.0, 1.0, again);
+  for (int64_t i = 0; i < p.size(0); ++i) {
+    const double ui = u[i].item<double>();
+    const int64_t expected = ui < 0.25 ? 0 : (ui < 0.75 ? 2 : 3);
+    EXPECT_EQ(ids[i].item<int64_t>(), expected) << "row " << i << ", u = " << ui;
+  }
+  // float32 rows are accumulated in float32 and give the same ids here (exact binary fractions).
+  at::Generator g32 = make_cpu_generator(11);
+  EXPECT_TRUE(at::equal(cdf_search_multinomial(p.to(at::kFloat), g32), ids));
+}
+
+TEST(Rng, SharedStreamDrawsTheBatchInOneCall) {
+  // torch.rand(3, 5, generator=g) / torch.randn(3, 17, generator=g) after manual_seed(5): the
+  // batch's rows are consecutive stretches of one stream, not one stream per sample.
+  SampleRngs shared = SampleRngs::shared_stream(5, 3);
+  EXPECT_TRUE(shared.shares_one_stream());
+  at::Generator g = make_cpu_generator(5);
+  EXPECT_TRUE(at::equal(shared.uniform({5}), at::empty({3, 5}).uniform_(0.0, 1.0, g)));
+  EXPECT_TRUE(at::equal(shared.normal({17}), at::empty({3, 17}).normal_(0.0, 1.0, g)));
+  // A subset shares the stream too.
+  SampleRngs some = shared.subset({0, 2});
+  EXPECT_TRUE(some.shares_one_stream());
+  EXPECT_TRUE(at::equal(some.uniform({}), at::empty({2}).uniform_(0.0, 1.0, g)));
+  // And sample 0 depends on the batch size, unlike per-sample streams.
+  EXPECT_FALSE(at::equal(SampleRngs::shared_stream(5, 1).uniform({5})[0],
+                         SampleRngs::shared_stream(5, 2).uniform({5})[1]));
+}
+
 TEST(Rng, BadInputIsAClearError) {
   EXPECT_THROW(SampleRngs(1, -1, 2), Error);
   SampleRngs rngs(1, 0, 2);
@@ -100,6 +141,17 @@ TEST(Rng, BadInputIsAClearError) {
   EXPECT_THROW(rngs.categorical(at::ones({3, 4})), Error);
   EXPECT_THROW(rngs.categorical(at::zeros({2, 4})), Error);
   EXPECT_THROW(rngs.categorical(-at::ones({2, 4})), Error);
+  at::Generator g = make_cpu_generator(1);
+  EXPECT_NE(testing::error_message_of([&] {
+              cdf_search_multinomial(at::tensor({0.5, -0.1, 0.6}).reshape({1, 3}), g);
+            }).find("non-negative"),
+            std::string::npos);
+  EXPECT_NE(testing::error_message_of([&] { cdf_search_multinomial(at::zeros({2, 3}), g); })
+                .find("row 0 sums to 0"),
+            std::string::npos);
+  EXPECT_NE(testing::error_message_of([&] { cdf_search_multinomial(at::ones({3}), g); })
+                .find("[N, V]"),
+            std::string::npos);
   try {
     rngs.categorical(at::ones({3, 4}));
   } catch (const Error& e) {
@@ -116,9 +168,7 @@ namespace {
 TEST(Rng, CpuGeneratorMatchesTheVarFixtureStream) {
   // ../shared/parity/var-tiny/io.safetensors holds torch.empty(16).exponential_(generator=g) for
   // a CPU generator seeded with 7, drawn by the reference environment (torch 1.13).
-  const char* env = std::getenv("TESSERA_PARITY_DIR");
-  const std::filesystem::path dir =
-      env ? std::filesystem::path(env) : std::filesystem::path(TESSERA_SOURCE_DIR) / ".." / "shared" / "parity" / "var-tiny";
+  const std::filesystem::path dir = testing::parity_dir();
   if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
   const auto io = load_safetensors(dir / "io.safetensors");
   const at::Tensor expected = io.at("rng_probe.exponential");
@@ -126,6 +176,22 @@ TEST(Rng, CpuGeneratorMatchesTheVarFixtureStream) {
   at::Tensor drawn = at::empty({expected.numel()}, at::kFloat).exponential_(1.0, g);
   EXPECT_TRUE(at::equal(drawn, expected.to(at::kFloat)))
       << "drawn " << drawn << "\nexpected " << expected;
+}
+
+TEST(Rng, CdfSearchMultinomialMatchesTheVarFixtureDraws) {
+  // rng_probe.multinomial: torch.multinomial(probs, 1, replacement=True, generator=g), g seeded
+  // with 7, drawn by torch 1.13 (Note [Reference seeding]).
+  const std::filesystem::path dir = testing::parity_dir();
+  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  const auto io = load_safetensors(dir / "io.safetensors");
+  at::Generator g = make_cpu_generator(7);
+  const at::Tensor drawn = cdf_search_multinomial(io.at("rng_probe.probs"), g);
+  const at::Tensor expected = io.at("rng_probe.multinomial").reshape({-1});
+  EXPECT_TRUE(at::equal(drawn, expected.to(at::kLong)))
+      << "drawn " << drawn << "\nexpected " << expected;
+  // A shared stream's categorical draws are the same.
+  SampleRngs shared = SampleRngs::shared_stream(7, expected.size(0));
+  EXPECT_TRUE(at::equal(shared.categorical(io.at("rng_probe.probs")), expected.to(at::kLong)));
 }
 
 }  // namespace

@@ -14,7 +14,23 @@
 // stream is identical on every machine.
 // The alternative — one generator for the whole batch — is what the reference implementations do
 // (VAR seeds one torch.Generator per call); it makes sample i depend on the batch size. Tessera
-// offers it only where bit-compatibility with a reference is the point (see SharedRng below).
+// offers it only where bit-compatibility with a reference is the point: see
+// SampleRngs::shared_stream and Note [Reference seeding].
+//
+// Note [Reference seeding]
+// VAR's autoregressive_infer_cfg seeds one CPU torch.Generator with g_seed and, at every scale,
+// calls torch.multinomial(probs.view(-1, V), 1, replacement=True, generator=g) on the guided
+// distribution of the whole batch: rows sample-major (sample 0's positions first). PyTorch up to
+// 1.13 (the VAR fixture's version) implements that draw on the CPU by inverse CDF: per row, the
+// running sum of the probabilities in the tensor's own dtype, divided by the total, the last entry
+// set to 1; one uniform double per row (53 random bits of the mt19937 stream); the result is the
+// first index whose cumulative value is not below the uniform (a binary search).
+// cdf_search_multinomial() is that algorithm; SampleRngs::shared_stream(seed, B) is one generator
+// for the batch that, together with draw_tokens(), makes the same draws in the same order. Later
+// PyTorch versions (2.x) draw a single multinomial sample by the exponential race (argmax of p/E,
+// E ~ Exp(1)) instead, so the same seed gives other tokens there; Tessera follows the 1.13 stream
+// because the published fixtures were made with it. The mt19937 stream itself is the same in both
+// (tests/core/rng_test.cpp checks exponential_ against the fixture).
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -39,6 +55,11 @@ at::Generator make_cpu_generator(uint64_t seed);
 class SampleRngs {
  public:
   SampleRngs(uint64_t seed, int64_t first_index, int64_t count);
+  // One CPU generator seeded with `seed` itself (torch.Generator().manual_seed(seed)) for all
+  // `count` samples: every draw is one call over the whole batch, sample-major, as the reference
+  // implementations draw (Note [Reference seeding]). Sample i then depends on the batch.
+  static SampleRngs shared_stream(uint64_t seed, int64_t count);
+  bool shares_one_stream() const { return shared_; }
 
   int64_t size() const { return static_cast<int64_t>(generators_.size()); }
   uint64_t seed() const { return seed_; }
@@ -63,7 +84,14 @@ class SampleRngs {
   SampleRngs() = default;
   uint64_t seed_ = 0;
   int64_t first_index_ = 0;
-  std::vector<at::Generator> generators_;
+  std::vector<at::Generator> generators_;  // with a shared stream: copies of one generator
+  bool shared_ = false;
 };
+
+// torch.multinomial(probs, 1, replacement=True, generator) as PyTorch <= 1.13 computes it on the
+// CPU (Note [Reference seeding]): one uniform double from `generator` per row of probs [N, V]
+// (float32 or float64, on the CPU; rows need not be normalised), rows in order. int64 [N]. Throws
+// tessera::Error for a negative or non-finite entry or a row summing to 0.
+at::Tensor cdf_search_multinomial(const at::Tensor& probs, at::Generator& generator);
 
 }  // namespace tessera

@@ -32,6 +32,7 @@
 //   blocks.i.attn.mat_qkv.weight (+ .bias with QkvBias::all), attn.q_bias, attn.v_bias,
 //   blocks.i.attn.zero_k_bias (a zero buffer), attn.scale_mul_1H11, attn.proj.{weight,bias}
 //   blocks.i.ffn.fc1 / fc2 (GELU MLPs);  blocks.i.ffn.w1 / w3 / w2 (SwiGLU, LlamaGen's names)
+//   branch_blocks.j.…                 the branch tail (BackboneConfig::branch_blocks), as blocks
 //   norm.{weight,bias}                final norm;  head_nm.ada_lin.1.{weight,bias}  AdaLN final
 // VAR's derived buffers `lvl_1L` and `attn_bias_for_masking` are recomputed from the layout and
 // skipped when loading. llamagen_key_renames() maps LlamaGen's names onto these.
@@ -79,6 +80,9 @@ struct BackboneForwardOptions {
   // Training draws (condition dropout, drop path); the global generator when empty.
   std::optional<at::Generator> generator{};
   AttentionBackend attention_backend = AttentionBackend::automatic;
+  // Run the branch blocks for the tail (BackboneConfig::branch_blocks; HMAR's masked-prediction
+  // blocks). Needs a config with branch blocks and no cache (the cache holds one tail's keys).
+  bool branch = false;
 };
 
 struct BackboneOutput {

@@ -137,6 +137,12 @@ struct BackboneConfig {
   double dropout = 0.0;            // on each residual branch's output (attention proj, MLP)
   double embedding_dropout = 0.0;  // on the summed input embeddings (LlamaGen's token dropout)
   double drop_path = 0.0;  // stochastic depth: block i drops with rate drop_path·i/(depth−1)
+  // A second set of the last `branch_blocks` blocks ("branch_blocks.<j>"), run instead of blocks
+  // depth − branch_blocks … depth − 1 when a forward call asks for the branch
+  // (BackboneForwardOptions::branch): HMAR's split of one network into shared base blocks and two
+  // 8-block tails, the next-scale tail (the ordinary blocks) and the masked-prediction tail (the
+  // branch). 0: no branch.
+  int64_t branch_blocks = 0;
 
   // --- conditioning ---
   int64_t num_classes = 0;  // 0: unconditional; otherwise class_emb has a null class num_classes
@@ -192,6 +198,7 @@ struct BackboneConfig {
     v("dropout", dropout);
     v("embedding_dropout", embedding_dropout);
     v("drop_path", drop_path);
+    v("branch_blocks", branch_blocks);
     v("num_classes", num_classes);
     v("adaln", adaln);
     v("condition_tokens", condition_tokens);

@@ -11,6 +11,7 @@
 //   backbone.<key>   the backbone's (VAR's names, Note [Backbone parameter names])
 //   decoder.<key>    the decoder backbone's, when the config has one (MAR's encoder–decoder split)
 //   head.<key>       the head's (MAR's / VAR's names)
+//   refinement_head.<key>  HMAR's masked-prediction head, when the config has one
 // and, in __metadata__, "tessera.generator_config" (GeneratorConfig as JSON) and
 // "tessera.tokenizer_config" (TokenizerConfig as JSON). Written atomically (save_safetensors), so
 // a crash mid-save leaves the previous file intact.
@@ -43,6 +44,10 @@ struct GeneratorConfig {
   // Note [MAR encoder–decoder split]), where `backbone` is the encoder. null: one stack.
   std::optional<BackboneConfig> decoder{};
   HeadConfig head{};
+  // HMAR's masked-prediction head (mask_head_nm, mask_head): the hmar schedule's refinement pass
+  // and masked training batches use it instead of `head` (Note [HMAR masked refinement]). null:
+  // one head.
+  std::optional<HeadConfig> refinement_head{};
   ScheduleConfig schedule{};
   // Sampling defaults (guidance, temperature, top-k/top-p, diffusion/flow steps); a sample call
   // may override them.
@@ -56,6 +61,7 @@ struct GeneratorConfig {
     v("backbone", backbone);
     v("decoder", decoder);
     v("head", head);
+    v("refinement_head", refinement_head);
     v("schedule", schedule);
     v("sampling", sampling);
     v("image_size", image_size);
@@ -69,6 +75,11 @@ struct SampleRequest {
   // first_index .. first_index + B − 1, so a long request split into batches gives the same
   // samples as one big batch.
   int64_t first_index = 0;
+  // One generator seeded with `seed` for the whole batch, drawing as VAR's reference sampler does
+  // (Note [Reference seeding] in tessera/core/rng.h): bit-compatible tokens with the reference for
+  // the same seed, batch and settings, but sample i then depends on the batch. Needs
+  // first_index 0 (the reference numbers nothing).
+  bool reference_seeding = false;
   // Overrides config().sampling when set.
   std::optional<GenerationOptions> options{};
 };
@@ -93,12 +104,14 @@ class Generator {
   // The decoder backbone, or nullptr (GeneratorConfig::decoder).
   Backbone* decoder() { return decoder_.get(); }
   Head& head() { return *head_; }
+  // The refinement head, or nullptr (GeneratorConfig::refinement_head).
+  Head* refinement_head() { return refinement_head_.get(); }
   Schedule& schedule() { return *schedule_; }
   const std::vector<TokenGridSize>& token_grids() const { return grids_; }
   int64_t num_classes() const { return config_.backbone.num_classes; }
 
-  // Backbone, decoder and head parameters as "backbone.<name>" / "decoder.<name>" /
-  // "head.<name>" (the tokenizer is frozen).
+  // Backbone, decoder, head and refinement head parameters as "backbone.<name>" /
+  // "decoder.<name>" / "head.<name>" / "refinement_head.<name>" (the tokenizer is frozen).
   std::map<std::string, at::Tensor> trainable_parameters() const;
   // Loads parameters in the same naming (e.g. EMA weights); strict.
   void load_trainable_parameters(const std::map<std::string, at::Tensor>& tensors);
@@ -126,6 +139,7 @@ class Generator {
   Backbone backbone_;
   std::unique_ptr<Backbone> decoder_;
   std::unique_ptr<Head> head_;
+  std::unique_ptr<Head> refinement_head_;
   std::unique_ptr<Schedule> schedule_;
   std::vector<TokenGridSize> grids_;
 };

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "tessera/pipeline/classifier.h"
 #include "tessera/pipeline/frechet_distance.h"
@@ -32,9 +33,19 @@ struct BulkSamples {
 // the request (SampleRequest::first_index), so the result does not depend on batch_size.
 BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& options);
 
-// per_class samples of each class, class by class (one grid row per class), seed `seed`.
-BulkSamples sample_class_rows(Generator& generator, int64_t per_class, uint64_t seed,
-                              const std::optional<GenerationOptions>& options = {});
+struct ClassRowsRequest {
+  int64_t per_class = 10;
+  // The classes, one grid row each, in this order; empty: every class of the generator.
+  std::vector<int64_t> classes{};
+  uint64_t seed = 0;
+  // SampleRequest::reference_seeding (the whole grid is one batch either way).
+  bool reference_seeding = false;
+  std::optional<GenerationOptions> options{};  // the generator's defaults when unset
+};
+
+// per_class samples of each requested class, class by class (one grid row per class), as one
+// batch. Throws tessera::Error naming a class outside the generator's range.
+BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request);
 
 struct GeneratorQuality {
   int64_t samples = 0;

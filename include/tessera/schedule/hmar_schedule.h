@@ -44,8 +44,12 @@
 // s >= 1 masked (drawn per sample here; HMAR draws one set for the whole batch), the inputs above,
 // the block-diagonal mask, and the cross-entropy of the masked positions only, each weighing the
 // same (HMAR's "mask_unweighted"). HMAR fine-tunes a separate copy of its last blocks and head for
-// this with the rest frozen; Tessera's schedules own no parameters, so the same backbone and head
-// learn both tasks: mix them (0 < fraction < 1) or freeze parameters in the trainer.
+// this with the rest frozen. A backbone with branch blocks (BackboneConfig::branch_blocks) and a
+// generator with a refinement head (GeneratorConfig::refinement_head) reproduce that split — the
+// refinement pass and masked training batches run the branch blocks and the refinement head, the
+// next-scale pass the ordinary ones (HMAR's base_blocks + ns_blocks / base_blocks + mask_blocks,
+// the presets hmar-d16 …). Without them the same backbone and head learn both tasks: mix them
+// (0 < fraction < 1) or freeze parameters in the trainer.
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -78,6 +82,11 @@ struct HmarScheduleConfig {
   // Run refinement steps under the generation's guidance (doubling the batch) rather than
   // unguided as HMAR does.
   bool refinement_guidance = false;
+  // HMAR's own form (utils/sampling_arg_util.py mask_schedule, e.g. [[1], [1, 3], [1, 1, 2, 5],
+  // [16], …]): per scale, the tokens committed at each step, the next-scale pass first; a scale's
+  // entries sum to its token count. Non-empty: one entry per scale, used instead of
+  // refinement_steps and refinement_curve.
+  std::vector<std::vector<int64_t>> mask_schedule{};
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -86,6 +95,7 @@ struct HmarScheduleConfig {
     v("refinement_steps", refinement_steps);
     v("refinement_curve", refinement_curve);
     v("refinement_guidance", refinement_guidance);
+    v("mask_schedule", mask_schedule);
   }
   // Ranges that do not depend on the pyramid.
   void validate() const;
@@ -117,6 +127,9 @@ class HmarSchedule final : public Schedule {
   // The refinement steps of each scale for these grids (refinement_steps padded with zeros);
   // throws tessera::Error for a count the grids cannot take.
   std::vector<int64_t> refinement_plan(const std::vector<TokenGridSize>& grids) const;
+  // Positions of scale s (n tokens, T steps) still masked after step r; `masked_before` is the
+  // count after step r − 1 (n before the first).
+  int64_t masked_after(int64_t s, int64_t n, int64_t r, int64_t T, int64_t masked_before) const;
 
  private:
   HmarScheduleConfig config_;

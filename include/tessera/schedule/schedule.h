@@ -48,6 +48,9 @@ struct ScheduleModels {
   Head& head;
   Tokenizer* tokenizer = nullptr;
   Backbone* decoder = nullptr;
+  // HMAR's masked-prediction head (GeneratorConfig::refinement_head): the hmar schedule's
+  // refinement pass uses it; other schedules refuse it.
+  Head* refinement_head = nullptr;
 };
 
 // One training batch: ground-truth tokens (what tokenizer.encode returned) and class labels.

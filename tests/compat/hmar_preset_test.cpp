@@ -1,0 +1,322 @@
+// HMAR presets (Note [HMAR presets]): the named presets have the reference module's exact size;
+// HMAR's own state-dict layout (the key list of NVlabs/HMAR's build_vae_hmar(depth=16), in
+// tests/compat/data) maps onto the preset's parts key for key and shape for shape; and, on the
+// VAR fixture rearranged into HMAR's layout (HMAR's next-scale path is VAR's network, its masked
+// path the same with the mask blocks and head), the next-scale pass reproduces the reference
+// logits and the masked pass equals VAR's network with the mask tail put in its place.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/error_message.h"
+#include "common/parity_dir.h"
+#include "tessera/core/error.h"
+#include "tessera/core/rng.h"
+#include "tessera/core/safetensors.h"
+#include "tessera/head/discrete_head.h"
+#include "tessera/nn/backbone.h"
+#include "tessera/pipeline/generator.h"
+#include "tessera/pipeline/presets.h"
+#include "tessera/schedule/hmar_schedule.h"
+
+namespace tessera {
+namespace {
+
+using testing::parity_dir;
+
+TEST(HmarPresets, SizesAreTheReferenceModules) {
+  // NVlabs/HMAR's build_vae_hmar(depth) instantiated: both tails, both heads, mask_embed.
+  const std::map<std::string, int64_t> reference = {{"hmar-d16", 467'691'904},
+                                                    {"hmar-d20", 845'517'872},
+                                                    {"hmar-d24", 1'384'328'960},
+                                                    {"hmar-d30", 2'556'324'212}};
+  for (const auto& [name, count] : reference) {
+    const GeneratorPreset p = generator_preset(name);
+    EXPECT_EQ(transformer_parameter_count(p.generator), count) << name;
+    const int64_t d = p.generator.backbone.depth;
+    EXPECT_EQ(p.generator.backbone.width, 64 * d) << name;
+    EXPECT_EQ(p.generator.backbone.num_heads, d) << name;
+    EXPECT_EQ(p.generator.backbone.branch_blocks, 8) << name;
+    EXPECT_EQ(p.generator.schedule.kind, ScheduleKind::hmar) << name;
+    // HMAR's default mask schedule: only the 2x2 and 3x3 scales are refined.
+    EXPECT_EQ(p.generator.schedule.hmar.mask_schedule[1], (std::vector<int64_t>{1, 3})) << name;
+    EXPECT_EQ(p.generator.schedule.hmar.mask_schedule[2], (std::vector<int64_t>{1, 1, 2, 5}))
+        << name;
+    EXPECT_EQ(p.generator.schedule.hmar.mask_schedule[9], (std::vector<int64_t>{256})) << name;
+  }
+  EXPECT_DOUBLE_EQ(generator_preset("hmar-d20").generator.sampling.guidance.scale, 1.9);
+  EXPECT_EQ(generator_preset("hmar-d24").generator.sampling.head.discrete.top_k, 900);
+}
+
+// tests/compat/data/hmar_d16_state_dict.txt: "key (d0, d1, ...) torch.dtype" per line.
+std::map<std::string, at::Tensor> reference_hmar_d16_state_dict() {
+  std::ifstream in(std::filesystem::path(TESSERA_SOURCE_DIR) / "tests" / "compat" / "data" /
+                   "hmar_d16_state_dict.txt");
+  EXPECT_TRUE(in.good());
+  std::map<std::string, at::Tensor> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t open = line.find('('), close = line.find(')');
+    const std::string key = line.substr(0, open - 1);
+    std::vector<int64_t> shape;
+    std::stringstream dims(line.substr(open + 1, close - open - 1));
+    std::string dim;
+    while (std::getline(dims, dim, ',')) {
+      if (dim.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(dim));
+    }
+    const bool integer = line.find("int64") != std::string::npos;
+    out[key] = at::zeros(shape, integer ? at::kLong : at::kFloat);
+  }
+  return out;
+}
+
+TEST(HmarPresets, ReferenceKeysMapOntoThePresetsPartsExactly) {
+  const std::map<std::string, at::Tensor> reference = reference_hmar_d16_state_dict();
+  ASSERT_EQ(reference.size(), 329u);
+  const GeneratorPreset p = generator_preset("hmar-d16");
+  const HmarStateDicts parts = hmar_state_dicts(reference, 16 - 8);
+  EXPECT_EQ(parts.derived.size(), 2u);
+  // The preset's parts, built: every key of each is given, with its shape, and nothing else.
+  Backbone backbone(p.generator.backbone, 0);
+  auto head = make_head(p.generator.head, 0);
+  auto refinement = make_head(*p.generator.refinement_head, 0);
+  const auto same_keys_and_shapes = [](const std::map<std::string, at::Tensor>& model,
+                                       const std::map<std::string, at::Tensor>& given,
+                                       const char* what) {
+    for (const auto& [key, t] : model) {
+      const auto it = given.find(key);
+      if (it == given.end()) {
+        ADD_FAILURE() << what << ": " << key << " not given by the reference";
+      } else {
+        EXPECT_EQ(it->second.sizes(), t.sizes()) << what << ": " << key;
+      }
+    }
+    for (const auto& [key, t] : given)
+      EXPECT_TRUE(model.contains(key)) << what << ": reference key maps to unknown " << key;
+  };
+  same_keys_and_shapes(backbone.state_dict(), parts.backbone, "backbone");
+  same_keys_and_shapes(head->state_dict(), parts.head, "ns head");
+  same_keys_and_shapes(refinement->state_dict(), parts.refinement_head, "mask head");
+  EXPECT_EQ(parts.backbone.size() + parts.head.size() + parts.refinement_head.size() +
+                parts.derived.size() + 1,  // word_embed.weight and mask_embed.weight become one
+            reference.size());
+  EXPECT_NE(testing::error_message_of([&] {
+              auto without = reference;
+              without.erase("mask_embed.weight");
+              hmar_state_dicts(without, 8);
+            }).find("'mask_embed.weight'"),
+            std::string::npos);
+}
+
+// The VAR fixture's transformer in HMAR's layout with a one-block tail: base_blocks.0 = blocks.0,
+// ns_blocks.0 = blocks.1, ns_head = head; mask_blocks.0, mask_head and mask_embed drawn at random.
+std::map<std::string, at::Tensor> var_fixture_as_hmar(const std::map<std::string, at::Tensor>& var,
+                                                      int64_t depth) {
+  at::Generator gen = make_cpu_generator(21);
+  const auto drawn = [&](const at::Tensor& like) {
+    return at::empty(like.sizes(), at::kFloat).normal_(0.0, 0.05, gen) + like;
+  };
+  std::map<std::string, at::Tensor> out;
+  const std::string last = "blocks." + std::to_string(depth - 1) + ".";
+  for (const auto& [key, t] : var) {
+    if (key.starts_with(last)) {
+      out["ns_blocks.0." + key.substr(last.size())] = t;
+      out["mask_blocks.0." + key.substr(last.size())] =
+          key.ends_with("zero_k_bias") ? t : drawn(t);
+    } else if (key.starts_with("blocks.")) {
+      out["base_blocks." + key.substr(7)] = t;
+    } else if (key.starts_with("head_nm.") || key.starts_with("head.")) {
+      out["ns_" + key] = t;
+      out["mask_" + key] = drawn(t);
+    } else if (key == "word_embed.bias") {
+      out["word_embed_bias"] = t;
+    } else {
+      out[key] = t;
+    }
+  }
+  out["mask_embed.weight"] = at::empty({1, var.at("word_embed.weight").size(0)}).normal_(0, 1, gen);
+  return out;
+}
+
+double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).norm().item<double>() /
+         b.to(at::kDouble).norm().item<double>();
+}
+
+at::Tensor logits_of(Backbone& backbone, Head& head, const at::Tensor& inputs,
+                     const at::Tensor& labels, bool branch) {
+  BackboneForwardOptions fo;
+  fo.branch = branch;
+  const BackboneOutput out =
+      backbone.forward(inputs, labels, BlockMask::block_causal(backbone.layout()), fo);
+  const int64_t B = out.hidden.size(0), L = out.hidden.size(1);
+  return dynamic_cast<DiscreteHead&>(head)
+      .logits(out.hidden.reshape({B * L, backbone.width()}), out.condition.repeat_interleave(L, 0))
+      .view({B, L, -1});
+}
+
+TEST(HmarPresets, FixtureInHmarLayoutRunsBothPaths) {
+  const auto dir = parity_dir();
+  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
+  const std::map<std::string, at::Tensor> var = SafetensorsFile::open(dir / "var.safetensors").all();
+  const VarArchitecture a = var_architecture_from_metadata(io.metadata());
+  const std::map<std::string, at::Tensor> hmar = var_fixture_as_hmar(var, a.depth);
+
+  Generator generator =
+      build_preset_generator(hmar_generator_preset(a, /*tail_blocks=*/1),
+                             {.tokenizer = dir / "vqvae.safetensors"});
+  load_hmar_transformer(generator, hmar);
+  generator.set_training(false);
+  at::NoGradGuard no_grad;
+  // The mask token is the input projection's indicator column.
+  EXPECT_TRUE(at::equal(generator.backbone().state_dict().at("word_embed.weight").select(1, a.vae_channels),
+                        hmar.at("mask_embed.weight")[0]));
+
+  // Next-scale path (indicator 0) = VAR's network: the reference logits.
+  const at::Tensor x = io.tensor("var_input"), labels = io.tensor("label").to(at::kLong);
+  const at::Tensor x0 = at::cat({x, at::zeros({x.size(0), x.size(1), 1})}, -1);
+  const double ns_error = relative_error(
+      logits_of(generator.backbone(), generator.head(), x0, labels, false), io.tensor("logits"));
+  std::printf("HMAR next-scale path on the VAR fixture: relative error %.3g\n", ns_error);
+  EXPECT_LT(ns_error, 1e-4);
+
+  // Masked path = VAR's network with blocks.{d-1} := mask_blocks.0 and the mask head.
+  const GeneratorPreset vp = var_generator_preset(a);
+  Backbone swapped(vp.generator.backbone, 0);
+  auto mask_head = make_head(vp.generator.head, 0);
+  std::map<std::string, at::Tensor> swapped_tensors, mask_head_tensors;
+  const std::string last = "blocks." + std::to_string(a.depth - 1) + ".";
+  for (const auto& [key, t] : var) {
+    if (key.starts_with("head.") || key.starts_with("head_nm.")) {
+      mask_head_tensors[key] = hmar.at("mask_" + key);
+    } else if (key.starts_with(last)) {
+      swapped_tensors[key] = hmar.at("mask_blocks.0." + key.substr(last.size()));
+    } else {
+      swapped_tensors[key] = t;
+    }
+  }
+  swapped.load_state_dict(swapped_tensors);
+  mask_head->load_state_dict(mask_head_tensors);
+  swapped.set_training(false);
+  mask_head->set_training(false);
+  const at::Tensor branch_logits =
+      logits_of(generator.backbone(), *generator.refinement_head(), x0, labels, true);
+  const at::Tensor expected = logits_of(swapped, *mask_head, x, labels, false);
+  EXPECT_LT(relative_error(branch_logits, expected), 1e-5);
+  EXPECT_GT(relative_error(branch_logits, io.tensor("logits")), 1e-3);  // a different network
+}
+
+TEST(HmarPresets, SamplingFollowsHmarsMaskScheduleWithTheMaskTail) {
+  const auto dir = parity_dir();
+  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
+  const std::map<std::string, at::Tensor> var = SafetensorsFile::open(dir / "var.safetensors").all();
+  const VarArchitecture a = var_architecture_from_metadata(io.metadata());
+  Generator generator = build_preset_generator(hmar_generator_preset(a, 1),
+                                               {.tokenizer = dir / "vqvae.safetensors"});
+  load_hmar_transformer(generator, var_fixture_as_hmar(var, a.depth));
+  auto& schedule = dynamic_cast<HmarSchedule&>(generator.schedule());
+  // HMAR's mask_schedule on the fixture's pyramid 1, 2, 3, 4: [[1], [1, 3], [1, 1, 2, 5], [16]].
+  ASSERT_EQ(schedule.config().mask_schedule,
+            (std::vector<std::vector<int64_t>>{{1}, {1, 3}, {1, 1, 2, 5}, {16}}));
+  std::map<int64_t, std::vector<int64_t>> masked_after;  // scale -> masked count after each step
+  schedule.set_step_observer([&](const ScaleStepRecord& r) {
+    masked_after[r.scale].push_back(r.masked[0].sum().item<int64_t>());
+  });
+  const at::Tensor labels = at::tensor({2, 5}, at::kLong);
+  const Tokens first = generator.sample_tokens(labels, {.seed = 3});
+  EXPECT_EQ(masked_after[0], (std::vector<int64_t>{0}));
+  EXPECT_EQ(masked_after[1], (std::vector<int64_t>{3, 0}));
+  EXPECT_EQ(masked_after[2], (std::vector<int64_t>{8, 7, 5, 0}));
+  EXPECT_EQ(masked_after[3], (std::vector<int64_t>{0}));
+
+  // Only refinement reads the mask head: changing it leaves scale 0 (no refinement) alone and
+  // changes what the refinement of scales 1 and 2 draws.
+  schedule.set_step_observer({});
+  {
+    at::NoGradGuard no_grad;
+    for (at::Tensor& p : generator.refinement_head()->parameters()) p.mul_(-3.0);
+  }
+  const Tokens second = generator.sample_tokens(labels, {.seed = 3});
+  EXPECT_TRUE(at::equal(first.scales[0], second.scales[0]));
+  EXPECT_FALSE(at::equal(first.scales[1], second.scales[1]) &&
+               at::equal(first.scales[2], second.scales[2]));
+}
+
+TEST(HmarPresets, GeneratorFileKeepsBothTails) {
+  // A generator with branch blocks and a refinement head saved and loaded samples the same, and
+  // its file holds the refinement head under its own prefix.
+  const auto dir = parity_dir();
+  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
+  const auto var = SafetensorsFile::open(dir / "var.safetensors").all();
+  const VarArchitecture a = var_architecture_from_metadata(io.metadata());
+  Generator generator = build_preset_generator(hmar_generator_preset(a, 1),
+                                               {.tokenizer = dir / "vqvae.safetensors"});
+  load_hmar_transformer(generator, var_fixture_as_hmar(var, a.depth));
+  const auto file = std::filesystem::temp_directory_path() / "tessera_hmar_tails.safetensors";
+  generator.save(file);
+  EXPECT_TRUE(SafetensorsFile::open(file).contains("refinement_head.head.weight"));
+  EXPECT_TRUE(SafetensorsFile::open(file).contains("backbone.branch_blocks.0.ffn.fc1.weight"));
+  Generator loaded = Generator::load(file);
+  std::filesystem::remove(file);
+  const at::Tensor labels = at::tensor({1, 7}, at::kLong);
+  const Tokens a_tokens = generator.sample_tokens(labels, {.seed = 9});
+  const Tokens b_tokens = loaded.sample_tokens(labels, {.seed = 9});
+  for (size_t s = 0; s < a_tokens.scales.size(); ++s)
+    EXPECT_TRUE(at::equal(a_tokens.scales[s], b_tokens.scales[s])) << "scale " << s;
+  EXPECT_EQ(loaded.num_parameters(), generator.num_parameters());
+}
+
+TEST(HmarPresets, MisuseOfTheTailsIsAClearError) {
+  const auto dir = parity_dir();
+  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
+  const VarArchitecture a = var_architecture_from_metadata(io.metadata());
+  // The next_scale schedule would leave HMAR's mask tail unused.
+  GeneratorPreset p = hmar_generator_preset(a, 1);
+  p.generator.schedule.kind = ScheduleKind::next_scale;
+  p.generator.backbone.input_channels = a.vae_channels;  // no indicator: only the tail is wrong
+  EXPECT_NE(testing::error_message_of([&] {
+              build_preset_generator(p, {.tokenizer = dir / "vqvae.safetensors"});
+            }).find("only the hmar schedule"),
+            std::string::npos);
+  // A mask schedule that does not cover a scale's tokens.
+  GeneratorPreset q = hmar_generator_preset(a, 1);
+  q.generator.schedule.hmar.mask_schedule[2] = {1, 1, 2};
+  EXPECT_NE(testing::error_message_of([&] {
+              build_preset_generator(q, {.tokenizer = dir / "vqvae.safetensors"})
+                  .sample_tokens(at::tensor({0}, at::kLong));
+            }).find("mask_schedule[2] = [1, 1, 2] commits 4 tokens, but scale 2 has 9"),
+            std::string::npos);
+  HmarScheduleConfig both;
+  both.refinement_steps = {0, 1};
+  both.mask_schedule = {{1}, {1, 3}};
+  EXPECT_NE(testing::error_message_of([&] { both.validate(); }).find("not both"),
+            std::string::npos);
+}
+
+TEST(HmarPresets, AVarCheckpointIsRefusedByName) {
+  const auto dir = parity_dir();
+  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
+  const VarArchitecture a = var_architecture_from_metadata(io.metadata());
+  Generator generator = build_preset_generator(hmar_generator_preset(a, 1),
+                                               {.tokenizer = dir / "vqvae.safetensors"});
+  const auto var = SafetensorsFile::open(dir / "var.safetensors").all();
+  const std::string message = testing::error_message_of([&] { load_hmar_transformer(generator, var); });
+  EXPECT_NE(message.find("mask_embed.weight"), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace tessera
