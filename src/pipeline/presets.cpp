@@ -79,6 +79,15 @@ std::vector<int64_t> hmar_mask_steps(int64_t tokens) {
   return {tokens};
 }
 
+// The published VAR and HMAR models at `depth`: width 64·depth, depth heads, the defaults else.
+VarArchitecture published_architecture(int64_t depth) {
+  VarArchitecture a;
+  a.depth = depth;
+  a.width = 64 * depth;
+  a.heads = depth;
+  return a;
+}
+
 // "12.attn.proj.weight" → (12, "attn.proj.weight").
 std::pair<int64_t, std::string> block_index(const std::string& rest, const std::string& key) {
   const size_t dot = rest.find('.');
@@ -208,10 +217,7 @@ std::vector<std::string> generator_preset_names() {
 GeneratorPreset generator_preset(const std::string& name) {
   for (const VarSize& size : kVarSizes) {
     if (name != fmt::format("var-d{}", size.depth)) continue;
-    VarArchitecture a;
-    a.depth = size.depth;
-    a.width = 64 * size.depth;
-    a.heads = size.depth;
+    const VarArchitecture a = published_architecture(size.depth);
     GeneratorPreset p = var_generator_preset(a);
     p.name = name;
     p.description = fmt::format(
@@ -223,10 +229,7 @@ GeneratorPreset generator_preset(const std::string& name) {
   }
   for (const HmarSize& size : kHmarSizes) {
     if (name != fmt::format("hmar-d{}", size.depth)) continue;
-    VarArchitecture a;
-    a.depth = size.depth;
-    a.width = 64 * size.depth;
-    a.heads = size.depth;
+    const VarArchitecture a = published_architecture(size.depth);
     GeneratorPreset p = hmar_generator_preset(a);
     p.generator.sampling.guidance = Guidance::var_scale_ramp(size.cfg);
     p.generator.sampling.head.discrete.top_k = size.top_k;
