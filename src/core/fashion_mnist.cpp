@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -30,6 +31,8 @@ constexpr uint32_t kIdxLabelsMagic = 0x00000801;
 // No IDX file anyone uses comes near this; a header that claims more is corrupt, and refusing
 // it keeps a bad file from asking for an absurd allocation.
 constexpr uint64_t kMaxIdxDataBytes = uint64_t{1} << 34;  // 16 GiB
+// The first piece read of an IDX payload; each later piece doubles what has been read.
+constexpr uint64_t kFirstReadBytes = uint64_t{1} << 20;
 // gzread takes an unsigned int length and returns an int, so large reads go in pieces.
 constexpr uint64_t kReadChunkBytes = uint64_t{1} << 28;
 
@@ -120,21 +123,38 @@ at::Tensor read_idx(const std::filesystem::path& path, uint32_t expected_magic,
                 name, expected_rank, header.size(), header_read);
 
   dimensions.clear();
-  uint64_t data_bytes = 1;
+  uint64_t data_bytes = 1, element_bytes = 1;
   for (unsigned d = 0; d < expected_rank; ++d) {
     const uint32_t size = read_big_endian_u32(header.data() + 4 * d);
     // Image sides of zero make no sense; a count of zero is an empty but valid file.
     TESSERA_CHECK(d == 0 || size > 0, "IDX file '{}' declares dimension {} of size 0", name, d);
     dimensions.push_back(static_cast<int64_t>(size));
-    // Checking before multiplying keeps the product from overflowing.
+    // Checking before multiplying keeps the product from overflowing; the sizes of one element
+    // (every dimension but the count) are bounded too, so that an empty file's shape stays
+    // within a tensor's int64 strides.
     TESSERA_CHECK(size == 0 || data_bytes <= kMaxIdxDataBytes / size,
                   "IDX file '{}' declares more than {} bytes of data; its header is corrupt", name,
                   kMaxIdxDataBytes);
     data_bytes *= size;
+    if (d > 0) element_bytes *= size;
+    TESSERA_CHECK(element_bytes <= kMaxIdxDataBytes,
+                  "IDX file '{}' declares elements of more than {} bytes; its header is corrupt",
+                  name, kMaxIdxDataBytes);
   }
 
-  at::Tensor data = at::empty({static_cast<int64_t>(data_bytes)}, at::kByte);
-  const uint64_t data_read = reader.read(data.data_ptr<uint8_t>(), data_bytes);
+  // Read in pieces into storage that grows with what the file really holds: a header that
+  // declares gigabytes on a file of a few bytes gets its "truncated" error without the allocation.
+  std::vector<uint8_t> bytes;
+  uint64_t data_read = 0;
+  while (data_read < data_bytes) {
+    const uint64_t want = std::min<uint64_t>(data_bytes - data_read,
+                                             std::max<uint64_t>(data_read, kFirstReadBytes));
+    bytes.resize(static_cast<size_t>(data_read + want));
+    const uint64_t got = reader.read(bytes.data() + data_read, want);
+    data_read += got;
+    if (got < want) break;
+  }
+  bytes.resize(static_cast<size_t>(data_read));
   if (data_read != data_bytes) {
     const std::string zlib_error = reader.zlib_error();
     TESSERA_FAIL(
@@ -148,6 +168,8 @@ at::Tensor read_idx(const std::filesystem::path& path, uint32_t expected_magic,
                 "IDX file '{}' holds more data than the {} bytes its header declares ({}); the "
                 "header does not describe this file",
                 name, data_bytes, fmt::join(dimensions, " x "));
+  at::Tensor data = at::empty({static_cast<int64_t>(data_bytes)}, at::kByte);
+  if (data_bytes > 0) std::memcpy(data.data_ptr<uint8_t>(), bytes.data(), bytes.size());
   return data;
 }
 

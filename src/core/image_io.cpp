@@ -4,7 +4,11 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include <climits>
 #include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -12,6 +16,7 @@
 
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
+#include "tessera/core/format.h"
 
 namespace tessera {
 namespace {
@@ -46,6 +51,55 @@ at::Tensor to_uint8_pixels(const at::Tensor& images, const ImageGridOptions& opt
       .to(at::kByte);
 }
 
+// Note [Corrupt JPEG Huffman tables]
+// Debian 12's stb_image (v2.27) builds each JPEG Huffman table into a 257-entry array without
+// checking that the table's 16 code counts sum to at most 256 (the JPEG standard's limit), so a
+// corrupt DHT segment writes past the array (found by fuzz/fuzz_image). Tessera cannot patch the
+// system header; it walks the file's marker segments first and refuses such a table itself.
+// Segments are skipped by their lengths, and entropy-coded data byte by byte up to the next marker
+// (inside it 0xFF is always followed by 0x00 or a restart marker), so bytes inside other segments
+// are never read as a DHT. Returns an empty string, or what is wrong.
+std::string corrupt_jpeg_huffman_table(const std::vector<unsigned char>& b) {
+  size_t i = 2;  // after SOI
+  while (i + 4 <= b.size()) {
+    if (b[i] != 0xFF) {
+      ++i;  // entropy-coded data
+      continue;
+    }
+    const unsigned char marker = b[i + 1];
+    if (marker == 0xFF) {
+      ++i;  // fill byte
+      continue;
+    }
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) {
+      i += 2;  // stuffed 0xFF, TEM, restart markers, SOI: no length
+      continue;
+    }
+    if (marker == 0xD9) break;  // EOI
+    const size_t length = (size_t{b[i + 2]} << 8) | b[i + 3];
+    const size_t end = i + 2 + length;
+    if (marker == 0xC4) {
+      // stb reads a segment cut short by the file's end as zeros, and so does this check.
+      const auto byte = [&](size_t q) -> size_t { return q < b.size() ? b[q] : 0; };
+      for (size_t p = i + 4; p < end && p < b.size();) {
+        size_t codes = 0;
+        for (size_t k = 1; k <= 16; ++k) codes += byte(p + k);
+        if (codes > 256) {
+          return fmt::format("a Huffman table declares {} codes (at most 256)", codes);
+        }
+        p += 17 + codes;
+      }
+    }
+    if (length < 2 || end > b.size()) break;  // truncated: stb's own checks report it
+    i = end;
+  }
+  return {};
+}
+
+// Decoded images past this many pixels are refused before decoding (67 M: 8192 x 8192), so that
+// a small file's header cannot ask for gigabytes.
+constexpr int64_t kMaxDecodedPixels = int64_t{1} << 26;
+
 }  // namespace
 
 at::Tensor read_image(const std::filesystem::path& path, int channels) {
@@ -54,9 +108,27 @@ at::Tensor read_image(const std::filesystem::path& path, int channels) {
   std::error_code error;
   TESSERA_CHECK(std::filesystem::is_regular_file(path, error), "image file '{}' does not exist",
                 path.string());
+  std::ifstream in(path, std::ios::binary);
+  TESSERA_CHECK(in.good(), "cannot open image file '{}'", path.string());
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
+                                         std::istreambuf_iterator<char>());
+  TESSERA_CHECK(bytes.size() <= static_cast<size_t>(INT32_MAX),
+                "image file '{}' is larger than 2 GiB", path.string());
+  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
+    const std::string corrupt = corrupt_jpeg_huffman_table(bytes);
+    TESSERA_CHECK(corrupt.empty(), "cannot decode image '{}': corrupt JPEG: {}", path.string(),
+                  corrupt);
+  }
+  const auto size = static_cast<int>(bytes.size());
   int width = 0, height = 0, channels_in_file = 0;
+  if (stbi_info_from_memory(bytes.data(), size, &width, &height, &channels_in_file) != 0) {
+    TESSERA_CHECK(static_cast<int64_t>(width) * height <= kMaxDecodedPixels,
+                  "image '{}' is {}x{} pixels, more than the {} this loader decodes",
+                  path.string(), width, height, kMaxDecodedPixels);
+  }
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
-      stbi_load(path.c_str(), &width, &height, &channels_in_file, channels), stbi_image_free);
+      stbi_load_from_memory(bytes.data(), size, &width, &height, &channels_in_file, channels),
+      stbi_image_free);
   TESSERA_CHECK(pixels != nullptr, "cannot decode image '{}': {}", path.string(),
                 stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
   const int64_t out_channels = channels ? channels : channels_in_file;

@@ -1,5 +1,7 @@
 #include "tessera/nn/backbone_config.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <numeric>
 
@@ -16,9 +18,39 @@ double BackboneConfig::resolved_softmax_scale() const {
   return qk_l2_norm ? 1.0 : 1.0 / std::sqrt(static_cast<double>(head_dim()));
 }
 
+// Note [Backbone size limits]
+// A config is untrusted input (a file from anywhere), and the sizes below enter products
+// (parameter counts, embedding tables, position tables) in int64. Each is bounded far above any
+// real model (VAR-d30 has width 1920, depth 30, 680 positions; LlamaGen's vocabulary is 16384) and
+// low enough that no product of them can overflow; fuzz/fuzz_config found the overflow before
+// these bounds existed.
+constexpr int64_t kMaxWidth = int64_t{1} << 16;
+constexpr int64_t kMaxDepth = int64_t{1} << 12;
+constexpr int64_t kMaxTableRows = int64_t{1} << 24;  // vocabulary, classes, positions
+constexpr int64_t kMaxChannels = int64_t{1} << 20;   // input channels, MLP hidden width
+
 void BackboneConfig::validate() const {
   TESSERA_CHECK(width >= 1 && depth >= 1 && num_heads >= 1,
                 "width, depth and num_heads must be >= 1; got {}, {}, {}", width, depth, num_heads);
+  TESSERA_CHECK(width <= kMaxWidth && depth <= kMaxDepth,
+                "width must be at most {} and depth at most {} (Note [Backbone size limits]); got "
+                "{} and {}",
+                kMaxWidth, kMaxDepth, width, depth);
+  TESSERA_CHECK(vocab_size <= kMaxTableRows && num_classes <= kMaxTableRows,
+                "vocab_size and num_classes must be at most {}; got {} and {}", kMaxTableRows,
+                vocab_size, num_classes);
+  TESSERA_CHECK(input_channels <= kMaxChannels && mlp_hidden <= kMaxChannels,
+                "input_channels and mlp_hidden must be at most {}; got {} and {}", kMaxChannels,
+                input_channels, mlp_hidden);
+  TESSERA_CHECK(segments.size() <= static_cast<size_t>(kMaxTableRows),
+                "at most {} segments, got {}", kMaxTableRows, segments.size());
+  int64_t length = 0;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    TESSERA_CHECK(segments[s] <= kMaxTableRows - length,
+                  "the segments add up to more than {} positions (segments[{}] = {})",
+                  kMaxTableRows, s, segments[s]);
+    length += std::max<int64_t>(segments[s], 0);
+  }
   TESSERA_CHECK(width % num_heads == 0, "width {} is not divisible by num_heads {}", width,
                 num_heads);
   TESSERA_CHECK(!segments.empty(),
@@ -75,7 +107,9 @@ void BackboneConfig::validate() const {
                   num_heads);
   }
   if (rope == RopeKind::rope_2d) {
-    TESSERA_CHECK(rope_grid >= 1 && rope_grid * rope_grid >= max_length() - condition_tokens,
+    TESSERA_CHECK(rope_grid >= 1 && rope_grid <= kMaxTableRows,
+                  "2D rope: rope_grid must be in [1, {}], got {}", kMaxTableRows, rope_grid);
+    TESSERA_CHECK(rope_grid * rope_grid >= max_length() - condition_tokens,
                   "2D rope: the {}x{} grid holds {} tokens but the sequence has {} after its {} "
                   "condition tokens",
                   rope_grid, rope_grid, rope_grid * rope_grid, max_length() - condition_tokens,

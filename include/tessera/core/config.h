@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include <concepts>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
@@ -131,9 +132,11 @@ void read_value(const nlohmann::json& j, T& out, const std::string& path) {
                   json_excerpt(j));
     out = j.get<bool>();
   } else if constexpr (std::is_integral_v<T>) {
+    // A float is accepted when it is a whole number inside int64's range: casting one outside
+    // that range would be undefined behaviour, not a wrong value.
     TESSERA_CHECK(j.is_number_integer() ||
-                      (j.is_number_float() && j.get<double>() == static_cast<double>(
-                                                                      static_cast<int64_t>(j.get<double>()))),
+                      (j.is_number_float() && std::trunc(j.get<double>()) == j.get<double>() &&
+                       j.get<double>() >= -0x1p63 && j.get<double>() < 0x1p63),
                   "{}: expected an integer, got {} {}", path, json_type_name(j), json_excerpt(j));
     if (j.is_number_unsigned()) {
       const uint64_t v = j.get<uint64_t>();
