@@ -7,7 +7,7 @@ ifeq ($(CI),true)
   CMAKE_ARGS += -DTESSERA_WERROR=ON
 endif
 
-.PHONY: all bootstrap configure build demo test test-sanitize bench fuzz format clean
+.PHONY: all bootstrap configure build demo test bench fuzz format clean
 
 all: build
 
@@ -32,23 +32,6 @@ bench: build
 	@mkdir -p $(BUILD_DIR)/bench
 	@set -e; for b in $(BUILD_DIR)/bench/*_bench; do \
 	  [ -x "$$b" ] || continue; echo "== $$b"; "$$b" --out $(BUILD_DIR)/bench; done
-
-# The test suites built with AddressSanitizer and UndefinedBehaviorSanitizer into $(SANITIZE_DIR)
-# (library included), run on the labels in SANITIZE_LABELS (docs/fuzzing.md#sanitizers).
-SANITIZE_DIR ?= build-sanitize
-SANITIZE_LABELS ?= core|attention|backbone|tokenizer|compat
-SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=all -fno-omit-frame-pointer
-test-sanitize: bootstrap
-	@if [ ! -f $(SANITIZE_DIR)/CMakeCache.txt ]; then \
-	  cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_BUILD_BENCH=OFF \
-	    -DTESSERA_CUDA=OFF -DCMAKE_CXX_FLAGS="$(SANITIZE_FLAGS)" \
-	    -DCMAKE_EXE_LINKER_FLAGS="$(SANITIZE_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(SANITIZE_FLAGS)"; \
-	fi
-	cmake --build $(SANITIZE_DIR) -j $(JOBS) --target tessera_core_tests tessera_attention_tests \
-	  tessera_nn_tests tessera_tokenizer_tests tessera_compat_tests tessera_cli
-	cd $(SANITIZE_DIR) && LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp:print_suppressions=0 \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j $(JOBS) -L '$(SANITIZE_LABELS)' -E compat_convert_checkpoint
 
 # libFuzzer targets (fuzz/, docs/fuzzing.md), built with clang into $(FUZZ_DIR); each runs
 # FUZZ_SECONDS from its committed seed corpus after replaying the kept reproducers.
