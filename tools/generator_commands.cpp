@@ -35,6 +35,8 @@ namespace {
 constexpr ImageGridOptions kClassGrid{.columns = 10, .padding = 2, .pad_value = 96, .upscale = 2};
 
 void set_threads(int64_t threads) {
+  TESSERA_CHECK(threads >= 0, "--threads must be >= 0 (0 keeps LibTorch's default), got {}",
+                threads);
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
 }
 

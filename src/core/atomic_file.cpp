@@ -1,11 +1,14 @@
 #include "tessera/core/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "tessera/core/error.h"
 #include "tessera/core/logging.h"
@@ -41,7 +44,47 @@ void sync_directory_of(const std::filesystem::path& target) {
   }
 }
 
+// The writer's pid when `name` is `<file>.tmp.<pid>.<16 hex digits>` (AtomicFileWriter's temporary
+// names), else -1.
+long temporary_file_writer(const std::string& name) {
+  constexpr size_t kHexDigits = 16;
+  const size_t marker = name.rfind(".tmp.");
+  if (marker == std::string::npos || marker == 0) return -1;
+  const std::string rest = name.substr(marker + 5);  // "<pid>.<hex>"
+  const size_t dot = rest.find('.');
+  if (dot == std::string::npos || dot == 0 || dot > 9 || rest.size() - dot - 1 != kHexDigits) {
+    return -1;
+  }
+  for (size_t i = 0; i < rest.size(); ++i) {
+    const auto c = static_cast<unsigned char>(rest[i]);
+    const bool digit = std::isdigit(c) != 0, hex = digit || (c >= 'a' && c <= 'f');
+    if (i < dot ? !digit : (i != dot && !hex)) return -1;
+  }
+  return std::stol(rest.substr(0, dot));
+}
+
 }  // namespace
+
+int64_t remove_stale_temporary_files(const std::filesystem::path& directory) {
+  std::error_code error;
+  std::filesystem::directory_iterator entries(directory, error);
+  if (error) return 0;
+  int64_t removed = 0;
+  for (const auto& entry : entries) {
+    const long pid = temporary_file_writer(entry.path().filename().string());
+    if (pid <= 0 || pid == static_cast<long>(::getpid())) continue;
+    // kill(pid, 0) probes without signalling: ESRCH means no such process. EPERM (another user's
+    // process) counts as alive.
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code type_error;
+    if (entry.is_regular_file(type_error) && ::unlink(entry.path().c_str()) == 0) {
+      ++removed;
+      TESSERA_LOG_INFO("removed '{}', left by a writer (pid {}) that did not finish",
+                       entry.path().string(), pid);
+    }
+  }
+  return removed;
+}
 
 AtomicFileWriter::AtomicFileWriter(std::filesystem::path target) : target_(std::move(target)) {
   TESSERA_CHECK(!target_.empty() && target_.has_filename(),

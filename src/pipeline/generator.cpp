@@ -52,6 +52,26 @@ nlohmann::json parse_metadata_json(const SafetensorsFile& file, const char* key)
   }
 }
 
+// A weights file may store floating-point tensors in any floating dtype (bf16 files load into fp32
+// modules), but an integer or bool tensor where the model holds floats (or the reverse) is a
+// corrupt or foreign file: copy_ would convert it silently into meaningless weights.
+void check_stored_dtypes(const std::filesystem::path& path,
+                         const std::map<std::string, at::Tensor>& stored,
+                         const std::map<std::string, at::Tensor>& model) {
+  for (const auto& [name, tensor] : stored) {
+    const auto it = model.find(name);
+    if (it == model.end()) continue;  // unexpected names are reported by the loaders
+    const at::Tensor& expected = it->second;
+    const bool fits = expected.is_floating_point() ? tensor.is_floating_point()
+                                                   : tensor.scalar_type() == expected.scalar_type();
+    TESSERA_CHECK(fits, "generator file {}: tensor '{}' is stored as {}, but the model's is {}{}",
+                  path.string(), name, tensor.scalar_type(), expected.scalar_type(),
+                  expected.is_floating_point()
+                      ? " (expected a floating-point dtype: F32, BF16, F16 or F64)"
+                      : "");
+  }
+}
+
 }  // namespace
 
 Generator::Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenizer, uint64_t seed)
@@ -118,13 +138,35 @@ Generator Generator::load(const std::filesystem::path& path) {
                                         "tokenizer_config");
   const std::map<std::string, at::Tensor> tensors = file.all();
   std::shared_ptr<Tokenizer> tokenizer = make_tokenizer(tokenizer_config);
-  tokenizer->load_state_dict(strip_prefix(tensors, "tokenizer."));
+  // The parts' loaders name the tensors that do not fit, but not the file they came from.
+  const auto in_file = [&](const auto& load) {
+    try {
+      load();
+    } catch (const Error& e) {
+      TESSERA_FAIL("generator file {}: {}", path.string(), e.what());
+    }
+  };
+  std::map<std::string, at::Tensor> expected;
+  add_prefixed(expected, "tokenizer.", tokenizer->state_dict());
+  check_stored_dtypes(path, tensors, expected);
+  in_file([&] { tokenizer->load_state_dict(strip_prefix(tensors, "tokenizer.")); });
   Generator generator(generator_config, std::move(tokenizer));
-  generator.backbone_.load_state_dict(strip_prefix(tensors, "backbone."));
-  if (generator.decoder_) generator.decoder_->load_state_dict(strip_prefix(tensors, "decoder."));
-  generator.head_->load_state_dict(strip_prefix(tensors, "head."));
+  add_prefixed(expected, "backbone.", generator.backbone_.state_dict());
+  if (generator.decoder_) add_prefixed(expected, "decoder.", generator.decoder_->state_dict());
+  add_prefixed(expected, "head.", generator.head_->state_dict());
   if (generator.refinement_head_) {
-    generator.refinement_head_->load_state_dict(strip_prefix(tensors, "refinement_head."));
+    add_prefixed(expected, "refinement_head.", generator.refinement_head_->state_dict());
+  }
+  check_stored_dtypes(path, tensors, expected);
+  in_file([&] { generator.backbone_.load_state_dict(strip_prefix(tensors, "backbone.")); });
+  if (generator.decoder_) {
+    in_file([&] { generator.decoder_->load_state_dict(strip_prefix(tensors, "decoder.")); });
+  }
+  in_file([&] { generator.head_->load_state_dict(strip_prefix(tensors, "head.")); });
+  if (generator.refinement_head_) {
+    in_file([&] {
+      generator.refinement_head_->load_state_dict(strip_prefix(tensors, "refinement_head."));
+    });
   }
   for (const auto& [name, tensor] : tensors) {
     TESSERA_CHECK(name.starts_with("tokenizer.") || name.starts_with("backbone.") ||

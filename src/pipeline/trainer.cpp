@@ -218,6 +218,8 @@ TrainResult Trainer::run(std::optional<int64_t> stop_at) {
   TESSERA_CHECK(end_step >= 0, "Trainer::run: stop_at must be >= 0, got {}", end_step);
   const std::filesystem::path out_dir = config_.output_dir;
   std::filesystem::create_directories(out_dir);
+  // A run killed while saving left its temporary file behind (Note [Atomic writes]).
+  remove_stale_temporary_files(out_dir);
   const std::filesystem::path checkpoint = checkpoint_path();
   if (config_.resume && std::filesystem::exists(checkpoint)) {
     load_checkpoint(checkpoint);

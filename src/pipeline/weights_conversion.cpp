@@ -135,6 +135,13 @@ Generator generator_from_checkpoint(const std::filesystem::path& checkpoint,
   const SafetensorsFile file = SafetensorsFile::open(checkpoint);
   const GeneratorConfig config =
       parse_generator_config(checkpoint, required_metadata(file, "tessera.generator_config"));
+  // A generator file carries tessera.generator_config too; without this check it would be
+  // reported as a checkpoint of a run with EMA disabled.
+  TESSERA_CHECK(file.metadata().contains("tessera.format"),
+                "{}: not a training checkpoint (no 'tessera.format' in its metadata); it is a "
+                "generator file, which `tessera sample --model` reads as it is (`tessera convert "
+                "--in` casts it)",
+                checkpoint.string());
   const std::string prefix = weights == CheckpointWeights::ema ? "ema/" : "param/";
   const std::map<std::string, at::Tensor> parameters =
       with_prefix_removed(file.all(), prefix);

@@ -51,6 +51,11 @@ void MarSchedule::check_models(const ScheduleModels& models,
                                const std::vector<TokenGridSize>& grids) const {
   check_no_hmar_tail(models, "mar schedule");
   const int64_t L = single_grid(grids, "mar schedule").count();
+  TESSERA_CHECK(config_.steps <= L,
+                "mar schedule: {} steps for {} tokens; each step must predict at least one, so "
+                "steps must be <= {}",
+                config_.steps, L, L);
+  check_tokenizer_tokens(models, /*ids=*/false, "mar schedule");
   if (config_.encoder_decoder) {
     check_mar_encoder_decoder(models, config_.buffer_size, layout(L), "mar schedule");
     return;

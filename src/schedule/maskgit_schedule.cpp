@@ -64,6 +64,11 @@ void MaskGitSchedule::check_models(const ScheduleModels& models,
   TESSERA_CHECK(L % config_.span_length == 0,
                 "maskgit schedule: span_length {} must divide the {} tokens of the grid",
                 config_.span_length, L);
+  TESSERA_CHECK(config_.steps <= L / config_.span_length,
+                "maskgit schedule: {} steps for {} units (tokens / span_length); each step must "
+                "commit at least one, so steps must be <= {}",
+                config_.steps, L / config_.span_length, L / config_.span_length);
+  check_tokenizer_tokens(models, /*ids=*/true, "maskgit schedule");
 }
 
 BlockMask MaskGitSchedule::training_mask(const std::vector<TokenGridSize>& grids) const {
@@ -187,10 +192,6 @@ Tokens MaskGitSchedule::sample(const ScheduleModels& models, const at::Tensor& l
   const TokenGridSize grid = grids[0];
   const int64_t L = grid.count(), W = backbone.width(), c = config_.condition_tokens;
   const int64_t k = config_.span_length, units = L / k, T = config_.steps;
-  TESSERA_CHECK(T <= units,
-                "maskgit schedule: {} steps for {} units (tokens / span_length); each step must "
-                "commit at least one",
-                T, units);
   const int64_t mask_id = models.head.vocab_size();
   const at::Tensor run_labels = backbone_labels(backbone, labels, options);
   const BlockMask full = training_mask(grids);

@@ -49,6 +49,7 @@ void RasterSchedule::check_models(const ScheduleModels& models,
   TESSERA_CHECK(c.vocab_size >= models.head.vocab_size(),
                 "raster schedule: the backbone's vocab_size {} is smaller than the head's {}",
                 c.vocab_size, models.head.vocab_size());
+  check_tokenizer_tokens(models, /*ids=*/true, "raster schedule");
   if (config_.order != GenerationOrder::raster) {
     // See Note [Positions of a generation order].
     TESSERA_CHECK(c.rope != RopeKind::rope_2d,

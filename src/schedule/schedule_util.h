@@ -50,6 +50,34 @@ inline void check_no_hmar_tail(const ScheduleModels& models, const char* who) {
                 models.backbone.config().branch_blocks);
 }
 
+// The tokenizer must make the tokens the head predicts: ids from a codebook the size of the head's
+// vocabulary, or vectors of the head's channels. Checked with the other parts so that a config
+// that pairs them wrongly fails when the generator is built, not after the training set has been
+// encoded (the loss's check) or a whole run has trained (the decoder's). Schedule-level tests run
+// without a tokenizer (null): nothing to check then.
+inline void check_tokenizer_tokens(const ScheduleModels& models, bool ids, const char* who) {
+  if (models.tokenizer == nullptr) return;
+  const Tokenizer& tokenizer = *models.tokenizer;
+  const char* kind = tokenizer_kind_name(tokenizer.config().kind);
+  if (ids) {
+    TESSERA_CHECK(tokenizer.discrete(),
+                  "{}: needs a tokenizer of token ids (a VQ-VAE), got a '{}' tokenizer of "
+                  "continuous tokens ({} channels)",
+                  who, kind, tokenizer.token_channels());
+    TESSERA_CHECK(tokenizer.vocab_size() == models.head.vocab_size(),
+                  "{}: the head predicts {} ids but the '{}' tokenizer's codebook has {}", who,
+                  models.head.vocab_size(), kind, tokenizer.vocab_size());
+  } else {
+    TESSERA_CHECK(!tokenizer.discrete(),
+                  "{}: needs a tokenizer of continuous tokens (a KL-VAE or patches), got a '{}' "
+                  "tokenizer of token ids (codebook {})",
+                  who, kind, tokenizer.vocab_size());
+    TESSERA_CHECK(tokenizer.token_channels() == models.head.token_channels(),
+                  "{}: the head's tokens have {} channels but the '{}' tokenizer's have {}", who,
+                  models.head.token_channels(), kind, tokenizer.token_channels());
+  }
+}
+
 // The batch size of a sample() call, after checking the labels against the backbone and rngs.
 inline int64_t sample_batch_size(const Backbone& backbone, const at::Tensor& labels,
                                  const SampleRngs& rngs, const GenerationOptions& options,

@@ -8,6 +8,7 @@
 // happens mid-write, and an AtomicFileWriter destroyed without commit() removes its temporary file.
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string_view>
 
@@ -38,5 +39,12 @@ class AtomicFileWriter {
 
 // Writes `bytes` to `path` atomically.
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+
+// Removes the temporary files that writers killed mid-write (SIGKILL, a power cut: no destructor
+// ran) left in `directory`: names `<file>.tmp.<pid>.<16 hex digits>` whose process no longer
+// exists on this machine. A live writer's file is kept. Returns how many were removed; a missing
+// directory is not an error. The trainer calls it on its output folder before it resumes, so that
+// repeated crashes do not pile up checkpoint-sized files.
+int64_t remove_stale_temporary_files(const std::filesystem::path& directory);
 
 }  // namespace tessera
