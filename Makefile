@@ -37,13 +37,14 @@ bench: build
 # FUZZ_SECONDS from its committed seed corpus after replaying the kept reproducers.
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= safetensors config idx image
 fuzz:
 	@scripts/bootstrap --fuzz >/dev/null
 	@if [ ! -f $(FUZZ_DIR)/CMakeCache.txt ]; then \
 	  cmake -S fuzz -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14; \
 	fi
 	cmake --build $(FUZZ_DIR) -j $(JOBS)
-	scripts/run-fuzzers $(FUZZ_DIR) $(FUZZ_SECONDS)
+	FUZZ_TARGETS="$(FUZZ_TARGETS)" scripts/run-fuzzers $(FUZZ_DIR) $(FUZZ_SECONDS)
 
 format:
 	@files=$$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh'); \

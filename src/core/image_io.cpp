@@ -60,7 +60,8 @@ at::Tensor to_uint8_pixels(const at::Tensor& images, const ImageGridOptions& opt
 // (inside it 0xFF is always followed by 0x00 or a restart marker), so bytes inside other segments
 // are never read as a DHT. Returns an empty string, or what is wrong.
 std::string corrupt_jpeg_huffman_table(const std::vector<unsigned char>& b) {
-  size_t i = 2;  // after SOI
+  // From the first byte: stb skips 0xFF fill bytes before SOI too (0xFF 0xFF 0xD8 is a JPEG to it).
+  size_t i = 0;
   while (i + 4 <= b.size()) {
     if (b[i] != 0xFF) {
       ++i;  // entropy-coded data
@@ -114,17 +115,35 @@ at::Tensor read_image(const std::filesystem::path& path, int channels) {
                                          std::istreambuf_iterator<char>());
   TESSERA_CHECK(bytes.size() <= static_cast<size_t>(INT32_MAX),
                 "image file '{}' is larger than 2 GiB", path.string());
-  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
+  if (!bytes.empty() && bytes[0] == 0xFF) {  // what stb's JPEG test accepts starts so
     const std::string corrupt = corrupt_jpeg_huffman_table(bytes);
     TESSERA_CHECK(corrupt.empty(), "cannot decode image '{}': corrupt JPEG: {}", path.string(),
                   corrupt);
   }
   const auto size = static_cast<int>(bytes.size());
   int width = 0, height = 0, channels_in_file = 0;
-  if (stbi_info_from_memory(bytes.data(), size, &width, &height, &channels_in_file) != 0) {
-    TESSERA_CHECK(static_cast<int64_t>(width) * height <= kMaxDecodedPixels,
+  // The header is read first and must parse: the size checks below need it (stb's loader went on
+  // decoding a BMP whose header its own info call refused).
+  TESSERA_CHECK(stbi_info_from_memory(bytes.data(), size, &width, &height, &channels_in_file) != 0,
+                "cannot decode image '{}': {}", path.string(),
+                stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+  {
+    const int64_t pixels = static_cast<int64_t>(width) * height;
+    TESSERA_CHECK(pixels <= kMaxDecodedPixels,
                   "image '{}' is {}x{} pixels, more than the {} this loader decodes",
                   path.string(), width, height, kMaxDecodedPixels);
+    // stb decodes a BMP or JPEG whose data is missing as zeros, pixel by pixel, to the size its
+    // header declares (fuzz/fuzz_image timed out on a 123-byte BMP): a header declaring more
+    // pixels than the file can hold is refused first. An uncompressed BMP holds at least one bit
+    // per pixel; a JPEG, at least one byte per 1024 pixels (a flat 8x8 block costs a few bits).
+    const bool bmp = bytes.size() >= 2 && bytes[0] == 'B' && bytes[1] == 'M';
+    const int64_t most = bmp ? 8 * static_cast<int64_t>(bytes.size())
+                             : (bytes[0] == 0xFF ? 1024 * static_cast<int64_t>(bytes.size())
+                                                 : kMaxDecodedPixels);
+    TESSERA_CHECK(pixels <= most,
+                  "cannot decode image '{}': its header declares {}x{} pixels, more than its {} "
+                  "bytes can hold (the file is truncated or corrupt)",
+                  path.string(), width, height, bytes.size());
   }
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(bytes.data(), size, &width, &height, &channels_in_file, channels),
