@@ -83,6 +83,13 @@ namespace {
 // Generators with more classes than this need --classes: a row per class would be a huge grid.
 constexpr int64_t kMostDefaultClassRows = 16;
 
+void check_class_rows(const SampleOptions& options, const std::string& what, int64_t num_classes) {
+  TESSERA_CHECK(!options.classes.empty() || num_classes <= kMostDefaultClassRows,
+                "tessera sample: {} has {} classes; choose the grid's rows with --classes (e.g. "
+                "--classes 207,360,387,974)",
+                what, num_classes);
+}
+
 // --preset's architecture, or --weights' own when its metadata describes a VAR model (then with
 // the sampling settings recorded there).
 GeneratorPreset preset_to_sample(const SampleOptions& options) {
@@ -110,11 +117,7 @@ GeneratorPreset preset_to_sample(const SampleOptions& options) {
 Generator preset_generator_to_sample(const SampleOptions& options) {
   const GeneratorPreset preset = preset_to_sample(options);
   // Checked before building: a published model takes seconds to allocate.
-  TESSERA_CHECK(!options.classes.empty() ||
-                    preset.generator.backbone.num_classes <= kMostDefaultClassRows,
-                "tessera sample: {} has {} classes; choose the grid's rows with --classes (e.g. "
-                "--classes 207,360,387,974)",
-                preset.name, preset.generator.backbone.num_classes);
+  check_class_rows(options, preset.name, preset.generator.backbone.num_classes);
   if (options.weights.empty()) {
     std::printf("%s: random transformer weights, for speed and memory measurements only\n",
                 preset.name.c_str());
@@ -155,10 +158,7 @@ void run_sample(const SampleOptions& options) {
   if (!options.sampling.empty()) {
     sampling = patched_sampling(generator.config().sampling, options.sampling);
   }
-  TESSERA_CHECK(!options.classes.empty() || generator.num_classes() <= kMostDefaultClassRows,
-                "tessera sample: the generator has {} classes; choose the grid's rows with "
-                "--classes (e.g. --classes 207,360,387,974)",
-                generator.num_classes());
+  check_class_rows(options, "the generator", generator.num_classes());
   const BulkSamples samples = sample_class_rows(generator, {.per_class = options.per_class,
                                                             .classes = options.classes,
                                                             .seed = options.seed,

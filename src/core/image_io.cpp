@@ -115,7 +115,10 @@ at::Tensor read_image(const std::filesystem::path& path, int channels) {
                                          std::istreambuf_iterator<char>());
   TESSERA_CHECK(bytes.size() <= static_cast<size_t>(INT32_MAX),
                 "image file '{}' is larger than 2 GiB", path.string());
-  if (!bytes.empty() && bytes[0] == 0xFF) {  // what stb's JPEG test accepts starts so
+  // What stb's JPEG test accepts starts so; BMP files start with "BM".
+  const bool jpeg = !bytes.empty() && bytes[0] == 0xFF;
+  const bool bmp = bytes.size() >= 2 && bytes[0] == 'B' && bytes[1] == 'M';
+  if (jpeg) {
     const std::string corrupt = corrupt_jpeg_huffman_table(bytes);
     TESSERA_CHECK(corrupt.empty(), "cannot decode image '{}': corrupt JPEG: {}", path.string(),
                   corrupt);
@@ -136,10 +139,9 @@ at::Tensor read_image(const std::filesystem::path& path, int channels) {
     // header declares (fuzz/fuzz_image timed out on a 123-byte BMP): a header declaring more
     // pixels than the file can hold is refused first. An uncompressed BMP holds at least one bit
     // per pixel; a JPEG, at least one byte per 1024 pixels (a flat 8x8 block costs a few bits).
-    const bool bmp = bytes.size() >= 2 && bytes[0] == 'B' && bytes[1] == 'M';
-    const int64_t most = bmp ? 8 * static_cast<int64_t>(bytes.size())
-                             : (bytes[0] == 0xFF ? 1024 * static_cast<int64_t>(bytes.size())
-                                                 : kMaxDecodedPixels);
+    const int64_t most = bmp    ? 8 * static_cast<int64_t>(bytes.size())
+                         : jpeg ? 1024 * static_cast<int64_t>(bytes.size())
+                                : kMaxDecodedPixels;
     TESSERA_CHECK(pixels <= most,
                   "cannot decode image '{}': its header declares {}x{} pixels, more than its {} "
                   "bytes can hold (the file is truncated or corrupt)",

@@ -43,6 +43,17 @@ int64_t parse_integer(const std::string& text, const std::string& key) {
   TESSERA_FAIL("VAR metadata: '{}' is not an integer: '{}'", key, text);
 }
 
+// `text` as a whole number; `key` names it in the error.
+double parse_number(const std::string& text, const std::string& key) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::logic_error&) {
+  }
+  TESSERA_FAIL("VAR metadata: '{}' is not a number: '{}'", key, text);
+}
+
 int64_t parse_int(const std::map<std::string, std::string>& m, const std::string& key) {
   const auto it = m.find(key);
   TESSERA_CHECK(it != m.end(), "VAR metadata: '{}' is missing", key);
@@ -132,11 +143,7 @@ VarArchitecture var_architecture_from_metadata(const std::map<std::string, std::
   a.shared_adaln = parse_bool(metadata, "shared_aln", false);
   a.attn_l2_norm = parse_bool(metadata, "attn_l2_norm", true);
   if (const auto it = metadata.find("norm_eps"); it != metadata.end()) {
-    try {
-      a.norm_eps = std::stod(it->second);
-    } catch (const std::logic_error&) {
-      TESSERA_FAIL("VAR metadata: 'norm_eps' is not a number: '{}'", it->second);
-    }
+    a.norm_eps = parse_number(it->second, "norm_eps");
   }
   const auto it = metadata.find("patch_nums");
   TESSERA_CHECK(it != metadata.end(), "VAR metadata: 'patch_nums' is missing");
@@ -261,13 +268,7 @@ GenerationOptions var_sampling_from_metadata(const std::map<std::string, std::st
   const auto number = [&](const std::string& key) -> std::optional<double> {
     const auto it = metadata.find(key);
     if (it == metadata.end()) return std::nullopt;
-    try {
-      size_t used = 0;
-      const double v = std::stod(it->second, &used);
-      if (used == it->second.size()) return v;
-    } catch (const std::logic_error&) {
-    }
-    TESSERA_FAIL("VAR metadata: '{}' is not a number: '{}'", key, it->second);
+    return parse_number(it->second, key);
   };
   if (const auto cfg = number("cfg")) defaults.guidance = Guidance::var_scale_ramp(*cfg);
   if (metadata.contains("top_k")) {
