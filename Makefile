@@ -7,7 +7,7 @@ ifeq ($(CI),true)
   CMAKE_ARGS += -DTESSERA_WERROR=ON
 endif
 
-.PHONY: all bootstrap configure build demo test bench fuzz format clean
+.PHONY: all bootstrap configure build demo test test-sanitize bench fuzz format clean
 
 all: build
 
@@ -32,6 +32,23 @@ bench: build
 	@mkdir -p $(BUILD_DIR)/bench
 	@set -e; for b in $(BUILD_DIR)/bench/*_bench; do \
 	  [ -x "$$b" ] || continue; echo "== $$b"; "$$b" --out $(BUILD_DIR)/bench; done
+
+# The test suites built with AddressSanitizer and UndefinedBehaviorSanitizer into $(SANITIZE_DIR)
+# (the library included; LibTorch itself is not instrumented), run on SANITIZE_LABELS
+# (docs/fuzzing.md, "Sanitizers"). Any report fails the run.
+SANITIZE_DIR ?= build-sanitize
+SANITIZE_LABELS ?= core|attention|backbone|tokenizer|head|schedule|pipeline|compat|hardening
+SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=all -fno-omit-frame-pointer
+test-sanitize: bootstrap
+	@if [ ! -f $(SANITIZE_DIR)/CMakeCache.txt ]; then \
+	  cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_BUILD_BENCH=OFF \
+	    -DTESSERA_CUDA=OFF -DCMAKE_CXX_FLAGS="$(SANITIZE_FLAGS)" \
+	    -DCMAKE_EXE_LINKER_FLAGS="$(SANITIZE_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(SANITIZE_FLAGS)"; \
+	fi
+	cmake --build $(SANITIZE_DIR) -j $(JOBS)
+	cd $(SANITIZE_DIR) && LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp:print_suppressions=0 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) -L '$(SANITIZE_LABELS)'
 
 # libFuzzer targets (fuzz/, docs/fuzzing.md), built with clang into $(FUZZ_DIR); each runs
 # FUZZ_SECONDS from its committed seed corpus after replaying the kept reproducers.
