@@ -7,12 +7,13 @@ ifeq ($(CI),true)
   CMAKE_ARGS += -DTESSERA_WERROR=ON
 endif
 
-.PHONY: all bootstrap configure build demo test test-sanitize bench fuzz format clean
+.PHONY: all bootstrap configure build demo test test-sanitize bench fuzz docs format clean
 
 all: build
 
+# --docs: doxygen too, so that `make test` runs the API-reference check (ctest -L packaging).
 bootstrap:
-	@scripts/bootstrap >/dev/null
+	@scripts/bootstrap --docs >/dev/null
 
 configure: bootstrap
 	@if [ ! -f $(BUILD_DIR)/CMakeCache.txt ]; then \
@@ -62,6 +63,16 @@ fuzz:
 	fi
 	cmake --build $(FUZZ_DIR) -j $(JOBS)
 	FUZZ_TARGETS="$(FUZZ_TARGETS)" scripts/run-fuzzers $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+# The API reference (docs/api.md): doxygen over include/tessera/ into $(DOCS_DIR)/html, any
+# warning (an undocumented public entity included) an error. The version is CMakeLists.txt's.
+DOCS_DIR ?= $(BUILD_DIR)/docs
+TESSERA_VERSION = $(shell grep -oE '^project.tessera VERSION [0-9.]+' CMakeLists.txt | grep -oE '[0-9.]+$$')
+docs:
+	@scripts/bootstrap --docs >/dev/null
+	@mkdir -p $(DOCS_DIR)
+	TESSERA_DOCS_DIR=$(DOCS_DIR) TESSERA_VERSION=$(TESSERA_VERSION) doxygen docs/Doxyfile
+	@echo "API reference: $(DOCS_DIR)/html/index.html"
 
 format:
 	@files=$$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh'); \
