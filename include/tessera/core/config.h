@@ -41,10 +41,10 @@
 
 namespace tessera {
 
-// Specialise for an enum used in configs:
-//   template <> struct ConfigEnum<Color> {
-//     static constexpr std::pair<Color, const char*> values[] = {{Color::red, "red"}, ...};
-//   };
+/// The names of an enum's values in configs. Specialise it for every enum a config uses:
+///   template <> struct ConfigEnum<Color> {
+///     static constexpr std::pair<Color, const char*> values[] = {{Color::red, "red"}, ...};
+///   };
 template <typename E>
 struct ConfigEnum;
 
@@ -73,7 +73,7 @@ concept ConfigStruct = requires(T& t, KeyCollector& c) { t.visit(c); };
 template <typename T>
 concept HasValidate = requires(const T& t) { t.validate(); };
 
-// "learning_rate" for "lerning_rate": the known key at the smallest edit distance (if close).
+/// "learning_rate" for "lerning_rate": the known key at the smallest edit distance (if close).
 std::string closest_key(std::string_view key, const std::vector<std::string>& known);
 std::string json_type_name(const nlohmann::json& j);
 std::string json_excerpt(const nlohmann::json& j);
@@ -250,8 +250,8 @@ void write_value(nlohmann::json& j, const T& value) {
 
 }  // namespace config_detail
 
-// A config from JSON: defaults for absent keys, an error for unknown keys and wrong types, then
-// validate(). `name` is the root of key paths in messages ("train.optimizer.learning_rate").
+/// A config from JSON: defaults for absent keys, an error for unknown keys and wrong types, then
+/// validate(). `name` is the root of key paths in messages ("train.optimizer.learning_rate").
 template <config_detail::ConfigStruct T>
 T config_from_json(const nlohmann::json& j, const std::string& name = "config") {
   T out{};
@@ -264,21 +264,21 @@ nlohmann::json config_to_json(const T& config) {
   nlohmann::json j;
   config_detail::write_value(j, config);
   return j;
-}
+}  ///< The JSON of a config: every field, defaults included.
 
-// Parses a JSON file; a syntax error names the file, line and column.
+/// Parses a JSON file; a syntax error names the file, line and column.
 nlohmann::json read_json_file(const std::filesystem::path& path);
-// Writes JSON atomically (temporary file, fsync, rename), pretty-printed.
+/// Writes JSON atomically (temporary file, fsync, rename), pretty-printed.
 void write_json_file(const std::filesystem::path& path, const nlohmann::json& j);
 
 template <config_detail::ConfigStruct T>
 T load_config(const std::filesystem::path& path) {
   return config_from_json<T>(read_json_file(path), path.filename().string());
-}
+}  ///< A config from a JSON file (config_from_json, key paths rooted at the file name).
 
 template <config_detail::ConfigStruct T>
 void save_config(const std::filesystem::path& path, const T& config) {
   write_json_file(path, config_to_json(config));
-}
+}  ///< Writes a config as JSON, atomically (write_json_file).
 
 }  // namespace tessera

@@ -6,13 +6,13 @@
 
 #include <stdexcept>
 #include <string>
-
+/// Tessera's public API: tokenizers, the backbone, heads, schedules, attention and pipelines.
 namespace tessera {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
-};
+  explicit Error(const std::string& what) : std::runtime_error(what) {}  ///< `what`: the message.
+};  ///< What every user-facing failure throws (TESSERA_CHECK).
 
 namespace detail {
 [[noreturn]] void throw_check_failure(const char* condition, const char* file, int line,
@@ -27,9 +27,9 @@ std::string format_check_message(fmt::format_string<Args...> format, Args&&... a
 
 }  // namespace tessera
 
-// TESSERA_CHECK(cond, "format {}", args...): throws tessera::Error when `cond` is false. The
-// message should say what was wrong, what was expected and what was got; the arguments are
-// formatted only on failure.
+/// TESSERA_CHECK(cond, "format {}", args...): throws tessera::Error when `cond` is false. The
+/// message should say what was wrong, what was expected and what was got; the arguments are
+/// formatted only on failure.
 #define TESSERA_CHECK(cond, ...)                                                         \
   do {                                                                                   \
     if (!(cond)) [[unlikely]] {                                                          \

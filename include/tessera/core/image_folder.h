@@ -14,14 +14,14 @@
 namespace tessera {
 
 struct ImageFolderOptions {
-  int channels = 3;  // 1 (grey) or 3 (RGB); images are converted to it on load
-  PixelRange pixels = PixelRange::uint8;
-};
+  int channels = 3;  ///< 1 (grey) or 3 (RGB); images are converted to it on load
+  PixelRange pixels = PixelRange::uint8;  ///< pixel format of the images
+};  ///< How load_image_folder converts what it reads.
 
-// Loads every image under `root`; images [N, channels, H, W], labels int64 [N], class names.
-// All images must share one size: the first one that differs is named in the error. Throws
-// tessera::Error for a missing or empty root, a class folder without images, or a file that
-// cannot be decoded (named, with the decoder's reason).
+/// Loads every image under `root`; images [N, channels, H, W], labels int64 [N], class names.
+/// All images must share one size: the first one that differs is named in the error. Throws
+/// tessera::Error for a missing or empty root, a class folder without images, or a file that
+/// cannot be decoded (named, with the decoder's reason).
 LabeledImages load_image_folder(const std::filesystem::path& root,
                                 const ImageFolderOptions& options = {});
 

@@ -7,16 +7,16 @@
 #include <string_view>
 
 namespace tessera {
-
+/// Logger verbosity: spdlog's levels.
 enum class LogLevel { trace, debug, info, warn, error, critical, off };
 
-// Parses "trace" ... "off" (case-insensitive); throws tessera::Error naming the bad value.
+/// Parses "trace" ... "off" (case-insensitive); throws tessera::Error naming the bad value.
 LogLevel parse_log_level(std::string_view name);
 
-void set_log_level(LogLevel level);
-LogLevel log_level();
+void set_log_level(LogLevel level);  ///< Sets the level of the tessera logger.
+LogLevel log_level();  ///< The tessera logger's level.
 
-// The project's logger ("tessera"), created on first use with the level from TESSERA_LOG_LEVEL.
+/// The project's logger ("tessera"), created on first use with the level from TESSERA_LOG_LEVEL.
 spdlog::logger& logger();
 
 }  // namespace tessera

@@ -40,44 +40,44 @@
 
 namespace tessera {
 
-// SplitMix64's output for state x (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
+/// SplitMix64's output for state x (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
 uint64_t splitmix64(uint64_t x);
 
-// A 64-bit mix of a seed and a stream index (SplitMix64 finaliser applied to both); distinct
-// (seed, stream) pairs give well-separated seeds.
+/// A 64-bit mix of a seed and a stream index (SplitMix64 finaliser applied to both); distinct
+/// (seed, stream) pairs give well-separated seeds.
 uint64_t derive_seed(uint64_t seed, uint64_t stream);
 
-// A CPU generator seeded with `seed` (ATen's mt19937 CPU generator, as torch.Generator()).
+/// A CPU generator seeded with `seed` (ATen's mt19937 CPU generator, as torch.Generator()).
 at::Generator make_cpu_generator(uint64_t seed);
 
-// One generator per sample of a batch: samples first_index .. first_index + count - 1 of the
-// request seeded with `seed`.
+/// One generator per sample of a batch: samples first_index to first_index + count - 1 of the
+/// request seeded with `seed`.
 class SampleRngs {
  public:
-  SampleRngs(uint64_t seed, int64_t first_index, int64_t count);
-  // One CPU generator seeded with `seed` itself (torch.Generator().manual_seed(seed)) for all
-  // `count` samples: every draw is one call over the whole batch, sample-major, as the reference
-  // implementations draw (Note [Reference seeding]). Sample i then depends on the batch.
+  SampleRngs(uint64_t seed, int64_t first_index, int64_t count);  ///< See the class description.
+  /// One CPU generator seeded with `seed` itself (torch.Generator().manual_seed(seed)) for all
+  /// `count` samples: every draw is one call over the whole batch, sample-major, as the reference
+  /// implementations draw (Note [Reference seeding]). Sample i then depends on the batch.
   static SampleRngs shared_stream(uint64_t seed, int64_t count);
-  bool shares_one_stream() const { return shared_; }
+  bool shares_one_stream() const { return shared_; }  ///< Whether all share one generator.
 
-  int64_t size() const { return static_cast<int64_t>(generators_.size()); }
-  uint64_t seed() const { return seed_; }
-  int64_t first_index() const { return first_index_; }
-  at::Generator& generator(int64_t i);
+  int64_t size() const { return static_cast<int64_t>(generators_.size()); }  ///< Number of samples.
+  uint64_t seed() const { return seed_; }  ///< The request's seed.
+  int64_t first_index() const { return first_index_; }  ///< Index of sample 0 within the request.
+  at::Generator& generator(int64_t i);  ///< The generator of batch row `i`.
 
-  // The generators of the given batch rows (e.g. the samples still running), sharing state with
-  // this object: drawing through the subset advances these samples' streams.
+  /// The generators of the given batch rows (e.g. the samples still running), sharing state with
+  /// this object: drawing through the subset advances these samples' streams.
   SampleRngs subset(const std::vector<int64_t>& rows) const;
 
-  // Per-sample draws: row i of the result comes from sample i's generator. `shape` is the shape of
-  // one sample's draw; results are float32 [size(), shape...] on `device`.
+  /// Per-sample draws: row i of the result comes from sample i's generator. `shape` is the shape of
+  /// one sample's draw; results are float32 [size(), shape...] on `device`.
   at::Tensor uniform(at::IntArrayRef shape, at::Device device = at::kCPU);
-  at::Tensor normal(at::IntArrayRef shape, at::Device device = at::kCPU);
-  // Standard Gumbel noise -log(-log(u)), u uniform in (0, 1).
+  at::Tensor normal(at::IntArrayRef shape, at::Device device = at::kCPU);  ///< N(0, 1) draws.
+  /// Standard Gumbel noise -log(-log(u)), u uniform in (0, 1).
   at::Tensor gumbel(at::IntArrayRef shape, at::Device device = at::kCPU);
-  // One categorical draw per row of probs [size(), V] (non-negative, any positive sum): int64
-  // [size()] on probs' device.
+  /// One categorical draw per row of probs [size(), V] (non-negative, any positive sum): int64
+  /// [size()] on probs' device.
   at::Tensor categorical(const at::Tensor& probs);
 
  private:
@@ -88,10 +88,10 @@ class SampleRngs {
   bool shared_ = false;
 };
 
-// torch.multinomial(probs, 1, replacement=True, generator) as PyTorch <= 1.13 computes it on the
-// CPU (Note [Reference seeding]): one uniform double from `generator` per row of probs [N, V]
-// (float32 or float64, on the CPU; rows need not be normalised), rows in order. int64 [N]. Throws
-// tessera::Error for a negative or non-finite entry or a row summing to 0.
+/// torch.multinomial(probs, 1, replacement=True, generator) as PyTorch <= 1.13 computes it on the
+/// CPU (Note [Reference seeding]): one uniform double from `generator` per row of probs [N, V]
+/// (float32 or float64, on the CPU; rows need not be normalised), rows in order. int64 [N]. Throws
+/// tessera::Error for a negative or non-finite entry or a row summing to 0.
 at::Tensor cdf_search_multinomial(const at::Tensor& probs, at::Generator& generator);
 
 }  // namespace tessera

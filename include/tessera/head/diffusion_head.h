@@ -50,15 +50,15 @@ class AdaLnMlpNet;
 
 class DiffusionHead final : public Head {
  public:
-  // Fresh parameters, initialised as MAR's (Xavier-uniform linears with zero biases, N(0, 0.02²)
-  // time-embedding weights, zero AdaLN modulations and output layer), from `seed`.
+  /// Fresh parameters, initialised as MAR's (Xavier-uniform linears with zero biases, N(0, 0.02²)
+  /// time-embedding weights, zero AdaLN modulations and output layer), from `seed`.
   explicit DiffusionHead(const DiffusionHeadConfig& config, uint64_t seed = 0);
   ~DiffusionHead() override;
 
-  const DiffusionHeadConfig& diffusion_config() const { return config_; }
+  const DiffusionHeadConfig& diffusion_config() const { return config_; }  ///< Its configuration.
 
-  // The MLP's raw output [N, C or 2C] for noisy tokens x [N, C], training timesteps t [N] (float)
-  // and backbone vectors z [N, hidden_width]; differentiable.
+  /// The MLP's raw output [N, C or 2C] for noisy tokens x [N, C], training timesteps t [N] (float)
+  /// and backbone vectors z [N, hidden_width]; differentiable.
   at::Tensor predict(const at::Tensor& x, const at::Tensor& t, const at::Tensor& z);
 
   // --- Head ---
@@ -91,6 +91,6 @@ class DiffusionHead final : public Head {
   TrainingTables training_tables_;
   std::mutex processes_mutex_;
   std::map<int64_t, GaussianDiffusion> sampling_processes_;
-};
+};  ///< MAR's diffusion loss head: an AdaLN MLP that denoises token vectors given the backbone's.
 
 }  // namespace tessera

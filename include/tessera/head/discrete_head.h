@@ -21,18 +21,18 @@ class DiscreteProjectionNet;
 
 class DiscreteHead final : public Head {
  public:
-  // Fresh parameters: weights N(0, 0.02²) drawn from a generator seeded with `seed`, biases 0.
+  /// Fresh parameters: weights N(0, 0.02²) drawn from a generator seeded with `seed`, biases 0.
   explicit DiscreteHead(const DiscreteHeadConfig& config, uint64_t seed = 0);
   ~DiscreteHead() override;
 
-  const DiscreteHeadConfig& discrete_config() const { return config_; }
+  const DiscreteHeadConfig& discrete_config() const { return config_; }  ///< Its configuration.
 
-  // [N, V] logits, differentiable. `condition` [N, condition_width] is required by the adaln
-  // projection and must be undefined for the linear one.
+  /// [N, V] logits, differentiable. `condition` [N, condition_width] is required by the adaln
+  /// projection and must be undefined for the linear one.
   at::Tensor logits(const at::Tensor& hidden, const at::Tensor& condition = {});
 
-  // The distribution sample() draws from, for every row: float [N, V] (N = rows / 2 under
-  // guidance). Runs without autograd.
+  /// The distribution sample() draws from, for every row: float [N, V] (N = rows / 2 under
+  /// guidance). Runs without autograd.
   at::Tensor distribution(const at::Tensor& hidden, const Guidance& guidance,
                           const HeadSamplingOptions& options, const HeadStep& step = {});
 
@@ -41,7 +41,7 @@ class DiscreteHead final : public Head {
   int64_t hidden_width() const override { return config_.width; }
   int64_t vocab_size() const override { return config_.vocab_size; }
   int64_t token_channels() const override { return 0; }
-  // Cross-entropy (with the configured label smoothing) of int64 [N] targets; weighted mean.
+  /// Cross-entropy (with the configured label smoothing) of int64 [N] targets; weighted mean.
   HeadLoss loss(const at::Tensor& hidden, const at::Tensor& targets,
                 const HeadLossOptions& options = {}) override;
   HeadSample sample(const at::Tensor& hidden, const Guidance& guidance,
@@ -54,6 +54,6 @@ class DiscreteHead final : public Head {
 
   DiscreteHeadConfig config_;
   std::shared_ptr<head_detail::DiscreteProjectionNet> net_;
-};
+};  ///< A projection to V logits: cross-entropy in training, guided token draws in sampling.
 
 }  // namespace tessera

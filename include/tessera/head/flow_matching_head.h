@@ -27,14 +27,14 @@ class AdaLnMlpNet;
 
 class FlowMatchingHead final : public Head {
  public:
-  // Fresh parameters, initialised as the diffusion head's trunk, from `seed`.
+  /// Fresh parameters, initialised as the diffusion head's trunk, from `seed`.
   explicit FlowMatchingHead(const FlowMatchingHeadConfig& config, uint64_t seed = 0);
   ~FlowMatchingHead() override;
 
-  const FlowMatchingHeadConfig& flow_config() const { return config_; }
+  const FlowMatchingHeadConfig& flow_config() const { return config_; }  ///< Its configuration.
 
-  // The predicted velocity [N, C] at points x [N, C], times t [N] in [0, 1] and backbone vectors
-  // z [N, hidden_width]; differentiable.
+  /// The predicted velocity [N, C] at points x [N, C], times t [N] in [0, 1] and backbone vectors
+  /// z [N, hidden_width]; differentiable.
   at::Tensor velocity(const at::Tensor& x, const at::Tensor& t, const at::Tensor& z);
 
   // --- Head ---
@@ -54,6 +54,6 @@ class FlowMatchingHead final : public Head {
 
   FlowMatchingHeadConfig config_;
   std::shared_ptr<head_detail::AdaLnMlpNet> net_;
-};
+};  ///< A flow-matching head: an AdaLN MLP predicting the velocity from noise to token vectors.
 
 }  // namespace tessera

@@ -32,28 +32,28 @@
 
 namespace tessera {
 
-// Where generation stands when a head is called. Schedules fill the fields they know; guidance
-// conventions and step annealing read the ones they need (and check that they were filled).
+/// Where generation stands when a head is called. Schedules fill the fields they know; guidance
+/// conventions and step annealing read the ones they need (and check that they were filled).
 struct GenerationProgress {
-  int64_t step = 0;       // index of this step of the whole generation, 0-based
-  int64_t num_steps = 1;  // steps of the whole generation
-  int64_t scale = 0;      // next-scale prediction: index of the scale being generated
-  int64_t num_scales = 1;
-  // Masked generation: tokens of one sample (MAR's seq_len) and how many of them are still masked
-  // after this step (MAR's mask_len). 0 tokens: not a masked schedule.
+  int64_t step = 0;       ///< index of this step of the whole generation, 0-based
+  int64_t num_steps = 1;  ///< steps of the whole generation
+  int64_t scale = 0;      ///< next-scale prediction: index of the scale being generated
+  int64_t num_scales = 1;  ///< next-scale prediction: number of scales
+  /// Masked generation: tokens of one sample (MAR's seq_len) and how many of them are still masked
+  /// after this step (MAR's mask_len). 0 tokens: not a masked schedule.
   int64_t num_tokens = 0;
-  int64_t masked_after_step = 0;
+  int64_t masked_after_step = 0;  ///< see num_tokens
 
-  // step / (num_steps − 1): 0 at the first step, 1 at the last; 0 when there is one step.
+  /// step / (num_steps − 1): 0 at the first step, 1 at the last; 0 when there is one step.
   double fraction() const;
-  // Throws tessera::Error for indices out of range.
+  /// Throws tessera::Error for indices out of range.
   void validate() const;
 };
-
+/// The guidance conventions; Note [Guidance batch layout] says what each computes.
 enum class GuidanceKind { none, constant, var_scale_ramp, mar_token_ramp, cutoff, annealed };
 
 template <>
-struct ConfigEnum<GuidanceKind> {
+struct ConfigEnum<GuidanceKind> {  /// Each value with its name.
   static constexpr std::pair<GuidanceKind, const char*> values[] = {
       {GuidanceKind::none, "none"},
       {GuidanceKind::constant, "constant"},
@@ -61,37 +61,37 @@ struct ConfigEnum<GuidanceKind> {
       {GuidanceKind::mar_token_ramp, "mar_token_ramp"},
       {GuidanceKind::cutoff, "cutoff"},
       {GuidanceKind::annealed, "annealed"}};
-};
+};  ///< The names of GuidanceKind values in JSON configs.
 
-// A guidance convention and its parameters; a plain value passed from the pipeline down to the
-// head. See Note [Guidance batch layout] for what each kind computes.
+/// A guidance convention and its parameters; a plain value passed from the pipeline down to the
+/// head. See Note [Guidance batch layout] for what each kind computes.
 struct Guidance {
-  GuidanceKind kind = GuidanceKind::none;
-  // s in the table: LlamaGen's cfg_scale, VAR's and MAR's cfg, MAGNeT's max_cfg_coef.
+  GuidanceKind kind = GuidanceKind::none;  ///< the convention
+  /// s in the table: LlamaGen's cfg_scale, VAR's and MAR's cfg, MAGNeT's max_cfg_coef.
   double scale = 1.0;
-  // annealed: the weight at the last step (MAGNeT's min_cfg_coef).
+  /// annealed: the weight at the last step (MAGNeT's min_cfg_coef).
   double final_scale = 1.0;
-  // cutoff: steps [0, cutoff_step) are guided. LlamaGen's cfg_interval = k guides its prefill
-  // token and k + 1 more, i.e. cutoff_step = k + 2 when a raster schedule counts the prefill as
-  // step 0.
+  /// cutoff: steps [0, cutoff_step) are guided. LlamaGen's cfg_interval = k guides its prefill
+  /// token and k + 1 more, i.e. cutoff_step = k + 2 when a raster schedule counts the prefill as
+  /// step 0.
   int64_t cutoff_step = 0;
 
-  static Guidance none() { return {}; }
-  static Guidance constant(double scale);
-  static Guidance var_scale_ramp(double cfg);
-  static Guidance mar_token_ramp(double cfg);
-  static Guidance cutoff(double scale, int64_t cutoff_step);
-  static Guidance annealed(double initial_scale, double final_scale);
+  static Guidance none() { return {}; }  ///< No guidance.
+  static Guidance constant(double scale);  ///< Weight `scale` at every step.
+  static Guidance var_scale_ramp(double cfg);  ///< VAR's ramp over scales up to `cfg`.
+  static Guidance mar_token_ramp(double cfg);  ///< MAR's ramp over unmasked tokens up to `cfg`.
+  static Guidance cutoff(double scale, int64_t cutoff_step);  ///< Guided before cutoff_step.
+  static Guidance annealed(double initial_scale, double final_scale);  ///< MAGNeT's annealing.
 
-  // Whether the head receives a doubled batch (conditional half, then unconditional half).
+  /// Whether the head receives a doubled batch (conditional half, then unconditional half).
   bool doubles_batch() const { return kind != GuidanceKind::none; }
 
-  // The weight w of the conditional prediction at this step (1 for `none`). Throws
-  // tessera::Error when the progress lacks what the kind needs (scales for var_scale_ramp, token
-  // counts for mar_token_ramp).
+  /// The weight w of the conditional prediction at this step (1 for `none`). Throws
+  /// tessera::Error when the progress lacks what the kind needs (scales for var_scale_ramp, token
+  /// counts for mar_token_ramp).
   double weight_at(const GenerationProgress& progress) const;
 
-  // Negative scales and cut-offs are errors.
+  /// Negative scales and cut-offs are errors.
   void validate() const;
 
   template <class Visitor>
@@ -100,14 +100,14 @@ struct Guidance {
     v("scale", scale);
     v("final_scale", final_scale);
     v("cutoff_step", cutoff_step);
-  }
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
 };
 
-// u + w·(c − u); `cond` itself when w == 1.
+/// u + w·(c − u); `cond` itself when w == 1.
 at::Tensor apply_guidance(const at::Tensor& cond, const at::Tensor& uncond, double weight);
 
-// The conditional and unconditional halves of a doubled batch (rows [0, R) and [R, 2R)); throws
-// tessera::Error naming `what` when the row count is odd.
+/// The conditional and unconditional halves of a doubled batch (rows [0, R) and [R, 2R)); throws
+/// tessera::Error naming `what` when the row count is odd.
 std::pair<at::Tensor, at::Tensor> split_guidance_batch(const at::Tensor& batch, const char* what);
 
 }  // namespace tessera

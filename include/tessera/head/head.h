@@ -43,37 +43,37 @@ class Module;
 namespace tessera {
 
 struct HeadLossOptions {
-  // [N] non-negative row weights (MAR's mask: 1 where a position is predicted); the loss is
-  // Σ w·ℓ / Σ w. Undefined: every row weighs 1.
+  /// [N] non-negative row weights (MAR's mask: 1 where a position is predicted); the loss is
+  /// Σ w·ℓ / Σ w. Undefined: every row weighs 1.
   at::Tensor weights{};
-  // [N, condition_width]: the condition of an AdaLN-before-head projection (discrete adaln).
+  /// [N, condition_width]: the condition of an AdaLN-before-head projection (discrete adaln).
   at::Tensor condition{};
-  // Continuous heads draw t and noise from it; the global default generator when empty.
+  /// Continuous heads draw t and noise from it; the global default generator when empty.
   std::optional<at::Generator> generator{};
-};
+};  ///< Options of Head::loss beyond the hidden states and targets.
 
 struct HeadLoss {
-  at::Tensor loss{};  // scalar, differentiable
-  // Named scalars for logs ("cross_entropy", "mse", "vb", ...); their combination is `loss`.
+  at::Tensor loss{};  ///< scalar, differentiable
+  /// Named scalars for logs ("cross_entropy", "mse", "vb", ...); their combination is `loss`.
   std::vector<std::pair<std::string, double>> terms{};
-};
+};  ///< A head's training loss and its named terms.
 
-// What the schedule tells the head about this call besides the hidden states.
+/// What the schedule tells the head about this call besides the hidden states.
 struct HeadStep {
-  GenerationProgress progress{};
-  // Condition rows for an AdaLN-before-head projection, laid out (and doubled) like the hidden.
+  GenerationProgress progress{};  ///< where generation stands
+  /// Condition rows for an AdaLN-before-head projection, laid out (and doubled) like the hidden.
   at::Tensor condition{};
 };
 
 struct HeadSample {
-  // Discrete: int64 [N] token ids. Continuous: float [N, token_channels] token vectors.
+  /// Discrete: int64 [N] token ids. Continuous: float [N, token_channels] token vectors.
   at::Tensor values{};
-  // Discrete only (undefined otherwise): float [N], the probability and log-probability of each
-  // chosen id under the distribution it was drawn from (after guidance, temperature, top-k and
-  // top-p), which schedules rank by.
+  /// Discrete only (undefined otherwise): float [N], the probability and log-probability of each
+  /// chosen id under the distribution it was drawn from (after guidance, temperature, top-k and
+  /// top-p), which schedules rank by.
   at::Tensor probabilities{};
-  at::Tensor log_probabilities{};
-};
+  at::Tensor log_probabilities{};  ///< see probabilities
+};  ///< What Head::sample draws for each row.
 
 class Head {
  public:
@@ -81,57 +81,57 @@ class Head {
   Head(const Head&) = delete;
   Head& operator=(const Head&) = delete;
 
-  virtual HeadConfig config() const = 0;
-  HeadKind kind() const { return config().kind; }
-  // The hidden width the head expects.
+  virtual HeadConfig config() const = 0;  ///< Its configuration (what a checkpoint records).
+  HeadKind kind() const { return config().kind; }  ///< Discrete, diffusion or flow matching.
+  /// The hidden width the head expects.
   virtual int64_t hidden_width() const = 0;
-  // Discrete: V. Continuous: 0.
+  /// Discrete: V. Continuous: 0.
   virtual int64_t vocab_size() const = 0;
-  // Continuous: channels of a token vector. Discrete: 0.
+  /// Continuous: channels of a token vector. Discrete: 0.
   virtual int64_t token_channels() const = 0;
 
-  // Targets: int64 [N] ids (discrete) or float [N, token_channels] (continuous).
+  /// Targets: int64 [N] ids (discrete) or float [N, token_channels] (continuous).
   virtual HeadLoss loss(const at::Tensor& hidden, const at::Tensor& targets,
                         const HeadLossOptions& options = {}) = 0;
 
-  // Runs without autograd. Throws tessera::Error for out-of-range options, shapes that do not fit,
-  // or a row count that the guidance layout and rngs.size() do not divide.
+  /// Runs without autograd. Throws tessera::Error for out-of-range options, shapes that do not fit,
+  /// or a row count that the guidance layout and rngs.size() do not divide.
   virtual HeadSample sample(const at::Tensor& hidden, const Guidance& guidance,
                             const HeadSamplingOptions& options, SampleRngs& rngs,
                             const HeadStep& step = {}) = 0;
 
   // --- parameters and persistence ---
-  std::vector<at::Tensor> parameters() const;
-  // Parameters and buffers under their module paths.
+  std::vector<at::Tensor> parameters() const;  ///< Trainable parameters.
+  /// Parameters and buffers under their module paths.
   std::map<std::string, at::Tensor> state_dict() const;
-  // Copies every tensor in; throws tessera::Error listing missing keys, unexpected keys and
-  // shape mismatches before anything is copied.
+  /// Copies every tensor in; throws tessera::Error listing missing keys, unexpected keys and
+  /// shape mismatches before anything is copied.
   void load_state_dict(const std::map<std::string, at::Tensor>& tensors);
-  // safetensors with the config as JSON in the metadata ("tessera.head_config").
+  /// safetensors with the config as JSON in the metadata ("tessera.head_config").
   void save(const std::filesystem::path& path) const;
-  // Loads the weights of a file written by save() (or any safetensors file with the same keys).
+  /// Loads the weights of a file written by save() (or any safetensors file with the same keys).
   void load(const std::filesystem::path& path);
 
-  void set_training(bool training);
-  bool is_training() const;
-  void to(at::Device device);
-  at::Device device() const;
+  void set_training(bool training);  ///< Training mode (dropout, statistics) on or off.
+  bool is_training() const;  ///< Whether in training mode.
+  void to(at::Device device);  ///< Moves parameters and buffers to `device`.
+  at::Device device() const;  ///< Where the parameters are.
 
-  // The root module (its named_parameters() are state_dict()'s keys), for a pipeline that
-  // registers the head as a submodule.
+  /// The root module (its named_parameters() are state_dict()'s keys), for a pipeline that
+  /// registers the head as a submodule.
   std::shared_ptr<torch::nn::Module> module() const { return module_; }
 
  protected:
-  explicit Head(std::shared_ptr<torch::nn::Module> module);
+  explicit Head(std::shared_ptr<torch::nn::Module> module);  ///< For subclasses: the root module.
 
  private:
   std::shared_ptr<torch::nn::Module> module_;
-};
+};  ///< Turns backbone hidden states into tokens: a loss in training, draws in sampling.
 
-// A fresh head of the configured kind; `seed` drives its initialisation.
+/// A fresh head of the configured kind; `seed` drives its initialisation.
 std::unique_ptr<Head> make_head(const HeadConfig& config, uint64_t seed = 0);
-// The head a file written by Head::save describes: built from the config in its metadata, then
-// loaded. Throws tessera::Error when the metadata has no config.
+/// The head a file written by Head::save describes: built from the config in its metadata, then
+/// loaded. Throws tessera::Error when the metadata has no config.
 std::unique_ptr<Head> load_head(const std::filesystem::path& path);
 
 }  // namespace tessera

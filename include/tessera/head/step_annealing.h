@@ -19,27 +19,27 @@
 #include "tessera/head/guidance.h"
 
 namespace tessera {
-
+/// How the step count goes from first_steps to last_steps.
 enum class StepAnnealingCurve { linear, cosine, two_stage };
 
 template <>
-struct ConfigEnum<StepAnnealingCurve> {
+struct ConfigEnum<StepAnnealingCurve> {  /// Each value with its name.
   static constexpr std::pair<StepAnnealingCurve, const char*> values[] = {
       {StepAnnealingCurve::linear, "linear"},
       {StepAnnealingCurve::cosine, "cosine"},
       {StepAnnealingCurve::two_stage, "two_stage"}};
-};
+};  ///< The names of StepAnnealingCurve values in JSON configs.
 
 struct StepAnnealing {
-  bool enabled = false;
-  int64_t first_steps = 50;
-  int64_t last_steps = 5;
-  StepAnnealingCurve curve = StepAnnealingCurve::linear;
+  bool enabled = false;  ///< off: the options' fixed step count
+  int64_t first_steps = 50;  ///< steps at the first generation step
+  int64_t last_steps = 5;  ///< steps at the last generation step
+  StepAnnealingCurve curve = StepAnnealingCurve::linear;  ///< the curve in between
 
-  // The number of denoising steps at this point of the generation (>= 1).
+  /// The number of denoising steps at this point of the generation (>= 1).
   int64_t steps_at(const GenerationProgress& progress) const;
 
-  // Steps below 1 are errors.
+  /// Steps below 1 are errors.
   void validate() const;
 
   template <class Visitor>
@@ -48,7 +48,7 @@ struct StepAnnealing {
     v("first_steps", first_steps);
     v("last_steps", last_steps);
     v("curve", curve);
-  }
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+};  ///< Fewer denoising steps as generation advances (continuous heads).
 
 }  // namespace tessera

@@ -24,26 +24,26 @@
 
 namespace tessera {
 
-// The distribution of Note [Token distribution] for every row: float32 (or float64 for float64
-// logits) [N, V], rows summing to 1. `uncond_logits` is undefined without guidance. Throws
-// tessera::Error for temperature <= 0, top_k outside [0, V], top_p outside (0, 1], or shapes
-// that differ.
+/// The distribution of Note [Token distribution] for every row: float32 (or float64 for float64
+/// logits) [N, V], rows summing to 1. `uncond_logits` is undefined without guidance. Throws
+/// tessera::Error for temperature <= 0, top_k outside [0, V], top_p outside (0, 1], or shapes
+/// that differ.
 at::Tensor token_distribution(const at::Tensor& cond_logits, const at::Tensor& uncond_logits,
                               double guidance_weight, double temperature,
                               const DiscreteSamplingOptions& options);
 
 struct TokenDraw {
-  at::Tensor ids{};                // int64 [N]
-  at::Tensor probabilities{};      // [N], probabilities[i] = distribution[i, ids[i]]
-  at::Tensor log_probabilities{};  // [N], their logarithms
-};
+  at::Tensor ids{};                ///< int64 [N]
+  at::Tensor probabilities{};      ///< [N], probabilities[i] = distribution[i, ids[i]]
+  at::Tensor log_probabilities{};  ///< [N], their logarithms
+};  ///< Token ids drawn from a distribution, with their probabilities.
 
-// One draw per row of `distribution` [N, V] (rows sample-major, N a multiple of rngs.size()).
-// Inverse-CDF: one uniform per row; Gumbel-max: V Gumbels per row; either way sample b makes the
-// same draws whatever the batch. Zero-probability tokens are never chosen. With a shared stream
-// (SampleRngs::shared_stream) inverse-CDF draws are cdf_search_multinomial over all rows in order,
-// the reference's torch.multinomial (Note [Reference seeding] in tessera/core/rng.h); like it, that
-// can return a leading zero-probability token only when the uniform is exactly 0 (chance 2^-53).
+/// One draw per row of `distribution` [N, V] (rows sample-major, N a multiple of rngs.size()).
+/// Inverse-CDF: one uniform per row; Gumbel-max: V Gumbels per row; either way sample b makes the
+/// same draws whatever the batch. Zero-probability tokens are never chosen. With a shared stream
+/// (SampleRngs::shared_stream) inverse-CDF draws are cdf_search_multinomial over all rows in order,
+/// the reference's torch.multinomial (Note [Reference seeding] in core/rng.h); like it, that
+/// can return a leading zero-probability token only when the uniform is exactly 0 (chance 2^-53).
 TokenDraw draw_tokens(const at::Tensor& distribution, bool gumbel_max, SampleRngs& rngs);
 
 }  // namespace tessera

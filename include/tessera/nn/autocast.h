@@ -18,8 +18,8 @@ namespace tessera {
 
 class AutocastGuard {
  public:
-  // Enables (or, with enabled = false, disables) autocast for `device_type` with `dtype`, and
-  // restores the previous state when destroyed.
+  /// Enables (or, with enabled = false, disables) autocast for `device_type` with `dtype`, and
+  /// restores the previous state when destroyed.
   explicit AutocastGuard(c10::DeviceType device_type, c10::ScalarType dtype = c10::kBFloat16,
                          bool enabled = true);
   ~AutocastGuard();
@@ -30,6 +30,6 @@ class AutocastGuard {
   c10::DeviceType device_type_;
   bool previous_enabled_;
   c10::ScalarType previous_dtype_;
-};
+};  ///< Scoped LibTorch autocast: on (or off) for a device type while it lives.
 
 }  // namespace tessera

@@ -14,22 +14,22 @@
 
 namespace tessera {
 
-// [2B]: the labels, then B copies of `null_class`.
+/// [2B]: the labels, then B copies of `null_class`.
 at::Tensor guidance_labels(const at::Tensor& labels, int64_t null_class);
 
-// [2B, ...]: the batch twice (both halves see the same inputs). Undefined stays undefined.
+/// [2B, ...]: the batch twice (both halves see the same inputs). Undefined stays undefined.
 at::Tensor repeat_for_guidance(const at::Tensor& batch);
 
 struct GuidanceHalves {
-  at::Tensor conditional;    // rows [0, B)
-  at::Tensor unconditional;  // rows [B, 2B)
-};
+  at::Tensor conditional;    ///< rows [0, B)
+  at::Tensor unconditional;  ///< rows [B, 2B)
+};  ///< The two halves of a guidance-doubled batch.
 
-// The halves of a doubled batch (views); throws tessera::Error naming `what` when the first
-// dimension is odd.
+/// The halves of a doubled batch (views); throws tessera::Error naming `what` when the first
+/// dimension is odd.
 GuidanceHalves split_guidance_halves(const at::Tensor& doubled, const char* what = "batch");
 
-// The inverse of split_guidance_halves: [conditional; unconditional] along dimension 0.
+/// The inverse of split_guidance_halves: [conditional; unconditional] along dimension 0.
 at::Tensor join_guidance_halves(const at::Tensor& conditional, const at::Tensor& unconditional);
 
 }  // namespace tessera

@@ -22,51 +22,51 @@
 #include "tessera/core/config.h"
 
 namespace tessera {
-
+/// Rotary position embeddings: none, over the sequence, or over a 2D grid.
 enum class RopeKind { none, rope_1d, rope_2d };
 
 template <>
-struct ConfigEnum<RopeKind> {
+struct ConfigEnum<RopeKind> {  /// Each value with its name.
   static constexpr std::pair<RopeKind, const char*> values[] = {
       {RopeKind::none, "none"}, {RopeKind::rope_1d, "rope_1d"}, {RopeKind::rope_2d, "rope_2d"}};
-};
-
+};  ///< The names of RopeKind values in JSON configs.
+/// How rotary tables treat prefix (condition) positions.
 enum class PrefixRotation { zero, identity };
 
 template <>
-struct ConfigEnum<PrefixRotation> {
+struct ConfigEnum<PrefixRotation> {  /// Each value with its name.
   static constexpr std::pair<PrefixRotation, const char*> values[] = {
       {PrefixRotation::zero, "zero"}, {PrefixRotation::identity, "identity"}};
-};
+};  ///< The names of PrefixRotation values in JSON configs.
 
-// Everything a rotary table depends on besides the positions.
+/// Everything a rotary table depends on besides the positions.
 struct RopeSpec {
-  RopeKind kind = RopeKind::none;
-  int64_t head_dim = 64;  // even for 1D, a multiple of 4 for 2D
-  double base = 10000.0;
-  int64_t prefix = 0;  // positions [0, prefix) are prefix tokens
-  int64_t grid = 0;    // 2D: the grid's side; token t sits at (t / grid, t % grid)
-  PrefixRotation prefix_rotation = PrefixRotation::zero;
+  RopeKind kind = RopeKind::none;  ///< none, 1D or 2D
+  int64_t head_dim = 64;  ///< even for 1D, a multiple of 4 for 2D
+  double base = 10000.0;  ///< frequency base
+  int64_t prefix = 0;  ///< positions [0, prefix) are prefix tokens
+  int64_t grid = 0;    ///< 2D: the grid's side; token t sits at (t / grid, t % grid)
+  PrefixRotation prefix_rotation = PrefixRotation::zero;  ///< prefix positions' rotation
 };
 
-// cos and sin of every pair's angle: float32 [positions..., head_dim / 2] each.
+/// cos and sin of every pair's angle: float32 [positions..., head_dim / 2] each.
 struct RotaryTable {
-  at::Tensor cos;
-  at::Tensor sin;
+  at::Tensor cos;  ///< cosines
+  at::Tensor sin;  ///< sines
 };
 
-// The rotation of each position (int64 tensor of any shape; sequence positions, prefix included)
-// under `spec`; see Note [Rotary conventions]. Throws tessera::Error for kind none, an odd head
-// dim (or one not divisible by 4 for 2D), or a 2D position beyond the grid.
+/// The rotation of each position (int64 tensor of any shape; sequence positions, prefix included)
+/// under `spec`; see Note [Rotary conventions]. Throws tessera::Error for kind none, an odd head
+/// dim (or one not divisible by 4 for 2D), or a 2D position beyond the grid.
 RotaryTable rotary_table(const RopeSpec& spec, const at::Tensor& positions);
 
-// Rotates x [..., L, D] by the table (cos and sin broadcastable to [..., L, D/2]). Computes in
-// float32 and returns x's dtype.
+/// Rotates x [..., L, D] by the table (cos and sin broadcastable to [..., L, D/2]). Computes in
+/// float32 and returns x's dtype.
 at::Tensor apply_rotary(const at::Tensor& x, const RotaryTable& table);
 
-// Sinusoidal embeddings of positions (int64, any shape) → float32 [positions..., width], in MAE's
-// 1D convention: [sin(p·ω_0), …, sin(p·ω_{W/2−1}), cos(p·ω_0), …] with ω_i = base^(−i/(W/2)).
-// `width` must be even.
+/// Sinusoidal embeddings of positions (int64, any shape) → float32 [positions..., width], in MAE's
+/// 1D convention: [sin(p·ω_0), …, sin(p·ω_{W/2−1}), cos(p·ω_0), …] with ω_i = base^(−i/(W/2)).
+/// `width` must be even.
 at::Tensor sinusoidal_embedding(const at::Tensor& positions, int64_t width, double base = 10000.0);
 
 }  // namespace tessera

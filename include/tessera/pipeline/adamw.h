@@ -17,7 +17,7 @@ namespace tessera {
 
 class AdamW final : public Optimizer {
  public:
-  explicit AdamW(OptimizerConfig config);
+  explicit AdamW(OptimizerConfig config);  ///< config.kind must be adamw.
 
   void step(const std::map<std::string, at::Tensor>& parameters, double lr) override;
   std::map<std::string, at::Tensor> state_dict() const override;
@@ -31,6 +31,6 @@ class AdamW final : public Optimizer {
   };
   OptimizerConfig config_;
   std::map<std::string, State> state_;
-};
+};  ///< AdamW (torch.optim.AdamW's update, decoupled weight decay).
 
 }  // namespace tessera

@@ -25,12 +25,12 @@
 namespace tessera {
 
 struct ClassifierConfig {
-  int64_t image_size = 32;
-  int64_t channels = 1;
-  int64_t classes = 10;
-  std::vector<int64_t> widths = {32, 64, 128};
-  int64_t feature_dim = 128;
-  double dropout = 0.3;
+  int64_t image_size = 32;  ///< side of the square input images
+  int64_t channels = 1;  ///< input channels
+  int64_t classes = 10;  ///< output classes
+  std::vector<int64_t> widths = {32, 64, 128};  ///< channels of the convolution stages
+  int64_t feature_dim = 128;  ///< width of the feature layer FID-FM uses
+  double dropout = 0.3;  ///< dropout before the last layer, in training
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -40,54 +40,54 @@ struct ClassifierConfig {
     v("widths", widths);
     v("feature_dim", feature_dim);
     v("dropout", dropout);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< The Fashion-MNIST classifier's architecture (a small CNN).
 
 struct ClassifierOutput {
-  at::Tensor logits{};    // [N, classes]
-  at::Tensor features{};  // [N, feature_dim], the penultimate activations
-};
+  at::Tensor logits{};    ///< [N, classes]
+  at::Tensor features{};  ///< [N, feature_dim], the penultimate activations
+};  ///< What Classifier::forward returns.
 
 class Classifier {
  public:
-  explicit Classifier(ClassifierConfig config = {}, uint64_t seed = 0);
+  explicit Classifier(ClassifierConfig config = {}, uint64_t seed = 0);  ///< Seeded initialisation.
 
-  // Differentiable. In training mode batch norm uses batch statistics (and updates its running
-  // ones) and dropout draws from `dropout_generator` (required then); in evaluation mode both are
-  // deterministic. Throws tessera::Error for images of the wrong shape.
+  /// Differentiable. In training mode batch norm uses batch statistics (and updates its running
+  /// ones) and dropout draws from `dropout_generator` (required then); in evaluation mode both are
+  /// deterministic. Throws tessera::Error for images of the wrong shape.
   ClassifierOutput forward(const at::Tensor& images, at::Generator* dropout_generator = nullptr);
 
-  // Evaluation mode, no autograd, batch by batch: features [N, feature_dim] and predicted labels.
+  /// Evaluation mode, no autograd, batch by batch: features [N, feature_dim] and predicted labels.
   at::Tensor features(const at::Tensor& images, int64_t batch_size = 500);
-  at::Tensor predict(const at::Tensor& images, int64_t batch_size = 500);
+  at::Tensor predict(const at::Tensor& images, int64_t batch_size = 500);  ///< Predicted labels.
 
-  const ClassifierConfig& config() const { return config_; }
-  std::map<std::string, at::Tensor> parameters() const { return parameters_; }
-  std::map<std::string, at::Tensor> buffers() const { return buffers_; }
-  // Parameters and buffers together.
+  const ClassifierConfig& config() const { return config_; }  ///< Its configuration.
+  std::map<std::string, at::Tensor> parameters() const { return parameters_; }  ///< By name.
+  std::map<std::string, at::Tensor> buffers() const { return buffers_; }  ///< Batch-norm buffers.
+  /// Parameters and buffers together.
   std::map<std::string, at::Tensor> state_dict() const;
-  // Strict: every key, with its shape; throws tessera::Error naming what did not fit.
+  /// Strict: every key, with its shape; throws tessera::Error naming what did not fit.
   void load_state_dict(const std::map<std::string, at::Tensor>& tensors);
 
-  void set_training(bool training) { training_ = training; }
-  bool is_training() const { return training_; }
+  void set_training(bool training) { training_ = training; }  ///< Training mode on or off.
+  bool is_training() const { return training_; }  ///< Whether in training mode.
 
  private:
   ClassifierConfig config_;
   std::map<std::string, at::Tensor> parameters_, buffers_;
   bool training_ = false;
-};
-
+};  ///< The image classifier that FID-FM and the accuracy measurements use.
+/// Where save_classifier puts the config in the metadata.
 inline constexpr const char* kClassifierConfigMetadataKey = "tessera.classifier.config";
 
-// One safetensors file: the state dict, and the config as JSON in the metadata (plus `extra`).
+/// One safetensors file: the state dict, and the config as JSON in the metadata (plus `extra`).
 void save_classifier(const std::filesystem::path& path, const Classifier& classifier,
                      const std::map<std::string, std::string>& extra_metadata = {});
-Classifier load_classifier(const std::filesystem::path& path);
+Classifier load_classifier(const std::filesystem::path& path);  ///< Reads save_classifier's file.
 
-// The shipped Fashion-MNIST classifier: $TESSERA_CLASSIFIER when set, else
-// models/classifier_fashion_mnist.safetensors under the current directory (the repository root).
+/// The shipped Fashion-MNIST classifier: $TESSERA_CLASSIFIER when set, else
+/// models/classifier_fashion_mnist.safetensors under the current directory (the repository root).
 std::filesystem::path default_classifier_path();
 
 }  // namespace tessera

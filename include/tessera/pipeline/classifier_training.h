@@ -25,16 +25,16 @@
 namespace tessera {
 
 struct ClassifierTrainConfig {
-  ClassifierConfig model{};
-  TrainerConfig train{};
-  std::string data_directory = "";  // empty: $TESSERA_FASHION_MNIST_DIR, then the Debian folder
-  int64_t train_images = 0;         // the first N training images; 0: all 60000
-  int64_t eval_images = 0;          // the first N test images; 0: all 10000
-  bool augment = true;
-  int64_t max_shift = 2;
-  int64_t eval_batch_size = 500;
-  std::string weights_out = "";  // e.g. models/classifier_fashion_mnist.safetensors
-  uint64_t init_seed = 0;
+  ClassifierConfig model{};  ///< the architecture
+  TrainerConfig train{};  ///< the training loop
+  std::string data_directory = "";  ///< empty: $TESSERA_FASHION_MNIST_DIR, then the Debian folder
+  int64_t train_images = 0;         ///< the first N training images; 0: all 60000
+  int64_t eval_images = 0;          ///< the first N test images; 0: all 10000
+  bool augment = true;  ///< random shifts in training
+  int64_t max_shift = 2;  ///< largest shift, in pixels
+  int64_t eval_batch_size = 500;  ///< images per evaluation batch
+  std::string weights_out = "";  ///< e.g. models/classifier_fashion_mnist.safetensors
+  uint64_t init_seed = 0;  ///< the parameters' initialisation
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -48,15 +48,15 @@ struct ClassifierTrainConfig {
     v("eval_batch_size", eval_batch_size);
     v("weights_out", weights_out);
     v("init_seed", init_seed);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< What train_classifier trains, on what data.
 
-// The TrainingTask of a classifier over labelled images: cross-entropy (the "accuracy" of each
-// batch is reported as a loss term).
+/// The TrainingTask of a classifier over labelled images: cross-entropy (the "accuracy" of each
+/// batch is reported as a loss term).
 class ClassifierTask final : public TrainingTask {
  public:
-  // images float [N, C, H, W] in [−1, 1], labels int64 [N]; the classifier must outlive the task.
+  /// images float [N, C, H, W] in [−1, 1], labels int64 [N]; the classifier must outlive the task.
   ClassifierTask(Classifier& classifier, at::Tensor images, at::Tensor labels, bool augment,
                  int64_t max_shift);
 
@@ -75,13 +75,13 @@ class ClassifierTask final : public TrainingTask {
 };
 
 struct ClassifierTrainResult {
-  TrainResult train{};
-  int64_t test_images = 0;
-  double test_accuracy = 0;
-  double fid_test_vs_train = 0;  // the FID-FM floor with this classifier
-  std::filesystem::path weights{};
-};
-
+  TrainResult train{};  ///< the training loop's result
+  int64_t test_images = 0;  ///< test images evaluated
+  double test_accuracy = 0;  ///< accuracy on them
+  double fid_test_vs_train = 0;  ///< the FID-FM floor with this classifier
+  std::filesystem::path weights{};  ///< the weights file written
+};  ///< What train_classifier measured and wrote.
+/// Trains the classifier on Fashion-MNIST, then evaluates it on the test set.
 ClassifierTrainResult train_classifier(const ClassifierTrainConfig& config);
 
 }  // namespace tessera

@@ -25,40 +25,40 @@ namespace tessera {
 
 class Tokenizer;
 
-// Gaussian statistics of the classifier's features of `images` ([N, C, H, W] in [−1, 1], N >= 2).
+/// Gaussian statistics of the classifier's features of `images` ([N, C, H, W] in [−1, 1], N >= 2).
 GaussianStats feature_statistics(Classifier& classifier, const at::Tensor& images,
                                  int64_t batch_size = 500);
 
-// FID-FM between two image sets, or between an image set and precomputed reference statistics.
+/// FID-FM between two image sets, or between an image set and precomputed reference statistics.
 double fid_fm(Classifier& classifier, const at::Tensor& images_a, const at::Tensor& images_b,
               int64_t batch_size = 500);
 double fid_fm(Classifier& classifier, const at::Tensor& images, const GaussianStats& reference,
-              int64_t batch_size = 500);
+              int64_t batch_size = 500);  ///< See the overload above.
 
-// The fraction of images the classifier assigns to their label (labels int64 [N]). For
-// class-conditional samples pass the labels they were generated for: that is the conditional
-// accuracy.
+/// The fraction of images the classifier assigns to their label (labels int64 [N]). For
+/// class-conditional samples pass the labels they were generated for: that is the conditional
+/// accuracy.
 double classifier_accuracy(Classifier& classifier, const at::Tensor& images,
                            const at::Tensor& labels, int64_t batch_size = 500);
 
 struct QualityFloors {
-  int64_t reference_images = 0;  // training images in the reference statistics
-  int64_t test_images = 0;
-  double fid_test_vs_train = 0;
-  std::optional<double> fid_reconstruction_vs_train{};  // when a tokenizer was given
-  std::optional<double> test_accuracy{};                // when test labels were given
-};
+  int64_t reference_images = 0;  ///< training images in the reference statistics
+  int64_t test_images = 0;  ///< test images measured
+  double fid_test_vs_train = 0;  ///< FID-FM of the test set against the reference
+  std::optional<double> fid_reconstruction_vs_train{};  ///< when a tokenizer was given
+  std::optional<double> test_accuracy{};                ///< when test labels were given
+};  ///< Reference levels for FID-FM and accuracy, measured on real images.
 
-// The floors above. `test_labels` (optional, may be undefined) adds the classifier's test
-// accuracy; `tokenizer` (optional) adds the reconstruction floor (reconstructing in evaluation
-// mode, batch by batch).
+/// The floors above. `test_labels` (optional, may be undefined) adds the classifier's test
+/// accuracy; `tokenizer` (optional) adds the reconstruction floor (reconstructing in evaluation
+/// mode, batch by batch).
 QualityFloors quality_floors(Classifier& classifier, const at::Tensor& train_images,
                              const at::Tensor& test_images, const at::Tensor& test_labels = {},
                              Tokenizer* tokenizer = nullptr, int64_t batch_size = 500);
 
-// "FID-FM 12.34 (floors: test vs train 0.52, reconstructions vs train 3.10)  conditional accuracy
-// 85.2% (classifier test accuracy 92.6%)": a result with its floors beside it. Unset parts are
-// left out.
+/// "FID-FM 12.34 (floors: test vs train 0.52, reconstructions vs train 3.10)  conditional accuracy
+/// 85.2% (classifier test accuracy 92.6%)": a result with its floors beside it. Unset parts are
+/// left out.
 std::string format_quality_report(std::optional<double> fid, std::optional<double> accuracy,
                                   const QualityFloors& floors);
 

@@ -19,17 +19,17 @@
 namespace tessera {
 
 struct GaussianStats {
-  at::Tensor mean{};        // float64 [D]
-  at::Tensor covariance{};  // float64 [D, D], symmetric
-  int64_t count = 0;        // how many feature vectors were fitted (0 for given statistics)
-};
+  at::Tensor mean{};        ///< float64 [D]
+  at::Tensor covariance{};  ///< float64 [D, D], symmetric
+  int64_t count = 0;        ///< how many feature vectors were fitted (0 for given statistics)
+};  ///< Mean and covariance of features, as FID compares them.
 
-// Mean and unbiased covariance (divided by N − 1, as numpy.cov) of features [N, D], N >= 2,
-// accumulated in float64.
+/// Mean and unbiased covariance (divided by N − 1, as numpy.cov) of features [N, D], N >= 2,
+/// accumulated in float64.
 GaussianStats fit_gaussian(const at::Tensor& features);
 
-// The squared Fréchet distance above. Throws tessera::Error for mismatched dimensions, non-square
-// or non-finite covariances.
+/// The squared Fréchet distance above. Throws tessera::Error for mismatched dimensions, non-square
+/// or non-finite covariances.
 double frechet_distance(const GaussianStats& a, const GaussianStats& b);
 
 }  // namespace tessera

@@ -39,22 +39,22 @@
 namespace tessera {
 
 struct GeneratorConfig {
-  BackboneConfig backbone{};
-  // The second stack of MAR's MAE encoder–decoder split (schedule mar with encoder_decoder; see
-  // Note [MAR encoder–decoder split]), where `backbone` is the encoder. null: one stack.
+  BackboneConfig backbone{};  ///< the (encoder) backbone
+  /// The second stack of MAR's MAE encoder–decoder split (schedule mar with encoder_decoder; see
+  /// Note [MAR encoder–decoder split]), where `backbone` is the encoder. null: one stack.
   std::optional<BackboneConfig> decoder{};
-  HeadConfig head{};
-  // HMAR's masked-prediction head (mask_head_nm, mask_head): the hmar schedule's refinement pass
-  // and masked training batches use it instead of `head` (Note [HMAR masked refinement]). null:
-  // one head.
+  HeadConfig head{};  ///< the head
+  /// HMAR's masked-prediction head (mask_head_nm, mask_head): the hmar schedule's refinement pass
+  /// and masked training batches use it instead of `head` (Note [HMAR masked refinement]). null:
+  /// one head.
   std::optional<HeadConfig> refinement_head{};
-  ScheduleConfig schedule{};
-  // Sampling defaults (guidance, temperature, top-k/top-p, diffusion/flow steps); a sample call
-  // may override them.
+  ScheduleConfig schedule{};  ///< the schedule and its options
+  /// Sampling defaults (guidance, temperature, top-k/top-p, diffusion/flow steps); a sample call
+  /// may override them.
   GenerationOptions sampling{};
-  // Side of the square images the tokenizer encodes and decodes (Fashion-MNIST: 32, padded).
+  /// Side of the square images the tokenizer encodes and decodes (Fashion-MNIST: 32, padded).
   int64_t image_size = 32;
-  int64_t image_channels = 1;
+  int64_t image_channels = 1;  ///< channels of the images
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -66,70 +66,70 @@ struct GeneratorConfig {
     v("sampling", sampling);
     v("image_size", image_size);
     v("image_channels", image_channels);
-  }
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+};  ///< A generator's parts (what a generator file records besides the tokenizer).
 
 struct SampleRequest {
-  uint64_t seed = 0;
-  // Sample numbering within the request (Note [Batch-invariant sampling]): the batch holds samples
-  // first_index .. first_index + B − 1, so a long request split into batches gives the same
-  // samples as one big batch.
+  uint64_t seed = 0;  ///< the request's seed
+  /// Sample numbering within the request (Note [Batch-invariant sampling]): the batch holds samples
+  /// first_index .. first_index + B − 1, so a long request split into batches gives the same
+  /// samples as one big batch.
   int64_t first_index = 0;
-  // One generator seeded with `seed` for the whole batch, drawing as VAR's reference sampler does
-  // (Note [Reference seeding] in tessera/core/rng.h): bit-compatible tokens with the reference for
-  // the same seed, batch and settings, but sample i then depends on the batch. Needs
-  // first_index 0 (the reference numbers nothing).
+  /// One generator seeded with `seed` for the whole batch, drawing as VAR's reference sampler does
+  /// (Note [Reference seeding] in tessera/core/rng.h): bit-compatible tokens with the reference for
+  /// the same seed, batch and settings, but sample i then depends on the batch. Needs
+  /// first_index 0 (the reference numbers nothing).
   bool reference_seeding = false;
-  // Overrides config().sampling when set.
+  /// Overrides config().sampling when set.
   std::optional<GenerationOptions> options{};
-};
+};  ///< How Generator::sample numbers and seeds its samples.
 
 class Generator {
  public:
-  // Fresh backbone and head (seeded with `seed`) around a given tokenizer. Checks that the parts
-  // fit together (Schedule::check_models) and throws tessera::Error naming what does not.
+  /// Fresh backbone and head (seeded with `seed`) around a given tokenizer. Checks that the parts
+  /// fit together (Schedule::check_models) and throws tessera::Error naming what does not.
   Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenizer, uint64_t seed = 0);
   ~Generator();
-  Generator(Generator&&) noexcept;
-  Generator& operator=(Generator&&) noexcept;
+  Generator(Generator&&) noexcept;  ///< Moves; the source is not usable afterwards.
+  Generator& operator=(Generator&&) noexcept;  ///< Moves; the source is not usable afterwards.
 
-  // See Note [Generator files].
+  /// See Note [Generator files].
   void save(const std::filesystem::path& path,
             const std::map<std::string, std::string>& extra_metadata = {}) const;
-  static Generator load(const std::filesystem::path& path);
+  static Generator load(const std::filesystem::path& path);  ///< Reads save()'s file.
 
-  const GeneratorConfig& config() const { return config_; }
-  Tokenizer& tokenizer() { return *tokenizer_; }
-  Backbone& backbone() { return backbone_; }
-  // The decoder backbone, or nullptr (GeneratorConfig::decoder).
+  const GeneratorConfig& config() const { return config_; }  ///< Its configuration.
+  Tokenizer& tokenizer() { return *tokenizer_; }  ///< The tokenizer.
+  Backbone& backbone() { return backbone_; }  ///< The backbone (MAR: the encoder).
+  /// The decoder backbone, or nullptr (GeneratorConfig::decoder).
   Backbone* decoder() { return decoder_.get(); }
-  Head& head() { return *head_; }
-  // The refinement head, or nullptr (GeneratorConfig::refinement_head).
+  Head& head() { return *head_; }  ///< The head.
+  /// The refinement head, or nullptr (GeneratorConfig::refinement_head).
   Head* refinement_head() { return refinement_head_.get(); }
-  Schedule& schedule() { return *schedule_; }
-  const std::vector<TokenGridSize>& token_grids() const { return grids_; }
-  int64_t num_classes() const { return config_.backbone.num_classes; }
+  Schedule& schedule() { return *schedule_; }  ///< The schedule.
+  const std::vector<TokenGridSize>& token_grids() const { return grids_; }  ///< One image's grids.
+  int64_t num_classes() const { return config_.backbone.num_classes; }  ///< 0: unconditional.
 
-  // Backbone, decoder, head and refinement head parameters as "backbone.<name>" /
-  // "decoder.<name>" / "head.<name>" / "refinement_head.<name>" (the tokenizer is frozen).
+  /// Backbone, decoder, head and refinement head parameters as "backbone.<name>" /
+  /// "decoder.<name>" / "head.<name>" / "refinement_head.<name>" (the tokenizer is frozen).
   std::map<std::string, at::Tensor> trainable_parameters() const;
-  // Loads parameters in the same naming (e.g. EMA weights); strict.
+  /// Loads parameters in the same naming (e.g. EMA weights); strict.
   void load_trainable_parameters(const std::map<std::string, at::Tensor>& tensors);
-  int64_t num_parameters() const;
+  int64_t num_parameters() const;  ///< Trainable parameters (the tokenizer's excluded).
 
-  // Tokens of images [B, C, image_size, image_size] in [−1, 1] as TrainingBatch wants them (the
-  // next-scale schedules' teacher-forcing input included), without autograd.
+  /// Tokens of images [B, C, image_size, image_size] in [−1, 1] as TrainingBatch wants them (the
+  /// next-scale schedules' teacher-forcing input included), without autograd.
   TrainingBatch encode_batch(const at::Tensor& images, const at::Tensor& labels);
-  ScheduleLoss loss(const TrainingBatch& batch, at::Generator& generator);
+  ScheduleLoss loss(const TrainingBatch& batch, at::Generator& generator);  ///< The training loss.
 
-  // Class-conditional samples: labels int64 [B] (undefined for an unconditional backbone, then
-  // `count` samples). Runs without autograd in evaluation mode.
+  /// Class-conditional samples: labels int64 [B] (undefined for an unconditional backbone, then
+  /// `count` samples). Runs without autograd in evaluation mode.
   Tokens sample_tokens(const at::Tensor& labels, const SampleRequest& request = {},
                        int64_t count = 0);
-  // The same, decoded: float [B, C, image_size, image_size] in [−1, 1].
+  /// The same, decoded: float [B, C, image_size, image_size] in [−1, 1].
   at::Tensor sample(const at::Tensor& labels, const SampleRequest& request = {}, int64_t count = 0);
 
-  void set_training(bool training);
+  void set_training(bool training);  ///< Training mode of every trained part on or off.
 
  private:
   ScheduleModels models();
@@ -142,6 +142,6 @@ class Generator {
   std::unique_ptr<Head> refinement_head_;
   std::unique_ptr<Schedule> schedule_;
   std::vector<TokenGridSize> grids_;
-};
+};  ///< A tokenizer, backbone, head and schedule that train and sample together.
 
 }  // namespace tessera

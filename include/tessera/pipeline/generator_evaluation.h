@@ -15,47 +15,47 @@
 namespace tessera {
 
 struct BulkSampleOptions {
-  int64_t count = 1000;      // samples in all
-  int64_t batch_size = 100;  // samples per sample() call
-  uint64_t seed = 0;
-  std::optional<GenerationOptions> options{};  // the generator's defaults when unset
-};
+  int64_t count = 1000;      ///< samples in all
+  int64_t batch_size = 100;  ///< samples per sample() call
+  uint64_t seed = 0;  ///< the request's seed
+  std::optional<GenerationOptions> options{};  ///< the generator's defaults when unset
+};  ///< What sample_in_bulk draws.
 
 struct BulkSamples {
-  at::Tensor images{};  // [count, C, H, W] in [−1, 1]
-  at::Tensor labels{};  // int64 [count]: the classes asked for (undefined when unconditional)
-  Tokens tokens{};      // what the schedule produced, every scale [count, ...]
-  double seconds = 0;   // wall time of sampling and decoding
-  double milliseconds_per_image() const;
-};
+  at::Tensor images{};  ///< [count, C, H, W] in [−1, 1]
+  at::Tensor labels{};  ///< int64 [count]: the classes asked for (undefined when unconditional)
+  Tokens tokens{};      ///< what the schedule produced, every scale [count, ...]
+  double seconds = 0;   ///< wall time of sampling and decoding
+  double milliseconds_per_image() const;  ///< Wall time per image, in milliseconds.
+};  ///< Samples with their classes and timing.
 
-// Class-balanced requests: sample i asks for class i mod num_classes. Sample i is numbered i in
-// the request (SampleRequest::first_index), so the result does not depend on batch_size.
+/// Class-balanced requests: sample i asks for class i mod num_classes. Sample i is numbered i in
+/// the request (SampleRequest::first_index), so the result does not depend on batch_size.
 BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& options);
 
 struct ClassRowsRequest {
-  int64_t per_class = 10;
-  // The classes, one grid row each, in this order; empty: every class of the generator.
+  int64_t per_class = 10;  ///< samples of each class
+  /// The classes, one grid row each, in this order; empty: every class of the generator.
   std::vector<int64_t> classes{};
-  uint64_t seed = 0;
-  // SampleRequest::reference_seeding (the whole grid is one batch either way).
+  uint64_t seed = 0;  ///< the request's seed
+  /// SampleRequest::reference_seeding (the whole grid is one batch either way).
   bool reference_seeding = false;
-  std::optional<GenerationOptions> options{};  // the generator's defaults when unset
-};
+  std::optional<GenerationOptions> options{};  ///< the generator's defaults when unset
+};  ///< What sample_class_rows draws.
 
-// per_class samples of each requested class, class by class (one grid row per class), as one
-// batch. Throws tessera::Error naming a class outside the generator's range.
+/// per_class samples of each requested class, class by class (one grid row per class), as one
+/// batch. Throws tessera::Error naming a class outside the generator's range.
 BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request);
 
 struct GeneratorQuality {
-  int64_t samples = 0;
-  double fid_fm = 0;
-  std::optional<double> conditional_accuracy{};  // conditional generators only
-  double milliseconds_per_image = 0;
-};
+  int64_t samples = 0;  ///< samples judged
+  double fid_fm = 0;  ///< their FID-FM
+  std::optional<double> conditional_accuracy{};  ///< conditional generators only
+  double milliseconds_per_image = 0;  ///< sampling time per image
+};  ///< What judge_samples measured.
 
-// FID-FM of `samples` against `reference` (e.g. the training images' statistics) and, when the
-// samples have labels, the classifier's accuracy on them.
+/// FID-FM of `samples` against `reference` (e.g. the training images' statistics) and, when the
+/// samples have labels, the classifier's accuracy on them.
 GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& samples,
                                const GaussianStats& reference);
 

@@ -22,27 +22,27 @@
 namespace tessera {
 
 struct GeneratorDataConfig {
-  std::string directory = "";  // Fashion-MNIST; empty: $TESSERA_FASHION_MNIST_DIR, then Debian's
-  int64_t train_images = 0;    // the first N training images; 0: all 60000
-  int64_t encode_batch_size = 500;
+  std::string directory = "";  ///< Fashion-MNIST; empty: $TESSERA_FASHION_MNIST_DIR, then Debian's
+  int64_t train_images = 0;    ///< the first N training images; 0: all 60000
+  int64_t encode_batch_size = 500;  ///< images per tokenizer call when encoding
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("directory", directory);
     v("train_images", train_images);
     v("encode_batch_size", encode_batch_size);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< The training images of train_generator.
 
 struct GeneratorTrainConfig {
-  // A tokenizer checkpoint (tessera train-tokenizer's tokenizer.safetensors), relative to the
-  // working folder.
+  /// A tokenizer checkpoint (tessera train-tokenizer's tokenizer.safetensors), relative to the
+  /// working folder.
   std::string tokenizer = "";
-  GeneratorConfig generator{};
-  TrainerConfig trainer{};
-  GeneratorDataConfig data{};
-  uint64_t init_seed = 0;  // the backbone's and head's initialisation
+  GeneratorConfig generator{};  ///< the generator's parts
+  TrainerConfig trainer{};  ///< the training loop
+  GeneratorDataConfig data{};  ///< the images
+  uint64_t init_seed = 0;  ///< the backbone's and head's initialisation
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -51,14 +51,14 @@ struct GeneratorTrainConfig {
     v("trainer", trainer);
     v("data", data);
     v("init_seed", init_seed);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< What train_generator trains, on what data.
 
-// A generator as a TrainingTask over pre-encoded tokens.
+/// A generator as a TrainingTask over pre-encoded tokens.
 class GeneratorTask final : public TrainingTask {
  public:
-  // tokens: the encoded training set (every scale [N, ...]); labels int64 [N].
+  /// tokens: the encoded training set (every scale [N, ...]); labels int64 [N].
   GeneratorTask(Generator& generator, Tokens tokens, at::Tensor labels);
 
   std::map<std::string, at::Tensor> parameters() override;
@@ -73,17 +73,17 @@ class GeneratorTask final : public TrainingTask {
   at::Tensor labels_;
 };
 
-// Encodes images [N, C, H, W] in [−1, 1] batch by batch with the generator's tokenizer.
+/// Encodes images [N, C, H, W] in [−1, 1] batch by batch with the generator's tokenizer.
 Tokens encode_dataset(Tokenizer& tokenizer, const at::Tensor& images, int64_t batch_size);
 
 struct GeneratorTrainResult {
-  TrainResult train{};
-  std::filesystem::path generator_file{};  // empty unless training reached its last step
-  int64_t parameters = 0;
-  double encode_seconds = 0;
-};
+  TrainResult train{};  ///< the training loop's result
+  std::filesystem::path generator_file{};  ///< empty unless training reached its last step
+  int64_t parameters = 0;  ///< trainable parameters
+  double encode_seconds = 0;  ///< time spent encoding the data set
+};  ///< What train_generator measured and wrote.
 
-// Trains as configured. Throws tessera::Error for an invalid config, a missing tokenizer or data.
+/// Trains as configured. Throws tessera::Error for an invalid config, a missing tokenizer or data.
 GeneratorTrainResult train_generator(const GeneratorTrainConfig& config);
 
 }  // namespace tessera

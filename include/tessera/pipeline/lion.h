@@ -16,7 +16,7 @@ namespace tessera {
 
 class Lion final : public Optimizer {
  public:
-  explicit Lion(OptimizerConfig config);
+  explicit Lion(OptimizerConfig config);  ///< config.kind must be lion.
 
   void step(const std::map<std::string, at::Tensor>& parameters, double lr) override;
   std::map<std::string, at::Tensor> state_dict() const override;
@@ -27,6 +27,6 @@ class Lion final : public Optimizer {
  private:
   OptimizerConfig config_;
   std::map<std::string, at::Tensor> exp_avg_;
-};
+};  ///< Lion (Chen et al. 2023): sign updates from an interpolated momentum.
 
 }  // namespace tessera

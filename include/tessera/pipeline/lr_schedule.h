@@ -16,19 +16,19 @@
 #include "tessera/core/config.h"
 
 namespace tessera {
-
+/// The learning-rate curve after warm-up.
 enum class LrScheduleKind { constant, cosine };
 
 template <>
-struct ConfigEnum<LrScheduleKind> {
+struct ConfigEnum<LrScheduleKind> {  /// Each value with its name.
   static constexpr std::pair<LrScheduleKind, const char*> values[] = {
       {LrScheduleKind::constant, "constant"}, {LrScheduleKind::cosine, "cosine"}};
-};
+};  ///< The names of LrScheduleKind values in JSON configs.
 
 struct LrScheduleConfig {
-  LrScheduleKind kind = LrScheduleKind::cosine;
-  int64_t warmup_steps = 0;
-  // The floor of the cosine, as a fraction of the peak learning rate.
+  LrScheduleKind kind = LrScheduleKind::cosine;  ///< constant or cosine
+  int64_t warmup_steps = 0;  ///< steps of linear warm-up from 0
+  /// The floor of the cosine, as a fraction of the peak learning rate.
   double min_ratio = 0.0;
 
   template <class Visitor>
@@ -36,11 +36,11 @@ struct LrScheduleConfig {
     v("kind", kind);
     v("warmup_steps", warmup_steps);
     v("min_ratio", min_ratio);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< The learning rate's schedule over a run.
 
-// The factor in [0, 1] at `step` (0-based) of a run of `total_steps` optimizer steps.
+/// The factor in [0, 1] at `step` (0-based) of a run of `total_steps` optimizer steps.
 double lr_factor(const LrScheduleConfig& config, int64_t step, int64_t total_steps);
 
 }  // namespace tessera

@@ -30,41 +30,41 @@
 namespace tessera {
 
 struct GeneratorPreset {
-  std::string name;         // "var-d16"
-  std::string description;  // one line, with the reference it reproduces
-  GeneratorConfig generator{};
-  TokenizerConfig tokenizer{};
-  // The transformer's parameter count as published (backbone + heads), for checks and `info`,
-  // and where that number comes from.
+  std::string name;         ///< "var-d16"
+  std::string description;  ///< one line, with the reference it reproduces
+  GeneratorConfig generator{};  ///< the generator
+  TokenizerConfig tokenizer{};  ///< its tokenizer
+  /// The transformer's parameter count as published (backbone + heads), for checks and `info`,
+  /// and where that number comes from.
   int64_t published_parameters = 0;
-  std::string parameters_source = "published";
-};
+  std::string parameters_source = "published";  ///< see published_parameters
+};  ///< A named generator configuration reproducing a reference model.
 
-// The sizes that vary between VAR models; the named presets are VarArchitecture{depth, 64·depth,
-// depth} with the defaults below, and a reference checkpoint's metadata gives the others.
+/// The sizes that vary between VAR models; the named presets are VarArchitecture{depth, 64·depth,
+/// depth} with the defaults below, and a reference checkpoint's metadata gives the others.
 struct VarArchitecture {
-  int64_t depth = 16;
-  int64_t width = 1024;
-  int64_t heads = 16;
-  std::vector<int64_t> patch_nums = {1, 2, 3, 4, 5, 6, 8, 10, 13, 16};
-  int64_t vocab_size = 4096;
-  int64_t vae_channels = 32;  // Cvae
-  int64_t vae_base_channels = 160;  // the VQ-VAE's ch
-  int64_t share_quant_resi = 4;
-  int64_t num_classes = 1000;
-  bool shared_adaln = false;
-  bool attn_l2_norm = true;
-  double norm_eps = 1e-6;
-  int64_t image_size = 256;  // patch_nums.back() · 16
+  int64_t depth = 16;  ///< blocks
+  int64_t width = 1024;  ///< hidden width
+  int64_t heads = 16;  ///< attention heads
+  std::vector<int64_t> patch_nums = {1, 2, 3, 4, 5, 6, 8, 10, 13, 16};  ///< scale sides (pn)
+  int64_t vocab_size = 4096;  ///< codebook size
+  int64_t vae_channels = 32;  ///< Cvae
+  int64_t vae_base_channels = 160;  ///< the VQ-VAE's ch
+  int64_t share_quant_resi = 4;  ///< VAR's share_quant_resi: number of Phi convolutions
+  int64_t num_classes = 1000;  ///< classes (ImageNet: 1000)
+  bool shared_adaln = false;  ///< VAR's shared_aln
+  bool attn_l2_norm = true;  ///< VAR's attn_l2_norm
+  double norm_eps = 1e-6;  ///< the norms' epsilon
+  int64_t image_size = 256;  ///< patch_nums.back() · 16
 };
 
-// The architecture a VAR fixture or converted checkpoint describes in its __metadata__ (the keys
-// patch_nums, vocab_size, Cvae, ch, depth, width, heads, num_classes, share_quant_resi, shared_aln,
-// attn_l2_norm, norm_eps; see ../shared/parity/README.md). Throws tessera::Error naming a missing
-// or malformed key.
+/// The architecture a VAR fixture or converted checkpoint describes in its __metadata__ (the keys
+/// patch_nums, vocab_size, Cvae, ch, depth, width, heads, num_classes, share_quant_resi,
+/// shared_aln, attn_l2_norm, norm_eps; see ../shared/parity/README.md). Throws tessera::Error
+/// naming a missing or malformed key.
 VarArchitecture var_architecture_from_metadata(const std::map<std::string, std::string>& metadata);
 
-// VAR's generator and tokenizer configs for an architecture (Note [VAR presets]).
+/// VAR's generator and tokenizer configs for an architecture (Note [VAR presets]).
 GeneratorPreset var_generator_preset(const VarArchitecture& architecture);
 
 // Note [HMAR presets]
@@ -82,62 +82,62 @@ GeneratorPreset var_generator_preset(const VarArchitecture& architecture);
 // HMAR's README gives no parameter counts; the presets are checked against the reference module's
 // own count (467,691,904 for d16: both tails and both heads).
 
-// HMAR's tail length (build_vae_hmar's n_layers_train).
+/// HMAR's tail length (build_vae_hmar's n_layers_train).
 inline constexpr int64_t kHmarTailBlocks = 8;
 
-// HMAR's generator for an architecture (Note [HMAR presets]); tail_blocks = the length of the
-// ns/mask tails (at most depth).
+/// HMAR's generator for an architecture (Note [HMAR presets]); tail_blocks = the length of the
+/// ns/mask tails (at most depth).
 GeneratorPreset hmar_generator_preset(const VarArchitecture& architecture,
                                       int64_t tail_blocks = kHmarTailBlocks);
 
-// An HMAR state dict (hmar-d16.pth's key names) in Tessera's names, split by part: see the key
-// mapping in docs/compat.md. `tail_start` is depth − tail_blocks (the first ns block's index in
-// the backbone). Throws tessera::Error for a missing word_embed.weight or mask_embed.weight.
+/// An HMAR state dict (hmar-d16.pth's key names) in Tessera's names, split by part: see the key
+/// mapping in docs/compat.md. `tail_start` is depth − tail_blocks (the first ns block's index in
+/// the backbone). Throws tessera::Error for a missing word_embed.weight or mask_embed.weight.
 struct HmarStateDicts {
-  std::map<std::string, at::Tensor> backbone, head, refinement_head;
-  std::vector<std::string> derived;  // lvl_1L, attn_bias_for_masking: recomputed, not loaded
+  /** Per part. @{ */ std::map<std::string, at::Tensor> backbone, head, refinement_head;  /** @} */
+  std::vector<std::string> derived;  ///< lvl_1L, attn_bias_for_masking: recomputed, not loaded
 };
 HmarStateDicts hmar_state_dicts(const std::map<std::string, at::Tensor>& state_dict,
-                                int64_t tail_start);
+                                int64_t tail_start);  ///< See HmarStateDicts.
 
-// Loads an HMAR transformer state dict into a generator built from an HMAR preset, strictly
-// (every part's missing, unexpected or mis-shaped keys named, in Tessera's names).
+/// Loads an HMAR transformer state dict into a generator built from an HMAR preset, strictly
+/// (every part's missing, unexpected or mis-shaped keys named, in Tessera's names).
 void load_hmar_transformer(Generator& generator,
                            const std::map<std::string, at::Tensor>& state_dict);
 
-// The names generator_preset() knows, in a stable order.
+/// The names generator_preset() knows, in a stable order.
 std::vector<std::string> generator_preset_names();
 
-// The preset of that name; throws tessera::Error listing the known names otherwise.
+/// The preset of that name; throws tessera::Error listing the known names otherwise.
 GeneratorPreset generator_preset(const std::string& name);
 
-// Backbone and head parameters of a generator config, without building the backbone (the head is
-// built: it is small next to the backbone).
+/// Backbone and head parameters of a generator config, without building the backbone (the head is
+/// built: it is small next to the backbone).
 int64_t transformer_parameter_count(const GeneratorConfig& config);
 
-// VAR's sampling settings as a fixture's or converted checkpoint's metadata records them, over
-// `defaults`: `cfg` (var_scale_ramp guidance), `top_k` (0 = off) and `top_p` (VAR's 0 = off,
-// which is Tessera's 1). Absent keys keep the default; a malformed one is an error naming it.
+/// VAR's sampling settings as a fixture's or converted checkpoint's metadata records them, over
+/// `defaults`: `cfg` (var_scale_ramp guidance), `top_k` (0 = off) and `top_p` (VAR's 0 = off,
+/// which is Tessera's 1). Absent keys keep the default; a malformed one is an error naming it.
 GenerationOptions var_sampling_from_metadata(const std::map<std::string, std::string>& metadata,
                                              GenerationOptions defaults);
 
-// Loads a VAR transformer state dict, by the reference's key names (var_d16.pth converted by
-// tools/convert_checkpoint.py, or a fixture's var.safetensors), into a generator built from a VAR
-// preset: the backbone's and the head's tensors strictly, VAR's derived buffers
-// (var_derived_buffer_keys) skipped. Throws tessera::Error naming every missing, unexpected or
-// mis-shaped key before anything is copied.
+/// Loads a VAR transformer state dict, by the reference's key names (var_d16.pth converted by
+/// tools/convert_checkpoint.py, or a fixture's var.safetensors), into a generator built from a VAR
+/// preset: the backbone's and the head's tensors strictly, VAR's derived buffers
+/// (var_derived_buffer_keys) skipped. Throws tessera::Error naming every missing, unexpected or
+/// mis-shaped key before anything is copied.
 void load_var_transformer(Generator& generator,
                           const std::map<std::string, at::Tensor>& state_dict);
 
 struct PresetWeights {
-  // The reference's key names (VAR's or HMAR's, after the preset); empty: random (init_seed).
+  /// The reference's key names (VAR's or HMAR's, after the preset); empty: random (init_seed).
   std::filesystem::path transformer{};
-  std::filesystem::path tokenizer{};  // VAR's VQ-VAE (its key names); empty: random weights
-  uint64_t init_seed = 0;
-};
+  std::filesystem::path tokenizer{};  ///< VAR's VQ-VAE (its key names); empty: random weights
+  uint64_t init_seed = 0;  ///< random initialisation without a transformer file
+};  ///< Where build_preset_generator takes weights from.
 
-// The preset's generator with the given weights. With neither file the weights are random, for
-// speed and memory measurements (the samples mean nothing then).
+/// The preset's generator with the given weights. With neither file the weights are random, for
+/// speed and memory measurements (the samples mean nothing then).
 Generator build_preset_generator(const GeneratorPreset& preset, const PresetWeights& weights);
 
 }  // namespace tessera

@@ -16,9 +16,9 @@ namespace tessera {
 
 class TokenizerTask final : public TrainingTask {
  public:
-  // images float [N, C, H, W] in [−1, 1] (prepare_fashion_mnist_images); the tokenizer must
-  // outlive the task. Parameters are the state-dict entries that are among
-  // tokenizer.parameters(); the other entries are buffers.
+  /// images float [N, C, H, W] in [−1, 1] (prepare_fashion_mnist_images); the tokenizer must
+  /// outlive the task. Parameters are the state-dict entries that are among
+  /// tokenizer.parameters(); the other entries are buffers.
   TokenizerTask(Tokenizer& tokenizer, at::Tensor images,
                 ReconstructionLoss reconstruction_loss = ReconstructionLoss::mse);
 
@@ -35,6 +35,6 @@ class TokenizerTask final : public TrainingTask {
   at::Tensor images_;
   ReconstructionLoss reconstruction_loss_;
   std::map<std::string, at::Tensor> parameters_, buffers_;
-};
+};  ///< A tokenizer as a TrainingTask over images: reconstruction plus its regularisation.
 
 }  // namespace tessera

@@ -49,24 +49,24 @@
 namespace tessera {
 
 struct TrainerConfig {
-  OptimizerConfig optimizer{};
-  LrScheduleConfig lr_schedule{};
-  EmaConfig ema{};
-  int64_t steps = 1000;  // optimizer steps
-  int64_t batch_size = 64;
-  // Micro-batches of batch_size per optimizer step; the loss of each is scaled by 1/accumulation
-  // so the update equals that of one batch of batch_size·accumulation_steps (for a mean loss).
+  OptimizerConfig optimizer{};  ///< the optimizer
+  LrScheduleConfig lr_schedule{};  ///< the learning-rate schedule
+  EmaConfig ema{};  ///< the weights' moving average
+  int64_t steps = 1000;  ///< optimizer steps
+  int64_t batch_size = 64;  ///< examples per micro-batch
+  /// Micro-batches of batch_size per optimizer step; the loss of each is scaled by 1/accumulation
+  /// so the update equals that of one batch of batch_size·accumulation_steps (for a mean loss).
   int64_t accumulation_steps = 1;
-  double grad_clip_norm = 0.0;  // clip the global gradient norm to this; 0: no clipping
-  bool bf16_autocast = false;   // run the task's loss under bf16 autocast (see nn/autocast.h)
-  int64_t log_every = 50;
-  int64_t checkpoint_every = 500;  // 0: only at exit
-  std::string output_dir = "out/train";
-  uint64_t seed = 0;
-  // Continue from output_dir/checkpoint.safetensors when it exists.
+  double grad_clip_norm = 0.0;  ///< clip the global gradient norm to this; 0: no clipping
+  bool bf16_autocast = false;   ///< run the task's loss under bf16 autocast (see nn/autocast.h)
+  int64_t log_every = 50;  ///< steps between log lines
+  int64_t checkpoint_every = 500;  ///< 0: only at exit
+  std::string output_dir = "out/train";  ///< checkpoints and weights go here
+  uint64_t seed = 0;  ///< data order and the task's draws
+  /// Continue from output_dir/checkpoint.safetensors when it exists.
   bool resume = true;
-  int64_t threads = 0;  // intra-op threads; 0 keeps LibTorch's default
-  bool progress_bar = true;
+  int64_t threads = 0;  ///< intra-op threads; 0 keeps LibTorch's default
+  bool progress_bar = true;  ///< show a progress bar
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -85,47 +85,47 @@ struct TrainerConfig {
     v("resume", resume);
     v("threads", threads);
     v("progress_bar", progress_bar);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< The training loop's settings.
 
 struct TrainResult {
-  int64_t start_step = 0;  // > 0 when resumed
-  int64_t steps = 0;       // the step reached
-  double seconds = 0;      // wall time of the loop
-  double final_loss = 0;   // mean loss of the last log interval
-  std::filesystem::path checkpoint{};
-  std::filesystem::path weights{};  // empty unless the run reached config.steps
-};
+  int64_t start_step = 0;  ///< > 0 when resumed
+  int64_t steps = 0;       ///< the step reached
+  double seconds = 0;      ///< wall time of the loop
+  double final_loss = 0;   ///< mean loss of the last log interval
+  std::filesystem::path checkpoint{};  ///< the last checkpoint written
+  std::filesystem::path weights{};  ///< empty unless the run reached config.steps
+};  ///< What Trainer::run did.
 
-// The epoch permutation of Note [Seeded data order].
+/// The epoch permutation of Note [Seeded data order].
 at::Tensor epoch_permutation(uint64_t seed, int64_t epoch, int64_t dataset_size);
 
 class Trainer {
  public:
-  // Validates the config, sets the thread count and builds the optimizer and EMA over the task's
-  // parameters. The task must outlive the trainer.
+  /// Validates the config, sets the thread count and builds the optimizer and EMA over the task's
+  /// parameters. The task must outlive the trainer.
   Trainer(TrainerConfig config, TrainingTask& task);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Trains until config.steps, or until `stop_at` steps (a checkpoint is written there, so a later
-  // run resumes from it). Resumes first when config.resume and a checkpoint exists. Throws
-  // tessera::Error on a non-finite loss or gradient norm, without writing a checkpoint: the last
-  // good one stays on disk.
+  /// Trains until config.steps, or until `stop_at` steps (a checkpoint is written there, so a later
+  /// run resumes from it). Resumes first when config.resume and a checkpoint exists. Throws
+  /// tessera::Error on a non-finite loss or gradient norm, without writing a checkpoint: the last
+  /// good one stays on disk.
   TrainResult run(std::optional<int64_t> stop_at = std::nullopt);
 
-  // Writes / reads the whole training state (see Note [Training checkpoints]).
+  /// Writes / reads the whole training state (see Note [Training checkpoints]).
   void save_checkpoint(const std::filesystem::path& path);
-  void load_checkpoint(const std::filesystem::path& path);
+  void load_checkpoint(const std::filesystem::path& path);  ///< See save_checkpoint().
 
-  int64_t step() const { return step_; }
-  const TrainerConfig& config() const { return config_; }
-  Optimizer& optimizer() { return *optimizer_; }
-  // Null when EMA is disabled.
+  int64_t step() const { return step_; }  ///< Optimizer steps done.
+  const TrainerConfig& config() const { return config_; }  ///< The configuration it was built from.
+  Optimizer& optimizer() { return *optimizer_; }  ///< The optimizer.
+  /// Null when EMA is disabled.
   const ExponentialMovingAverage* ema() const { return ema_.get(); }
-  std::filesystem::path checkpoint_path() const;
+  std::filesystem::path checkpoint_path() const;  ///< output_dir/checkpoint.safetensors.
 
  private:
   at::Tensor micro_batch_indices(int64_t micro_batch);
@@ -139,6 +139,6 @@ class Trainer {
   int64_t step_ = 0;
   int64_t cached_epoch_ = -1;
   at::Tensor cached_permutation_;
-};
+};  ///< The training loop: batches, optimizer, schedule, EMA, checkpoints and logs.
 
 }  // namespace tessera

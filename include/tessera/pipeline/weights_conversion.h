@@ -25,44 +25,44 @@ namespace tessera {
 // original. Integer tensors (counters, ids) and tensors already in the target dtype are copied
 // unchanged; the metadata is kept, with "tessera.stored_dtype" recording the conversion.
 
-// "bf16", "fp16" or "fp32" (also the safetensors names "BF16", "F16", "F32"). Throws
-// tessera::Error naming the accepted values otherwise.
+/// "bf16", "fp16" or "fp32" (also the safetensors names "BF16", "F16", "F32"). Throws
+/// tessera::Error naming the accepted values otherwise.
 at::ScalarType parse_stored_dtype(const std::string& name);
 
 struct CastReport {
-  int64_t tensors = 0;      // in the file
-  int64_t cast = 0;         // floating tensors converted
-  int64_t bytes_before = 0;  // tensor data only
-  int64_t bytes_after = 0;
-};
+  int64_t tensors = 0;      ///< in the file
+  int64_t cast = 0;         ///< floating tensors converted
+  int64_t bytes_before = 0;  ///< tensor data only
+  int64_t bytes_after = 0;  ///< tensor data after the cast
+};  ///< What cast_weights_file did.
 
-// Reads `in`, writes `out` (atomically; `in` may equal `out`) with every floating tensor cast to
-// `dtype`. Throws tessera::Error for a non-floating `dtype` or an unreadable file.
+/// Reads `in`, writes `out` (atomically; `in` may equal `out`) with every floating tensor cast to
+/// `dtype`. Throws tessera::Error for a non-floating `dtype` or an unreadable file.
 CastReport cast_weights_file(const std::filesystem::path& in, const std::filesystem::path& out,
                              at::ScalarType dtype);
 
-// The generator's sampling defaults (GeneratorConfig::sampling: guidance, temperature, top-k/p,
-// diffusion/flow steps) with `patch` applied as a JSON merge patch (RFC 7386), e.g.
-// {"guidance": {"scale": 4.0}}. Throws tessera::Error naming the option for an unknown key or an
-// out-of-range value.
+/// The generator's sampling defaults (GeneratorConfig::sampling: guidance, temperature, top-k/p,
+/// diffusion/flow steps) with `patch` applied as a JSON merge patch (RFC 7386), e.g.
+/// {"guidance": {"scale": 4.0}}. Throws tessera::Error naming the option for an unknown key or an
+/// out-of-range value.
 GenerationOptions patched_sampling(const GenerationOptions& sampling, const std::string& patch);
 
-// Rewrites the generator file `path` in place (atomically) with its sampling defaults patched as
-// above: retuning a shipped model's defaults needs no retraining. Returns the new defaults.
+/// Rewrites the generator file `path` in place (atomically) with its sampling defaults patched as
+/// above: retuning a shipped model's defaults needs no retraining. Returns the new defaults.
 GenerationOptions set_generator_sampling(const std::filesystem::path& path,
                                          const std::string& patch);
-
+/// Which weights of a training checkpoint to take.
 enum class CheckpointWeights { ema, trained };
 
-// The generator a `tessera train` checkpoint holds: its config from the checkpoint's metadata,
-// the given tokenizer (checkpoints do not carry the frozen tokenizer), and the EMA averages or
-// the trained parameters. Throws tessera::Error when the file is not a generator training
-// checkpoint, has no EMA averages and `ema` was asked for, or the tokenizer does not fit.
+/// The generator a `tessera train` checkpoint holds: its config from the checkpoint's metadata,
+/// the given tokenizer (checkpoints do not carry the frozen tokenizer), and the EMA averages or
+/// the trained parameters. Throws tessera::Error when the file is not a generator training
+/// checkpoint, has no EMA averages and `ema` was asked for, or the tokenizer does not fit.
 Generator generator_from_checkpoint(const std::filesystem::path& checkpoint,
                                     std::shared_ptr<Tokenizer> tokenizer,
                                     CheckpointWeights weights);
 
-// The training step a checkpoint was written at (its "tessera.step" metadata).
+/// The training step a checkpoint was written at (its "tessera.step" metadata).
 int64_t checkpoint_step(const std::filesystem::path& checkpoint);
 
 }  // namespace tessera

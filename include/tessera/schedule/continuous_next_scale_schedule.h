@@ -43,24 +43,24 @@
 #include "tessera/schedule/schedule.h"
 
 namespace tessera {
-
+/// How scale s − 1 is resized to scale s's grid.
 enum class ScaleUpsampling { bilinear, nearest };
 
 template <>
-struct ConfigEnum<ScaleUpsampling> {
+struct ConfigEnum<ScaleUpsampling> {  /// Each value with its name.
   static constexpr std::pair<ScaleUpsampling, const char*> values[] = {
       {ScaleUpsampling::bilinear, "bilinear"}, {ScaleUpsampling::nearest, "nearest"}};
-};
+};  ///< The names of ScaleUpsampling values in JSON configs.
 
 struct ContinuousNextScaleScheduleConfig {
-  // Square scale sides, increasing; the last is the tokenizer's grid side (e.g. 1, 2, 4, 8, 16
-  // for a 16x16 latent, doubling as FlowAR's scales do).
+  /// Square scale sides, increasing; the last is the tokenizer's grid side (e.g. 1, 2, 4, 8, 16
+  /// for a 16x16 latent, doubling as FlowAR's scales do).
   std::vector<int64_t> patch_nums = {1, 2, 4, 8, 16};
-  // How scale s − 1 is brought to scale s's grid as its input (align_corners false).
+  /// How scale s − 1 is brought to scale s's grid as its input (align_corners false).
   ScaleUpsampling upsampling = ScaleUpsampling::bilinear;
-  // Sampling: decode against a KV cache; false recomputes the prefix at every scale.
+  /// Sampling: decode against a KV cache; false recomputes the prefix at every scale.
   bool use_kv_cache = true;
-  // Training: how the scales share the loss (Note [Scale loss weighting]).
+  /// Training: how the scales share the loss (Note [Scale loss weighting]).
   ScaleLossWeighting loss_weighting = ScaleLossWeighting::per_token;
 
   template <class Visitor>
@@ -69,41 +69,41 @@ struct ContinuousNextScaleScheduleConfig {
     v("upsampling", upsampling);
     v("use_kv_cache", use_kv_cache);
     v("loss_weighting", loss_weighting);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< ContinuousNextScaleSchedule's scales and upsampling.
 
 class ContinuousNextScaleSchedule final : public Schedule {
  public:
   explicit ContinuousNextScaleSchedule(ContinuousNextScaleScheduleConfig config = {});
-
-  const ContinuousNextScaleScheduleConfig& config() const { return config_; }
-  void set_config(const ContinuousNextScaleScheduleConfig& config);
+  ///< A schedule with these options.
+  const ContinuousNextScaleScheduleConfig& config() const { return config_; }  ///< The options.
+  void set_config(const ContinuousNextScaleScheduleConfig& config);  ///< Replaces the options.
 
   std::string name() const override { return "continuous_next_scale"; }
-  // Requires one square grid of side patch_nums.back(); a backbone over vectors of the head's C
-  // channels with segments = the pyramid and the first scale as its condition tokens; a
-  // continuous head over the backbone's width.
+  /// Requires one square grid of side patch_nums.back(); a backbone over vectors of the head's C
+  /// channels with segments = the pyramid and the first scale as its condition tokens; a
+  /// continuous head over the backbone's width.
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Block-causal over the pyramid's scales.
+  /// Block-causal over the pyramid's scales.
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
   Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
                 const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
                 SampleRngs& rngs) override;
-  // One call per scale.
+  /// One call per scale.
   int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
 
-  // The scales of latents [B, h·w, C] (h = w = patch_nums.back()): [B, pn_s², C] each.
+  /// The scales of latents [B, h·w, C] (h = w = patch_nums.back()): [B, pn_s², C] each.
   std::vector<at::Tensor> scales(const at::Tensor& latent) const;
-  // The input rows of scale s >= 1 from scale s − 1 [B, pn_{s−1}², C]: [B, pn_s², C].
+  /// The input rows of scale s >= 1 from scale s − 1 [B, pn_{s−1}², C]: [B, pn_s², C].
   at::Tensor scale_input(const at::Tensor& previous, int64_t s) const;
 
  private:
   TokenLayout layout() const;
   ContinuousNextScaleScheduleConfig config_;
-};
+};  ///< Next-scale prediction over continuous token vectors (FlowAR-style scales).
 
 }  // namespace tessera

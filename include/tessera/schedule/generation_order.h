@@ -27,28 +27,28 @@
 #include "tessera/core/config.h"
 
 namespace tessera {
-
+/// The order in which the raster schedule visits grid positions.
 enum class GenerationOrder { raster, halton, near_to_far };
 
 template <>
-struct ConfigEnum<GenerationOrder> {
+struct ConfigEnum<GenerationOrder> {  /// Each value with its name.
   static constexpr std::pair<GenerationOrder, const char*> values[] = {
       {GenerationOrder::raster, "raster"},
       {GenerationOrder::halton, "halton"},
       {GenerationOrder::near_to_far, "near_to_far"}};
-};
+};  ///< The names of GenerationOrder values in JSON configs.
 
-// "raster", "halton", "near_to_far".
+/// "raster", "halton", "near_to_far".
 const char* generation_order_name(GenerationOrder order);
 
-// The radical inverse of k in `base` (k's digits mirrored behind the point): φ₂(6) = 0.011₂ = 3/8.
+/// The radical inverse of k in `base` (k's digits mirrored behind the point): φ₂(6) = 0.011₂ = 3/8.
 double radical_inverse(int64_t k, int64_t base);
 
-// order[i] = the raster index of the cell generated at step i. See Note [Generation orders].
-// Throws tessera::Error for an empty grid.
+/// order[i] = the raster index of the cell generated at step i. See Note [Generation orders].
+/// Throws tessera::Error for an empty grid.
 std::vector<int64_t> generation_order(GenerationOrder order, int64_t height, int64_t width);
 
-// The order as an int64 CPU tensor [h·w].
+/// The order as an int64 CPU tensor [h·w].
 at::Tensor generation_order_tensor(GenerationOrder order, int64_t height, int64_t width);
 
 }  // namespace tessera

@@ -31,16 +31,16 @@
 namespace tessera {
 
 struct HiMarScheduleConfig {
-  int64_t buffer_size = 64;
-  // Pivot grid = dense grid / pivot_factor on each side (Hi-MAR: 16x16 → 8x8).
+  int64_t buffer_size = 64;  ///< the backbone's condition_tokens (MAR's buffer_size)
+  /// Pivot grid = dense grid / pivot_factor on each side (Hi-MAR: 16x16 → 8x8).
   int64_t pivot_factor = 2;
   // --- training ---
-  MarMaskRatio mask_ratio{};
-  double pivot_loss_weight = 1.0;
+  MarMaskRatio mask_ratio{};  ///< training: the mask ratio's distribution
+  double pivot_loss_weight = 1.0;  ///< training: weight of the pivot grid's loss
   // --- sampling ---
-  int64_t pivot_steps = 8;
-  int64_t dense_steps = 32;
-  MaskingCurve curve = MaskingCurve::cosine;
+  int64_t pivot_steps = 8;  ///< sampling: steps on the pivot grid
+  int64_t dense_steps = 32;  ///< sampling: steps on the dense grid
+  MaskingCurve curve = MaskingCurve::cosine;  ///< sampling: how many tokens each step commits
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -51,41 +51,41 @@ struct HiMarScheduleConfig {
     v("pivot_steps", pivot_steps);
     v("dense_steps", dense_steps);
     v("curve", curve);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< HiMarSchedule's options.
 
 class HiMarSchedule final : public Schedule {
  public:
-  explicit HiMarSchedule(HiMarScheduleConfig config = {});
+  explicit HiMarSchedule(HiMarScheduleConfig config = {});  ///< A schedule with these options.
 
-  const HiMarScheduleConfig& config() const { return config_; }
-  void set_config(const HiMarScheduleConfig& config);
+  const HiMarScheduleConfig& config() const { return config_; }  ///< The current options.
+  void set_config(const HiMarScheduleConfig& config);  ///< Replaces the options (validated).
 
   std::string name() const override { return "hi_mar"; }
-  // Requires vector inputs of C + 1 channels, condition_tokens = buffer_size, segments
-  // {buffer, P, L} for the dense grid given, a continuous head, grid sides divisible by
-  // pivot_factor.
+  /// Requires vector inputs of C + 1 channels, condition_tokens = buffer_size, segments
+  /// {buffer, P, L} for the dense grid given, a continuous head, grid sides divisible by
+  /// pivot_factor.
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Block-causal over {buffer, P, L}; see Note [Hi-MAR sequence layout].
+  /// Block-causal over {buffer, P, L}; see Note [Hi-MAR sequence layout].
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
   Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
                 const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
                 SampleRngs& rngs) override;
-  // pivot_steps + dense_steps.
+  /// pivot_steps + dense_steps.
   int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
 
-  // The pivot grid of a dense grid.
+  /// The pivot grid of a dense grid.
   TokenGridSize pivot_grid(const TokenGridSize& dense) const;
-  // Area-downsampled pivots of dense tokens [B, h·w, C] → [B, (h/f)·(w/f), C].
+  /// Area-downsampled pivots of dense tokens [B, h·w, C] → [B, (h/f)·(w/f), C].
   at::Tensor pivots(const at::Tensor& dense, const TokenGridSize& grid) const;
 
  private:
   TokenLayout layout(const TokenGridSize& dense) const;
   HiMarScheduleConfig config_;
-};
+};  ///< Hi-MAR: masked generation of a coarse pivot grid, then of the dense grid.
 
 }  // namespace tessera

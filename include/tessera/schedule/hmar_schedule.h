@@ -67,25 +67,25 @@ namespace tessera {
 
 struct HmarScheduleConfig {
   // --- training ---
-  // See Note [Scale loss weighting]; HMAR trains with "lognorm".
+  /// See Note [Scale loss weighting]; HMAR trains with "lognorm".
   ScaleLossWeighting loss_weighting = ScaleLossWeighting::lognormal;
-  // Probability that a training batch is a masked-prediction batch (Note [HMAR masked
-  // refinement]); 0: plain next-scale training. Needs a backbone with Cvae + 1 input channels.
+  /// Probability that a training batch is a masked-prediction batch (Note [HMAR masked
+  /// refinement]); 0: plain next-scale training. Needs a backbone with Cvae + 1 input channels.
   double masked_training_fraction = 0.0;
 
   // --- sampling (may change between calls without retraining) ---
-  // Refinement steps per scale, coarse to fine; empty or all zero: none (plain HMAR sampling).
-  // Scale 0 (the condition rows) takes none; scale s takes at most pn_s² − 1. Fewer entries than
-  // scales: the rest are 0.
+  /// Refinement steps per scale, coarse to fine; empty or all zero: none (plain HMAR sampling).
+  /// Scale 0 (the condition rows) takes none; scale s takes at most pn_s² − 1. Fewer entries than
+  /// scales: the rest are 0.
   std::vector<int64_t> refinement_steps{};
-  MaskingCurve refinement_curve = MaskingCurve::cosine;
-  // Run refinement steps under the generation's guidance (doubling the batch) rather than
-  // unguided as HMAR does.
+  MaskingCurve refinement_curve = MaskingCurve::cosine;  ///< how refinement steps commit tokens
+  /// Run refinement steps under the generation's guidance (doubling the batch) rather than
+  /// unguided as HMAR does.
   bool refinement_guidance = false;
-  // HMAR's own form (utils/sampling_arg_util.py mask_schedule, e.g. [[1], [1, 3], [1, 1, 2, 5],
-  // [16], …]): per scale, the tokens committed at each step, the next-scale pass first; a scale's
-  // entries sum to its token count. Non-empty: one entry per scale, used instead of
-  // refinement_steps and refinement_curve.
+  /// HMAR's own form (utils/sampling_arg_util.py mask_schedule, e.g. [[1], [1, 3], [1, 1, 2, 5],
+  /// [16], …]): per scale, the tokens committed at each step, the next-scale pass first; a scale's
+  /// entries sum to its token count. Non-empty: one entry per scale, used instead of
+  /// refinement_steps and refinement_curve.
   std::vector<std::vector<int64_t>> mask_schedule{};
 
   template <class Visitor>
@@ -96,44 +96,44 @@ struct HmarScheduleConfig {
     v("refinement_curve", refinement_curve);
     v("refinement_guidance", refinement_guidance);
     v("mask_schedule", mask_schedule);
-  }
-  // Ranges that do not depend on the pyramid.
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  /// Ranges that do not depend on the pyramid.
   void validate() const;
-};
+};  ///< HmarSchedule's options.
 
 class HmarSchedule final : public Schedule {
  public:
-  explicit HmarSchedule(HmarScheduleConfig config = {});
+  explicit HmarSchedule(HmarScheduleConfig config = {});  ///< A schedule with these options.
 
-  const HmarScheduleConfig& config() const { return config_; }
-  void set_config(const HmarScheduleConfig& config);
+  const HmarScheduleConfig& config() const { return config_; }  ///< The current options.
+  void set_config(const HmarScheduleConfig& config);  ///< Replaces the options (validated).
   void set_step_observer(ScaleStepObserver observer) { observer_ = std::move(observer); }
-
+  ///< Called with every step of sample(); empty: none.
   std::string name() const override { return "hmar"; }
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Block-diagonal over the pyramid's scales.
+  /// Block-diagonal over the pyramid's scales.
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
-  // Terms: "cross_entropy", "cross_entropy_scale_<s>" (scales with predicted rows), and
-  // "mask_ratio" (the batch's p; 0 for a next-scale batch).
+  /// Terms: "cross_entropy", "cross_entropy_scale_<s>" (scales with predicted rows), and
+  /// "mask_ratio" (the batch's p; 0 for a next-scale batch).
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
   Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
                 const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
                 SampleRngs& rngs) override;
-  // One call per scale plus one per refinement step.
+  /// One call per scale plus one per refinement step.
   int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
 
-  // The refinement steps of each scale for these grids (refinement_steps padded with zeros);
-  // throws tessera::Error for a count the grids cannot take.
+  /// The refinement steps of each scale for these grids (refinement_steps padded with zeros);
+  /// throws tessera::Error for a count the grids cannot take.
   std::vector<int64_t> refinement_plan(const std::vector<TokenGridSize>& grids) const;
-  // Positions of scale s (n tokens, T steps) still masked after step r; `masked_before` is the
-  // count after step r − 1 (n before the first).
+  /// Positions of scale s (n tokens, T steps) still masked after step r; `masked_before` is the
+  /// count after step r − 1 (n before the first).
   int64_t masked_after(int64_t s, int64_t n, int64_t r, int64_t T, int64_t masked_before) const;
 
  private:
   HmarScheduleConfig config_;
   ScaleStepObserver observer_;
-};
+};  ///< HMAR: next-scale prediction with a Markovian mask and masked refinement of each scale.
 
 }  // namespace tessera

@@ -60,14 +60,14 @@
 
 namespace tessera {
 
-// MAR's training mask ratio: a normal(mean, std) truncated to [min, max]
-// (scipy.stats.truncnorm((0.7 − 1)/0.25, 0, loc=1, scale=0.25) by default), one draw per batch
-// as MAR does; ⌈L·ratio⌉ tokens of a sample's random order are masked.
+/// MAR's training mask ratio: a normal(mean, std) truncated to [min, max]
+/// (scipy.stats.truncnorm((0.7 − 1)/0.25, 0, loc=1, scale=0.25) by default), one draw per batch
+/// as MAR does; ⌈L·ratio⌉ tokens of a sample's random order are masked.
 struct MarMaskRatio {
-  double min = 0.7;
-  double max = 1.0;
-  double mean = 1.0;
-  double std = 0.25;
+  double min = 0.7;  ///< lower truncation bound
+  double max = 1.0;  ///< upper truncation bound
+  double mean = 1.0;  ///< the normal's mean
+  double std = 0.25;  ///< the normal's standard deviation
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -75,21 +75,21 @@ struct MarMaskRatio {
     v("max", max);
     v("mean", mean);
     v("std", std);
-  }
-  void validate() const;
-  // One draw (rejection sampling of the normal, drawn from `generator`).
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+  /// One draw (rejection sampling of the normal, drawn from `generator`).
   double draw(at::Generator& generator) const;
 };
 
 struct MarScheduleConfig {
-  int64_t buffer_size = 64;  // the backbone's condition_tokens (MAR's buffer_size)
+  int64_t buffer_size = 64;  ///< the backbone's condition_tokens (MAR's buffer_size)
   // --- training ---
-  MarMaskRatio mask_ratio{};
+  MarMaskRatio mask_ratio{};  ///< training: the mask ratio's distribution
   // --- sampling ---
-  int64_t steps = 64;  // MAR's num_iter; at most L
-  MaskingCurve curve = MaskingCurve::cosine;
+  int64_t steps = 64;  ///< MAR's num_iter; at most L
+  MaskingCurve curve = MaskingCurve::cosine;  ///< how many tokens each step commits
   // --- architecture ---
-  // MAR's MAE encoder–decoder split (Note [MAR encoder–decoder split]): needs a decoder backbone.
+  /// MAR's MAE encoder–decoder split (Note [MAR encoder–decoder split]): needs a decoder backbone.
   bool encoder_decoder = false;
 
   template <class Visitor>
@@ -99,27 +99,27 @@ struct MarScheduleConfig {
     v("steps", steps);
     v("curve", curve);
     v("encoder_decoder", encoder_decoder);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< MarSchedule's options.
 
 class MarSchedule final : public Schedule {
  public:
-  explicit MarSchedule(MarScheduleConfig config = {});
+  explicit MarSchedule(MarScheduleConfig config = {});  ///< A schedule with these options.
 
-  const MarScheduleConfig& config() const { return config_; }
-  void set_config(const MarScheduleConfig& config);
+  const MarScheduleConfig& config() const { return config_; }  ///< The current options.
+  void set_config(const MarScheduleConfig& config);  ///< Replaces the options (validated).
 
   std::string name() const override { return "mar"; }
-  // Requires vector inputs with input_channels = C + 1 (Note [MAR mask inputs]), condition_tokens
-  // = buffer_size and segments {buffer, L}, a continuous head of C channels; with
-  // encoder_decoder, the encoder and decoder of Note [MAR encoder–decoder split].
+  /// Requires vector inputs with input_channels = C + 1 (Note [MAR mask inputs]), condition_tokens
+  /// = buffer_size and segments {buffer, L}, a continuous head of C channels; with
+  /// encoder_decoder, the encoder and decoder of Note [MAR encoder–decoder split].
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Bidirectional over {buffer, L} (with encoder_decoder: the decoder's mask; the encoder's is
-  // bidirectional over the rows it is given).
+  /// Bidirectional over {buffer, L} (with encoder_decoder: the decoder's mask; the encoder's is
+  /// bidirectional over the rows it is given).
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
-  // The head's loss on every token row with weight 1 at masked positions and 0 elsewhere.
+  /// The head's loss on every token row with weight 1 at masked positions and 0 elsewhere.
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
   Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
@@ -130,6 +130,6 @@ class MarSchedule final : public Schedule {
  private:
   TokenLayout layout(int64_t tokens) const;
   MarScheduleConfig config_;
-};
+};  ///< MAR: masked autoregressive generation of continuous tokens in a random order.
 
 }  // namespace tessera

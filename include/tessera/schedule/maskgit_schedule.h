@@ -45,36 +45,36 @@
 #include "tessera/schedule/schedule.h"
 
 namespace tessera {
-
+/// How a span's tokens' confidences combine into the span's score.
 enum class SpanScoring { max, mean };
-enum class SpanTraining { overlapping, aligned };
+/** Which spans training masks. */ enum class SpanTraining { overlapping, aligned };
 
 template <>
-struct ConfigEnum<SpanTraining> {
+struct ConfigEnum<SpanTraining> {  /// Each value with its name.
   static constexpr std::pair<SpanTraining, const char*> values[] = {
       {SpanTraining::overlapping, "overlapping"}, {SpanTraining::aligned, "aligned"}};
-};
+};  ///< The names of SpanTraining values in JSON configs.
 
 template <>
-struct ConfigEnum<SpanScoring> {
+struct ConfigEnum<SpanScoring> {  /// Each value with its name.
   static constexpr std::pair<SpanScoring, const char*> values[] = {{SpanScoring::max, "max"},
                                                                    {SpanScoring::mean, "mean"}};
-};
+};  ///< The names of SpanScoring values in JSON configs.
 
 struct MaskGitScheduleConfig {
-  // Leading condition positions of the backbone (its condition_tokens): 1 for a class token, 0
-  // for an unconditional or AdaLN-only backbone.
+  /// Leading condition positions of the backbone (its condition_tokens): 1 for a class token, 0
+  /// for an unconditional or AdaLN-only backbone.
   int64_t condition_tokens = 1;
   // --- training ---
-  MaskingCurve training_curve = MaskingCurve::cosine;  // γ of the mask ratio γ(r), r ~ U(0, 1)
+  MaskingCurve training_curve = MaskingCurve::cosine;  ///< γ of the mask ratio γ(r), r ~ U(0, 1)
   // --- sampling ---
-  int64_t steps = 8;  // T; at most the number of units
-  MaskingCurve curve = MaskingCurve::cosine;
-  double choice_temperature = 4.5;
+  int64_t steps = 8;  ///< T; at most the number of units
+  MaskingCurve curve = MaskingCurve::cosine;  ///< how many tokens each step commits
+  double choice_temperature = 4.5;  ///< scale of the confidence noise when choosing what to re-mask
   // --- span masking (MAGNeT), see Note [Span masking] ---
-  int64_t span_length = 1;  // 1: per-token masking
-  SpanScoring span_scoring = SpanScoring::max;
-  SpanTraining span_training = SpanTraining::overlapping;
+  int64_t span_length = 1;  ///< 1: per-token masking
+  SpanScoring span_scoring = SpanScoring::max;  ///< a span's score from its tokens'
+  SpanTraining span_training = SpanTraining::overlapping;  ///< which spans training masks
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -86,28 +86,28 @@ struct MaskGitScheduleConfig {
     v("span_length", span_length);
     v("span_scoring", span_scoring);
     v("span_training", span_training);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< MaskGitSchedule's options.
 
-// MAGNeT's lookup table for overlapping spans of length k over L tokens: entry m (0..100) is the
-// number of span starts whose mean masked fraction first reaches m/100 (Note [Span masking]).
+/// MAGNeT's lookup table for overlapping spans of length k over L tokens: entry m (0..100) is the
+/// number of span starts whose mean masked fraction first reaches m/100 (Note [Span masking]).
 std::vector<int64_t> overlapping_span_starts_table(int64_t tokens, int64_t span_length);
 
 class MaskGitSchedule final : public Schedule {
  public:
-  explicit MaskGitSchedule(MaskGitScheduleConfig config = {});
+  explicit MaskGitSchedule(MaskGitScheduleConfig config = {});  ///< A schedule with these options.
 
-  const MaskGitScheduleConfig& config() const { return config_; }
-  // Sampling options may change between calls without retraining.
+  const MaskGitScheduleConfig& config() const { return config_; }  ///< The current options.
+  /// Sampling options may change between calls without retraining.
   void set_config(const MaskGitScheduleConfig& config);
 
   std::string name() const override { return "maskgit"; }
-  // Requires token-id inputs with vocab_size = V + 1 (V the head's), segments {c, L} (or {L}), a
-  // discrete head, L a multiple of span_length.
+  /// Requires token-id inputs with vocab_size = V + 1 (V the head's), segments {c, L} (or {L}), a
+  /// discrete head, L a multiple of span_length.
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Bidirectional over {c, L}.
+  /// Bidirectional over {c, L}.
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
@@ -116,14 +116,14 @@ class MaskGitSchedule final : public Schedule {
                 SampleRngs& rngs) override;
   int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
 
-  // The training mask of one batch, bool [B, L] (true = masked): exposed so tests can check the
-  // span structure and the ratio rule. Draws r [B] (double), then the scores (float; [B, U] for
-  // aligned units, [B, L] span starts for overlapping spans) from `generator`.
+  /// The training mask of one batch, bool [B, L] (true = masked): exposed so tests can check the
+  /// span structure and the ratio rule. Draws r [B] (double), then the scores (float; [B, U] for
+  /// aligned units, [B, L] span starts for overlapping spans) from `generator`.
   at::Tensor draw_training_mask(int64_t batch, int64_t tokens, at::Generator& generator) const;
 
  private:
   TokenLayout layout(int64_t tokens) const;
   MaskGitScheduleConfig config_;
-};
+};  ///< MaskGIT (and MAGNeT's span masking): iterative parallel decoding of masked tokens.
 
 }  // namespace tessera

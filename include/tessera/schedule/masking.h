@@ -21,36 +21,36 @@
 
 namespace tessera {
 
-// γ(r) for r in [0, 1]: the fraction of tokens still masked at progress r (γ(0) = 1, γ(1) = 0).
+/// γ(r) for r in [0, 1]: the fraction of tokens still masked at progress r (γ(0) = 1, γ(1) = 0).
 enum class MaskingCurve {
-  cosine,  // cos(π/2 · r)                 MaskGIT, MAR
-  arccos,  // arccos(r) / (π/2)            Muse / Meissonic
-  linear,  // 1 − r
-  square,  // 1 − r²                       MaskGIT's "square"
-  cubic,   // 1 − r³
-  sqrt,    // 1 − √r
+  cosine,  ///< cos(π/2 · r)                 MaskGIT, MAR
+  arccos,  ///< arccos(r) / (π/2)            Muse / Meissonic
+  linear,  ///< 1 − r
+  square,  ///< 1 − r²                       MaskGIT's "square"
+  cubic,   ///< 1 − r³
+  sqrt,    ///< 1 − √r
 };
 
 template <>
-struct ConfigEnum<MaskingCurve> {
+struct ConfigEnum<MaskingCurve> {  /// Each value with its name.
   static constexpr std::pair<MaskingCurve, const char*> values[] = {
       {MaskingCurve::cosine, "cosine"}, {MaskingCurve::arccos, "arccos"},
       {MaskingCurve::linear, "linear"}, {MaskingCurve::square, "square"},
       {MaskingCurve::cubic, "cubic"},   {MaskingCurve::sqrt, "sqrt"}};
-};
+};  ///< The names of MaskingCurve values in JSON configs.
 
-// γ(r); throws tessera::Error for r outside [0, 1].
+/// γ(r); throws tessera::Error for r outside [0, 1].
 double masked_fraction(MaskingCurve curve, double progress);
 
-// Positions still masked after step `step` of `num_steps`, when `masked_before` of `num_tokens`
-// were masked before it. See Note [Masked decoding counts]. Throws tessera::Error for counts or
-// steps out of range.
+/// Positions still masked after step `step` of `num_steps`, when `masked_before` of `num_tokens`
+/// were masked before it. See Note [Masked decoding counts]. Throws tessera::Error for counts or
+/// steps out of range.
 int64_t masked_after_step(MaskingCurve curve, int64_t num_tokens, int64_t step, int64_t num_steps,
                           int64_t masked_before);
 
-// Per row, the `count` positions of lowest `confidence` [B, N] among those where `candidates`
-// [B, N] (bool) is true: a bool [B, N] mask. Ties break towards the lower position (a stable
-// sort), so the choice is deterministic. Every row must have at least `count` candidates.
+/// Per row, the `count` positions of lowest `confidence` [B, N] among those where `candidates`
+/// [B, N] (bool) is true: a bool [B, N] mask. Ties break towards the lower position (a stable
+/// sort), so the choice is deterministic. Every row must have at least `count` candidates.
 at::Tensor lowest_confidence(const at::Tensor& confidence, const at::Tensor& candidates,
                              int64_t count);
 

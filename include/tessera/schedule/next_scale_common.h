@@ -24,40 +24,40 @@
 #include "tessera/core/config.h"
 
 namespace tessera {
-
+/// How the scales of a pyramid share the training loss.
 enum class ScaleLossWeighting {
-  per_token,  // VAR: every token the same weight (a scale weighs by its token count)
-  per_scale,  // HMAR's "equal": every scale the same total weight
-  lognormal,  // HMAR's "lognorm" (its training default)
+  per_token,  ///< VAR: every token the same weight (a scale weighs by its token count)
+  per_scale,  ///< HMAR's "equal": every scale the same total weight
+  lognormal,  ///< HMAR's "lognorm" (its training default)
 };
 
 template <>
-struct ConfigEnum<ScaleLossWeighting> {
+struct ConfigEnum<ScaleLossWeighting> {  /// Each value with its name.
   static constexpr std::pair<ScaleLossWeighting, const char*> values[] = {
       {ScaleLossWeighting::per_token, "per_token"},
       {ScaleLossWeighting::per_scale, "per_scale"},
       {ScaleLossWeighting::lognormal, "lognormal"}};
-};
+};  ///< The names of ScaleLossWeighting values in JSON configs.
 
-// The total weight of each scale (summing to 1) for a pyramid of these sides, coarse to fine.
-// See Note [Scale loss weighting]. Throws tessera::Error for an empty pyramid, a side < 1, or
-// lognormal with fewer than two scales (σ is undefined).
+/// The total weight of each scale (summing to 1) for a pyramid of these sides, coarse to fine.
+/// See Note [Scale loss weighting]. Throws tessera::Error for an empty pyramid, a side < 1, or
+/// lognormal with fewer than two scales (σ is undefined).
 std::vector<double> scale_loss_weights(ScaleLossWeighting weighting,
                                        const std::vector<int64_t>& patch_nums);
 
-// One backbone evaluation of a next-scale sampler, as the schedule saw it. Tensors are on the CPU,
-// [B, n] for the n positions of `scale`.
+/// One backbone evaluation of a next-scale sampler, as the schedule saw it. Tensors are on the CPU,
+/// [B, n] for the n positions of `scale`.
 struct ScaleStepRecord {
-  int64_t step = 0;        // index among the generation's num_steps() evaluations
-  int64_t scale = 0;
-  int64_t refinement = 0;  // 0: the scale's next-scale pass; r >= 1: HMAR's r-th refinement
-  at::Tensor ids{};            // int64: the scale's ids after this step (masked ones included)
-  at::Tensor probabilities{};  // float: the probability of each id as last drawn
-  at::Tensor committed{};      // bool: positions committed by this step (never redrawn later)
-  at::Tensor masked{};         // bool: positions still masked after this step (to be redrawn)
+  int64_t step = 0;        ///< index among the generation's num_steps() evaluations
+  int64_t scale = 0;  ///< the scale the step generated
+  int64_t refinement = 0;  ///< 0: the scale's next-scale pass; r >= 1: HMAR's r-th refinement
+  at::Tensor ids{};            ///< int64: the scale's ids after this step (masked ones included)
+  at::Tensor probabilities{};  ///< float: the probability of each id as last drawn
+  at::Tensor committed{};      ///< bool: positions committed by this step (never redrawn later)
+  at::Tensor masked{};         ///< bool: positions still masked after this step (to be redrawn)
 };
 
-// Called once per step, after the step's commit; a test's or a viewer's hook. Empty: no calls.
+/// Called once per step, after the step's commit; a test's or a viewer's hook. Empty: no calls.
 using ScaleStepObserver = std::function<void(const ScaleStepRecord&)>;
 
 }  // namespace tessera

@@ -45,47 +45,47 @@
 namespace tessera {
 
 struct NextScaleScheduleConfig {
-  // Sampling: decode against a KV cache (VAR). false recomputes the whole prefix at every scale
-  // (the same numbers, more work): a check and a benchmark baseline.
+  /// Sampling: decode against a KV cache (VAR). false recomputes the whole prefix at every scale
+  /// (the same numbers, more work): a check and a benchmark baseline.
   bool use_kv_cache = true;
-  // Training: how the scales share the loss. See Note [Scale loss weighting].
+  /// Training: how the scales share the loss. See Note [Scale loss weighting].
   ScaleLossWeighting loss_weighting = ScaleLossWeighting::per_token;
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("use_kv_cache", use_kv_cache);
     v("loss_weighting", loss_weighting);
-  }
-  void validate() const {}
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const {}  ///< Every value is valid.
+};  ///< NextScaleSchedule's options.
 
 class NextScaleSchedule final : public Schedule {
  public:
-  explicit NextScaleSchedule(NextScaleScheduleConfig config = {});
+  explicit NextScaleSchedule(NextScaleScheduleConfig config = {});  ///< With these options.
 
-  const NextScaleScheduleConfig& config() const { return config_; }
-  // Sampling options may change between calls without retraining.
+  const NextScaleScheduleConfig& config() const { return config_; }  ///< The current options.
+  /// Sampling options may change between calls without retraining.
   void set_config(const NextScaleScheduleConfig& config) { config_ = config; }
-  // Called after every sampling step; see ScaleStepRecord.
+  /// Called after every sampling step; see ScaleStepRecord.
   void set_step_observer(ScaleStepObserver observer) { observer_ = std::move(observer); }
 
   std::string name() const override { return "next_scale"; }
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Block-causal over the pyramid's scales.
+  /// Block-causal over the pyramid's scales.
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
-  // Terms: "cross_entropy" (the weighted loss) and "cross_entropy_scale_<s>" per scale.
+  /// Terms: "cross_entropy" (the weighted loss) and "cross_entropy_scale_<s>" per scale.
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
   Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
                 const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
                 SampleRngs& rngs) override;
-  // One call per scale.
+  /// One call per scale.
   int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
 
  private:
   NextScaleScheduleConfig config_;
   ScaleStepObserver observer_;
-};
+};  ///< VAR: next-scale prediction over a pyramid of discrete token maps.
 
 }  // namespace tessera

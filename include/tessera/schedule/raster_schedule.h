@@ -31,39 +31,39 @@
 namespace tessera {
 
 struct RasterScheduleConfig {
-  GenerationOrder order = GenerationOrder::raster;
-  // Sampling: decode against a KV cache (one row per step). Off: each step re-runs the whole
-  // prefix (slower; the same tokens up to rounding, kept as a cross-check).
+  GenerationOrder order = GenerationOrder::raster;  ///< the order positions are generated in
+  /// Sampling: decode against a KV cache (one row per step). Off: each step re-runs the whole
+  /// prefix (slower; the same tokens up to rounding, kept as a cross-check).
   bool kv_cache = true;
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("order", order);
     v("kv_cache", kv_cache);
-  }
-  void validate() const {}
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const {}  ///< Every value is valid.
+};  ///< RasterSchedule's options.
 
 class RasterSchedule final : public Schedule {
  public:
-  explicit RasterSchedule(RasterScheduleConfig config = {});
+  explicit RasterSchedule(RasterScheduleConfig config = {});  ///< A schedule with these options.
 
-  const RasterScheduleConfig& config() const { return config_; }
-  void set_config(const RasterScheduleConfig& config) { config_ = config; }
+  const RasterScheduleConfig& config() const { return config_; }  ///< The current options.
+  void set_config(const RasterScheduleConfig& config) { config_ = config; }  ///< Replaces them.
 
   std::string name() const override { return "raster"; }
-  // Requires: token-id inputs, a class-conditional backbone with one condition token and segments
-  // {1, L − 1}, vocab_size >= the head's, a discrete head; for a non-raster order learned absolute
-  // positions and no 2D RoPE (Note [Positions of a generation order]).
+  /// Requires: token-id inputs, a class-conditional backbone with one condition token and segments
+  /// {1, L − 1}, vocab_size >= the head's, a discrete head; for a non-raster order learned absolute
+  /// positions and no 2D RoPE (Note [Positions of a generation order]).
   void check_models(const ScheduleModels& models,
                     const std::vector<TokenGridSize>& grids) const override;
-  // Causal over the L rows (segments {1, L − 1}).
+  /// Causal over the L rows (segments {1, L − 1}).
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
-  // Cross-entropy of every row against the next token of the order (L rows per sample).
+  /// Cross-entropy of every row against the next token of the order (L rows per sample).
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
-  // L steps: step 0 runs the class token (the prefill), step s ≥ 1 the token of step s − 1; step s
-  // yields token order[s]. GenerationProgress: step s of L, no token counts.
+  /// L steps: step 0 runs the class token (the prefill), step s ≥ 1 the token of step s − 1; step s
+  /// yields token order[s]. GenerationProgress: step s of L, no token counts.
   Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
                 const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
                 SampleRngs& rngs) override;
@@ -71,6 +71,6 @@ class RasterSchedule final : public Schedule {
 
  private:
   RasterScheduleConfig config_;
-};
+};  ///< Autoregressive generation one token at a time (LlamaGen), in a fixed order.
 
 }  // namespace tessera

@@ -27,27 +27,27 @@ namespace tokenizer_detail {
 class KlVaeModule;
 }
 
-// The diagonal Gaussian of a latent: mean and log-variance [B, C, h, w] (log-variance clamped).
+/// The diagonal Gaussian of a latent: mean and log-variance [B, C, h, w] (log-variance clamped).
 struct DiagonalGaussian {
-  at::Tensor mean{};
-  at::Tensor log_variance{};
+  at::Tensor mean{};  ///< [B, C, h, w]
+  at::Tensor log_variance{};  ///< [B, C, h, w], clamped to [−30, 20]
 
-  // Splits moments [B, 2C, h, w] into mean and log-variance along channels; clamps the latter to
-  // [−30, 20].
+  /// Splits moments [B, 2C, h, w] into mean and log-variance along channels; clamps the latter to
+  /// [−30, 20].
   static DiagonalGaussian from_moments(const at::Tensor& moments);
-  at::Tensor std() const;
-  // mean + std·ε with ε drawn from `generator` (the default CPU generator when undefined).
+  at::Tensor std() const;  ///< exp(log_variance / 2).
+  /// mean + std·ε with ε drawn from `generator` (the default CPU generator when undefined).
   at::Tensor sample(at::Generator generator = {}) const;
-  // KL(N(mean, var) ‖ N(0, I)) per batch element: 0.5·Σ(mean² + var − 1 − log var), [B].
+  /// KL(N(mean, var) ‖ N(0, I)) per batch element: 0.5·Σ(mean² + var − 1 − log var), [B].
   at::Tensor kl_to_standard_normal() const;
 };
 
 class KlVae final : public Tokenizer {
  public:
-  explicit KlVae(const KlVaeConfig& config, uint64_t seed = 0);
+  explicit KlVae(const KlVaeConfig& config, uint64_t seed = 0);  ///< Seeded initialisation.
   ~KlVae() override;
-  KlVae(KlVae&&) noexcept;
-  KlVae& operator=(KlVae&&) noexcept;
+  KlVae(KlVae&&) noexcept;  ///< Moves; the source is not usable afterwards.
+  KlVae& operator=(KlVae&&) noexcept;  ///< Moves; the source is not usable afterwards.
 
   TokenizerConfig config() const override;
   int64_t image_channels() const override;
@@ -66,10 +66,10 @@ class KlVae final : public Tokenizer {
   void to(at::Device device) override;
   at::Device device() const override;
 
-  const KlVaeConfig& kl_vae_config() const { return config_; }
-  // The posterior q(z | images), without autograd.
+  const KlVaeConfig& kl_vae_config() const { return config_; }  ///< Its configuration.
+  /// The posterior q(z | images), without autograd.
   DiagonalGaussian encode_posterior(const at::Tensor& images);
-  // Tokens from a posterior sample (MAR's training-time tokens), ε from `generator`.
+  /// Tokens from a posterior sample (MAR's training-time tokens), ε from `generator`.
   Tokens encode_sample(const at::Tensor& images, at::Generator generator);
 
  private:
@@ -77,6 +77,6 @@ class KlVae final : public Tokenizer {
   Tokens tokens_from_latent(const at::Tensor& latent) const;
   KlVaeConfig config_;
   std::shared_ptr<tokenizer_detail::KlVaeModule> module_;
-};
+};  ///< A KL-regularised autoencoder (MAR's KL-16): continuous tokens, latents times latent_scale.
 
 }  // namespace tessera

@@ -46,43 +46,43 @@ namespace tokenizer_detail {
 class MultiScaleVqVaeModule;
 }
 
-// The K ticks of Note [Choosing Phi], bit-identical to the reference's np.linspace.
+/// The K ticks of Note [Choosing Phi], bit-identical to the reference's np.linspace.
 std::vector<double> var_phi_ticks(int64_t num_phis);
-// The index of the Phi that scale `scale` of `num_scales` uses, for VAR's phi_count
-// (share_quant_resi). Throws tessera::Error for num_scales < 2 or a scale out of range.
+/// The index of the Phi that scale `scale` of `num_scales` uses, for VAR's phi_count
+/// (share_quant_resi). Throws tessera::Error for num_scales < 2 or a scale out of range.
 int64_t var_phi_index(int64_t scale, int64_t num_scales, int64_t phi_count);
 
 class MultiScaleVqVae final : public Tokenizer {
  public:
-  // Fresh parameters (convolutions with torch's default initialisation, the codebook uniform in
-  // ±1/V); `seed` drives them and dead-code restarts.
+  /// Fresh parameters (convolutions with torch's default initialisation, the codebook uniform in
+  /// ±1/V); `seed` drives them and dead-code restarts.
   explicit MultiScaleVqVae(const MultiScaleVqVaeConfig& config, uint64_t seed = 0);
   ~MultiScaleVqVae() override;
-  MultiScaleVqVae(MultiScaleVqVae&&) noexcept;
-  MultiScaleVqVae& operator=(MultiScaleVqVae&&) noexcept;
+  MultiScaleVqVae(MultiScaleVqVae&&) noexcept;  ///< Moves; the source is not usable afterwards.
+  MultiScaleVqVae& operator=(MultiScaleVqVae&&) noexcept;  ///< Moves, as the constructor.
 
-  // The configuration of a VAR vae checkpoint in safetensors form: patch_nums, vocab_size, Cvae,
-  // ch and share_quant_resi from __metadata__ (required; quant_resi, using_znorm, beta,
-  // ch_mult and num_res_blocks are read when present), the rest of the architecture (levels and
-  // their channel multipliers, blocks per level, attention, image channels, quant_conv kernel) from
-  // the tensors' names and shapes, checked against the metadata. GroupNorm uses the reference's
-  // 32 groups and eps 1e-6.
+  /// The configuration of a VAR vae checkpoint in safetensors form: patch_nums, vocab_size, Cvae,
+  /// ch and share_quant_resi from __metadata__ (required; quant_resi, using_znorm, beta,
+  /// ch_mult and num_res_blocks are read when present), the rest of the architecture (levels and
+  /// their channel multipliers, blocks per level, attention, image channels, quant_conv kernel)
+  /// from the tensors' names and shapes, checked against the metadata. GroupNorm uses the
+  /// reference's 32 groups and eps 1e-6.
   static MultiScaleVqVaeConfig config_from_var_checkpoint(const SafetensorsFile& file);
-  // Builds the model from config_from_var_checkpoint and loads every tensor under the
-  // reference's key names (strict: missing or unexpected keys are an error).
+  /// Builds the model from config_from_var_checkpoint and loads every tensor under the
+  /// reference's key names (strict: missing or unexpected keys are an error).
   static std::unique_ptr<MultiScaleVqVae> load_var_checkpoint(const std::filesystem::path& path);
 
   // --- Tokenizer ---
   TokenizerConfig config() const override;
   int64_t image_channels() const override;
   int64_t downsampling_factor() const override;
-  // One pn x pn grid per scale; the image must be (pn_last · downsampling) square.
+  /// One pn x pn grid per scale; the image must be (pn_last · downsampling) square.
   std::vector<TokenGridSize> token_grids(int64_t image_height, int64_t image_width) const override;
   int64_t vocab_size() const override;
   int64_t token_channels() const override;
-  // img_to_idxBl: ids per scale, int64 [B, pn²].
+  /// img_to_idxBl: ids per scale, int64 [B, pn²].
   Tokens encode(const at::Tensor& images) override;
-  // idxBl_to_img(ids, same_shape=True, last_one=True): images in [−1, 1].
+  /// idxBl_to_img(ids, same_shape=True, last_one=True): images in [−1, 1].
   at::Tensor decode(const Tokens& tokens) override;
   TokenizerTrainingOutput training_forward(const at::Tensor& images) override;
   std::vector<at::Tensor> parameters() const override;
@@ -94,44 +94,44 @@ class MultiScaleVqVae final : public Tokenizer {
   at::Device device() const override;
 
   // --- the pieces of Note [Multi-scale residual quantisation] ---
-  const MultiScaleVqVaeConfig& multiscale_config() const { return config_; }
-  const std::vector<int64_t>& patch_nums() const { return config_.quantizer.patch_nums; }
-  int64_t num_scales() const { return static_cast<int64_t>(patch_nums().size()); }
-  // f = quant_conv(encoder(images)): [B, Cvae, P, P]. Checks the image size (divisible by the
-  // downsampling factor, latent side equal to patch_nums' last entry).
+  const MultiScaleVqVaeConfig& multiscale_config() const { return config_; }  ///< The config.
+  const std::vector<int64_t>& patch_nums() const { return config_.quantizer.patch_nums; }  ///< Scale sides.
+  int64_t num_scales() const { return static_cast<int64_t>(patch_nums().size()); }  ///< Scales.
+  /// f = quant_conv(encoder(images)): [B, Cvae, P, P]. Checks the image size (divisible by the
+  /// downsampling factor, latent side equal to patch_nums' last entry).
   at::Tensor encode_latent(const at::Tensor& images);
-  // Ids per scale of a latent f [B, Cvae, P, P] (f_to_idxBl_or_fhat with to_fhat false).
+  /// Ids per scale of a latent f [B, Cvae, P, P] (f_to_idxBl_or_fhat with to_fhat false).
   std::vector<at::Tensor> latent_to_ids(const at::Tensor& f);
-  // f̂ after each scale (to_fhat true); the last is the quantised latent.
+  /// f̂ after each scale (to_fhat true); the last is the quantised latent.
   std::vector<at::Tensor> latent_to_f_hats(const at::Tensor& f);
-  // f̂ from the ids of every scale (embed_to_fhat, all_to_max_scale, last one).
+  /// f̂ from the ids of every scale (embed_to_fhat, all_to_max_scale, last one).
   at::Tensor ids_to_f_hat(const std::vector<at::Tensor>& ids);
-  // decoder(post_quant_conv(f̂)) clamped to [−1, 1].
+  /// decoder(post_quant_conv(f̂)) clamped to [−1, 1].
   at::Tensor f_hat_to_images(const at::Tensor& f_hat);
-  // idxBl_to_var_input: for s = 0 .. S−2, area_down(f̂ after scale s, pn_{s+1}) flattened, all
-  // concatenated: float [B, L − pn_0², Cvae].
+  /// idxBl_to_var_input: for s = 0 .. S−2, area_down(f̂ after scale s, pn_{s+1}) flattened, all
+  /// concatenated: float [B, L − pn_0², Cvae].
   at::Tensor teacher_forcing_input(const std::vector<at::Tensor>& ids);
 
-  // Sampling one scale at a time (get_next_autoregressive_input):
-  //   f̂ = empty_f_hat(B); for s: add_scale_ids(f̂, s, ids_s); input = next_scale_input(f̂, s + 1)
+  /// Sampling one scale at a time (get_next_autoregressive_input):
+  ///   f̂ = empty_f_hat(B); for s: add_scale_ids(f̂, s, ids_s); input = next_scale_input(f̂, s + 1)
   at::Tensor empty_f_hat(int64_t batch_size) const;
-  // f̂ += Phi_s(up(embed(ids))) in place; ids int64 [B, pn_s²] within the codebook.
+  /// f̂ += Phi_s(up(embed(ids))) in place; ids int64 [B, pn_s²] within the codebook.
   void add_scale_ids(at::Tensor& f_hat, int64_t scale, const at::Tensor& ids);
-  // The same from embeddings h [B, Cvae, pn_s, pn_s] (e.g. a soft mixture of codes).
+  /// The same from embeddings h [B, Cvae, pn_s, pn_s] (e.g. a soft mixture of codes).
   void add_scale_embeddings(at::Tensor& f_hat, int64_t scale, const at::Tensor& h);
-  // area_down(f̂, pn_scale) as [B, pn_scale², Cvae]: the input for predicting scale `scale`.
+  /// area_down(f̂, pn_scale) as [B, pn_scale², Cvae]: the input for predicting scale `scale`.
   at::Tensor next_scale_input(const at::Tensor& f_hat, int64_t scale) const;
-  // Codes of ids [B, pn_s²] as [B, Cvae, pn_s, pn_s].
+  /// Codes of ids [B, pn_s²] as [B, Cvae, pn_s, pn_s].
   at::Tensor embed_ids(const at::Tensor& ids, int64_t scale);
 
-  at::Tensor codebook() const;  // [V, Cvae]
-  // The reference's ema_vocab_hit_SV [S, V]: moving average of each code's hits per scale.
+  at::Tensor codebook() const;  ///< [V, Cvae]
+  /// The reference's ema_vocab_hit_SV [S, V]: moving average of each code's hits per scale.
   at::Tensor code_hits_per_scale() const;
 
  private:
   void check_scale(int64_t scale) const;
   MultiScaleVqVaeConfig config_;
   std::shared_ptr<tokenizer_detail::MultiScaleVqVaeModule> module_;
-};
+};  ///< VAR's multi-scale residual VQ-VAE: one token map per scale, coarse to fine.
 
 }  // namespace tessera

@@ -10,7 +10,7 @@ namespace tessera {
 
 class PatchTokenizer final : public Tokenizer {
  public:
-  explicit PatchTokenizer(const PatchTokenizerConfig& config);
+  explicit PatchTokenizer(const PatchTokenizerConfig& config);  ///< A tokenizer with these sizes.
 
   TokenizerConfig config() const override;
   int64_t image_channels() const override { return config_.image_channels; }
@@ -22,7 +22,7 @@ class PatchTokenizer final : public Tokenizer {
   }
   Tokens encode(const at::Tensor& images) override;
   at::Tensor decode(const Tokens& tokens) override;
-  // The images themselves (nothing to learn), with a zero regularisation.
+  /// The images themselves (nothing to learn), with a zero regularisation.
   TokenizerTrainingOutput training_forward(const at::Tensor& images) override;
   std::vector<at::Tensor> parameters() const override { return {}; }
   std::map<std::string, at::Tensor> state_dict() const override { return {}; }
@@ -36,6 +36,6 @@ class PatchTokenizer final : public Tokenizer {
   PatchTokenizerConfig config_;
   bool training_ = false;
   at::Device device_ = at::kCPU;
-};
+};  ///< Pixel patches as continuous tokens, without parameters.
 
 }  // namespace tessera

@@ -27,22 +27,22 @@
 #include "tessera/tokenizer/tokenizer.h"
 
 namespace tessera {
-
+/// The pixel loss a tokenizer trains with.
 enum class ReconstructionLoss { mse, l1 };
 
 template <>
-struct ConfigEnum<ReconstructionLoss> {
+struct ConfigEnum<ReconstructionLoss> {  /// Each value with its name.
   static constexpr std::pair<ReconstructionLoss, const char*> values[] = {
       {ReconstructionLoss::mse, "mse"}, {ReconstructionLoss::l1, "l1"}};
-};
+};  ///< The names of ReconstructionLoss values in JSON configs.
 
 struct TokenizerDataConfig {
-  std::string dataset = "fashion_mnist";  // the only dataset so far
-  std::string directory = "";  // empty: $TESSERA_FASHION_MNIST_DIR, then the Debian folder
-  int64_t image_size = 32;     // 28x28 images are padded (centred) to this size
-  int64_t channels = 1;        // 1, or 3 (grey repeated)
-  int64_t train_images = 0;    // use the first N training images; 0: all 60000
-  int64_t eval_images = 0;     // evaluate on the first N test images; 0: all 10000
+  std::string dataset = "fashion_mnist";  ///< the only dataset so far
+  std::string directory = "";  ///< empty: $TESSERA_FASHION_MNIST_DIR, then the Debian folder
+  int64_t image_size = 32;     ///< 28x28 images are padded (centred) to this size
+  int64_t channels = 1;        ///< 1, or 3 (grey repeated)
+  int64_t train_images = 0;    ///< use the first N training images; 0: all 60000
+  int64_t eval_images = 0;     ///< evaluate on the first N test images; 0: all 10000
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -52,30 +52,30 @@ struct TokenizerDataConfig {
     v("channels", channels);
     v("train_images", train_images);
     v("eval_images", eval_images);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< The images train_tokenizer trains and evaluates on.
 
 struct TokenizerTrainConfig {
-  TokenizerConfig tokenizer{};
-  TokenizerDataConfig data{};
-  int64_t steps = 2000;
-  int64_t batch_size = 64;
-  double learning_rate = 2e-4;
-  int64_t warmup_steps = 0;  // linear warm-up of the learning rate from 0
-  double adam_beta1 = 0.9;
-  double adam_beta2 = 0.95;
-  double weight_decay = 0.0;
-  double grad_clip_norm = 0.0;  // clip the global gradient norm to this; 0 disables
-  ReconstructionLoss reconstruction_loss = ReconstructionLoss::mse;
-  int64_t log_every = 50;
-  int64_t checkpoint_every = 500;  // 0: only at the end
-  int64_t eval_batch_size = 250;
-  std::string output_dir = "out/tokenizer";
-  uint64_t seed = 0;
-  int64_t threads = 0;  // intra-op threads; 0 keeps LibTorch's default
-  // Continue from output_dir/tokenizer.safetensors if it exists (weights and step; Adam's moments
-  // restart from zero).
+  TokenizerConfig tokenizer{};  ///< the tokenizer
+  TokenizerDataConfig data{};  ///< the images
+  int64_t steps = 2000;  ///< optimizer steps
+  int64_t batch_size = 64;  ///< images per step
+  double learning_rate = 2e-4;  ///< Adam's peak learning rate
+  int64_t warmup_steps = 0;  ///< linear warm-up of the learning rate from 0
+  double adam_beta1 = 0.9;  ///< Adam's β1
+  double adam_beta2 = 0.95;  ///< Adam's β2
+  double weight_decay = 0.0;  ///< decoupled weight decay
+  double grad_clip_norm = 0.0;  ///< clip the global gradient norm to this; 0 disables
+  ReconstructionLoss reconstruction_loss = ReconstructionLoss::mse;  ///< mse or l1
+  int64_t log_every = 50;  ///< steps between log lines
+  int64_t checkpoint_every = 500;  ///< 0: only at the end
+  int64_t eval_batch_size = 250;  ///< images per evaluation batch
+  std::string output_dir = "out/tokenizer";  ///< checkpoints and weights go here
+  uint64_t seed = 0;  ///< initialisation and data order
+  int64_t threads = 0;  ///< intra-op threads; 0 keeps LibTorch's default
+  /// Continue from output_dir/tokenizer.safetensors if it exists (weights and step; Adam's moments
+  /// restart from zero).
   bool resume = false;
 
   template <class Visitor>
@@ -98,59 +98,59 @@ struct TokenizerTrainConfig {
     v("seed", seed);
     v("threads", threads);
     v("resume", resume);
-  }
-  void validate() const;
-};
+  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  void validate() const;  ///< Throws tessera::Error naming the first invalid field.
+};  ///< What train_tokenizer trains, how, on what data.
 
-// Where in the image reconstruction metrics are measured (all of it when height or width is 0).
+/// Where in the image reconstruction metrics are measured (all of it when height or width is 0).
 struct ImageRegion {
-  int64_t top = 0;
-  int64_t left = 0;
-  int64_t height = 0;
-  int64_t width = 0;
+  int64_t top = 0;  ///< first row
+  int64_t left = 0;  ///< first column
+  int64_t height = 0;  ///< rows (0: all)
+  int64_t width = 0;  ///< columns (0: all)
 };
 
 struct ReconstructionMetrics {
-  int64_t images = 0;
-  // Mean squared error with pixels on [0, 1], over every pixel and channel of the region.
+  int64_t images = 0;  ///< images measured
+  /// Mean squared error with pixels on [0, 1], over every pixel and channel of the region.
   double mse = 0;
-  // Peak signal-to-noise ratio, 10·log10(1 / MSE_i) per image (pixels on [0, 1]), averaged.
+  /// Peak signal-to-noise ratio, 10·log10(1 / MSE_i) per image (pixels on [0, 1]), averaged.
   double psnr = 0;
-  // Discrete tokenizers: usage of the codebook over all evaluated images, per scale and overall.
+  /// Discrete tokenizers: usage of the codebook over all evaluated images, per scale and overall.
   std::vector<CodebookUsage> usage_per_scale{};
-  CodebookUsage usage{};
-  // Continuous tokenizers: mean and standard deviation of the token values. A KL-VAE's tokens are
-  // meant to have a standard deviation near 1 (MAR chose its scale factor 0.2325 that way), so
-  // latent_scale / token_std is the scale that would give unit deviation.
+  CodebookUsage usage{};  ///< over all scales
+  /// Continuous tokenizers: mean and standard deviation of the token values. A KL-VAE's tokens are
+  /// meant to have a standard deviation near 1 (MAR chose its scale factor 0.2325 that way), so
+  /// latent_scale / token_std is the scale that would give unit deviation.
   double token_mean = 0;
-  double token_std = 0;
-  double seconds = 0;
-};
+  double token_std = 0;  ///< see token_mean
+  double seconds = 0;  ///< wall time of the evaluation
+};  ///< Reconstruction quality of a tokenizer on a set of images.
 
-// A multi-line human-readable summary.
+/// A multi-line human-readable summary.
 std::string format_reconstruction_metrics(const ReconstructionMetrics& metrics);
 
-// Fashion-MNIST images as float [N, channels, image_size, image_size] in [−1, 1], padded with −1.
+/// Fashion-MNIST images as float [N, channels, image_size, image_size] in [−1, 1], padded with −1.
 at::Tensor prepare_fashion_mnist_images(const LabeledImages& data, int64_t image_size,
                                         int64_t channels);
-// The 28x28 area of a prepared image.
+/// The 28x28 area of a prepared image.
 ImageRegion fashion_mnist_region(int64_t image_size);
 
-// Reconstructs `images` ([N, C, H, W] in [−1, 1]) batch by batch through encode and decode (in
-// evaluation mode, without autograd) and measures the region.
+/// Reconstructs `images` ([N, C, H, W] in [−1, 1]) batch by batch through encode and decode (in
+/// evaluation mode, without autograd) and measures the region.
 ReconstructionMetrics evaluate_reconstruction(Tokenizer& tokenizer, const at::Tensor& images,
                                               int64_t batch_size, const ImageRegion& region = {});
 
 struct TokenizerTrainResult {
-  int64_t steps = 0;         // the step count reached
-  double train_seconds = 0;  // wall time of the training loop
-  double final_loss = 0;     // mean training loss over the last log interval
-  ReconstructionMetrics test{};
-  std::filesystem::path checkpoint{};
-};
+  int64_t steps = 0;         ///< the step count reached
+  double train_seconds = 0;  ///< wall time of the training loop
+  double final_loss = 0;     ///< mean training loss over the last log interval
+  ReconstructionMetrics test{};  ///< reconstruction on the test images
+  std::filesystem::path checkpoint{};  ///< the last checkpoint written
+};  ///< What train_tokenizer measured and wrote.
 
-// Trains as configured (see the top of this header). Throws tessera::Error for an invalid config
-// or missing data.
+/// Trains as configured (see the top of this header). Throws tessera::Error for an invalid config
+/// or missing data.
 TokenizerTrainResult train_tokenizer(const TokenizerTrainConfig& config);
 
 }  // namespace tessera

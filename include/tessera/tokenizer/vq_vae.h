@@ -24,10 +24,10 @@ class VqVaeModule;
 
 class VqVae final : public Tokenizer {
  public:
-  explicit VqVae(const VqVaeConfig& config, uint64_t seed = 0);
+  explicit VqVae(const VqVaeConfig& config, uint64_t seed = 0);  ///< Seeded initialisation.
   ~VqVae() override;
-  VqVae(VqVae&&) noexcept;
-  VqVae& operator=(VqVae&&) noexcept;
+  VqVae(VqVae&&) noexcept;  ///< Moves; the source is not usable afterwards.
+  VqVae& operator=(VqVae&&) noexcept;  ///< Moves; the source is not usable afterwards.
 
   TokenizerConfig config() const override;
   int64_t image_channels() const override;
@@ -46,15 +46,15 @@ class VqVae final : public Tokenizer {
   void to(at::Device device) override;
   at::Device device() const override;
 
-  const VqVaeConfig& vq_vae_config() const { return config_; }
-  // quant_conv(encoder(images)): the latents before quantisation, [B, code_dim, h, w].
+  const VqVaeConfig& vq_vae_config() const { return config_; }  ///< Its configuration.
+  /// quant_conv(encoder(images)): the latents before quantisation, [B, code_dim, h, w].
   at::Tensor encode_latent(const at::Tensor& images);
-  at::Tensor codebook() const;  // [V, code_dim], unit rows when L2-normalised
-  at::Tensor code_hits_ema() const;
+  at::Tensor codebook() const;  ///< [V, code_dim], unit rows when L2-normalised
+  at::Tensor code_hits_ema() const;  ///< The quantiser's hit counts (VectorQuantizer).
 
  private:
   VqVaeConfig config_;
   std::shared_ptr<tokenizer_detail::VqVaeModule> module_;
-};
+};  ///< A single-scale VQ-VAE (taming-transformers' design, LlamaGen's quantiser options).
 
 }  // namespace tessera
