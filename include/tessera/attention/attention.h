@@ -48,8 +48,8 @@ struct AttentionForward {
   at::Tensor lse;  ///< [B, H, Lq] float32 log-sum-exp; -inf for a row with no key
 };
 
-struct AttentionGradients {
-  /** dL/dq, dL/dk and dL/dv. @{ */ at::Tensor dq, dk, dv;  /** @} */
+struct AttentionGradients {  /// dL/dq, dL/dk and dL/dv. @{
+  at::Tensor dq, dk, dv;  /** @} */
 };  ///< Gradients of the loss with respect to q, k and v, shaped as they are.
 
 /// Dense masked attention in q's dtype (use float64 inputs for a float64 reference). Non-

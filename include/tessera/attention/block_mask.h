@@ -44,10 +44,10 @@ const char* to_string(MaskRule rule);  ///< The rule's name ("causal", "block_ca
 /// when no key is). Always key_begin <= full_begin <= full_end <= key_end; a tile whose rows see no
 /// key has key_begin == key_end. For a dense mask the full range is the longest run of keys that
 /// every row of the tile allows.
-struct QueryTile {
-  /** Query rows [q_begin, q_end). @{ */ int64_t q_begin = 0, q_end = 0;  /** @} */
-  /** Keys some row may see. @{ */ int64_t key_begin = 0, key_end = 0;  /** @} */
-  /** Keys every row sees. @{ */ int64_t full_begin = 0, full_end = 0;  /** @} */
+struct QueryTile {  /// Query rows; keys some row may see; keys every row sees. @{
+  int64_t q_begin = 0, q_end = 0;
+  int64_t key_begin = 0, key_end = 0;
+  int64_t full_begin = 0, full_end = 0;  /** @} */
 };
 
 /// How a kernel walks the mask: query tiles of at most `max_rows` rows, in order, covering every
@@ -62,9 +62,9 @@ struct TilePlan {
 };
 
 /// Counts on a fixed square grid of tile x tile elements, for reporting and benchmarks.
-struct TileStats {
+struct TileStats {  /// Tile side; counts of empty, full and partial tiles. @{
   int64_t tile = 0;  ///< side of the square tiles, in elements
-  /** Empty, full and partial tiles. @{ */ int64_t empty = 0, full = 0, partial = 0;  /** @} */
+  int64_t empty = 0, full = 0, partial = 0;  /** @} */
   double density() const;  ///< (full + partial) / all tiles
 };
 

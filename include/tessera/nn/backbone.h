@@ -147,8 +147,8 @@ class Backbone {
                                       const StateDictLoadOptions& options = {});
   /// safetensors with the config as JSON in the metadata ("tessera.backbone_config").
   void save(const std::filesystem::path& path) const;
-  /** Loads a file written by save(). */ StateDictLoadReport load(const std::filesystem::path& path,
-                           const StateDictLoadOptions& options = {});
+  StateDictLoadReport load(const std::filesystem::path& path,
+                           const StateDictLoadOptions& options = {});  ///< Reads save()'s file.
   /// A backbone built from the config in a file written by save(), then loaded strictly.
   static Backbone from_file(const std::filesystem::path& path);
 

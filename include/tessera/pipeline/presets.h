@@ -93,8 +93,8 @@ GeneratorPreset hmar_generator_preset(const VarArchitecture& architecture,
 /// An HMAR state dict (hmar-d16.pth's key names) in Tessera's names, split by part: see the key
 /// mapping in docs/compat.md. `tail_start` is depth − tail_blocks (the first ns block's index in
 /// the backbone). Throws tessera::Error for a missing word_embed.weight or mask_embed.weight.
-struct HmarStateDicts {
-  /** Per part. @{ */ std::map<std::string, at::Tensor> backbone, head, refinement_head;  /** @} */
+struct HmarStateDicts {  /// Each part's tensors. @{
+  std::map<std::string, at::Tensor> backbone, head, refinement_head;  /** @} */
   std::vector<std::string> derived;  ///< lvl_1L, attn_bias_for_masking: recomputed, not loaded
 };
 HmarStateDicts hmar_state_dicts(const std::map<std::string, at::Tensor>& state_dict,

@@ -45,9 +45,9 @@
 #include "tessera/schedule/schedule.h"
 
 namespace tessera {
-/// How a span's tokens' confidences combine into the span's score.
+/// How a span's score comes from its tokens' (SpanScoring); which spans training masks. @{
 enum class SpanScoring { max, mean };
-/** Which spans training masks. */ enum class SpanTraining { overlapping, aligned };
+enum class SpanTraining { overlapping, aligned };  /** @} */
 
 template <>
 struct ConfigEnum<SpanTraining> {  /// Each value with its name.
