@@ -17,6 +17,7 @@
 #include "tessera/core/image_io.h"
 #include "tessera/core/logging.h"
 #include "tessera/tokenizer/tokenizer_training.h"
+#include "tessera/version.h"
 #include "generator_commands.h"
 
 namespace {
@@ -138,6 +139,7 @@ void run_train_tokenizer(const TrainTokenizerOverrides& options) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Tessera: masked and autoregressive generative modeling on LibTorch"};
+  app.set_version_flag("--version", "tessera " TESSERA_VERSION_STRING);
   app.require_subcommand(1);
   auto* info = app.add_subcommand(
       "info", "print the build configuration, or a preset's architecture and parameter counts");
@@ -284,7 +286,7 @@ int main(int argc, char** argv) {
     if (*info && !info_preset.empty()) {
       tessera::cli::run_info_preset(info_preset);
     } else if (*info) {
-      std::printf("tessera 0.1.0\n%s", at::get_parallel_info().c_str());
+      std::printf("tessera %s\n%s", TESSERA_VERSION_STRING, at::get_parallel_info().c_str());
     } else if (*demo) {
       run_demo(demo_out, demo_data);
       const int64_t models = tessera::cli::run_demo_models(
