@@ -1,0 +1,12 @@
+# Every relative link in docs/ resolves: the linked file exists and an #anchor names one of its
+# headings (GitHub's slugs). Standard-library Python only.
+find_package(Python3 COMPONENTS Interpreter QUIET)
+if(Python3_Interpreter_FOUND)
+  file(GLOB_RECURSE _tessera_doc_pages CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/docs/*.md")
+  add_test(NAME docs_links
+           COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/scripts/check_doc_links.py
+                   ${_tessera_doc_pages})
+  set_tests_properties(docs_links PROPERTIES LABELS packaging TIMEOUT 60)
+else()
+  message(STATUS "Tessera: no Python 3; the docs link test is skipped")
+endif()
