@@ -14,6 +14,9 @@
 
 #include "attention/reference.h"
 #include "cpu/attention_cpu.h"
+#ifdef TESSERA_WITH_CUDA
+#include "cuda/attention_cuda.h"
+#endif
 #include "tessera/core/error.h"
 #include "tessera/core/logging.h"
 
@@ -35,15 +38,16 @@ const char* to_string(AttentionBackend backend) {
 
 namespace {
 
-// No CUDA attention kernel exists yet, even in builds with TESSERA_WITH_CUDA; CUDA tensors go to
-// the dense reference on the GPU. Flip this (under TESSERA_WITH_CUDA) when the kernel lands.
-constexpr bool kCudaKernelBuilt = false;
-
+// The CUDA kernels (kernels/cuda) are compiled into builds with TESSERA_WITH_CUDA.
 #ifdef TESSERA_WITH_CUDA
-constexpr bool kBuiltWithCuda = true;
+constexpr bool kCudaKernelBuilt = true;
 #else
-constexpr bool kBuiltWithCuda = false;
+constexpr bool kCudaKernelBuilt = false;
 #endif
+
+// What the CUDA kernels take: bfloat16 or float16, head dim 64 or 128 (docs/cuda.md).
+bool cuda_kernel_dtype(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
+bool cuda_kernel_head_dim(int64_t d) { return d == 64 || d == 128; }
 
 std::string dtype_name(at::ScalarType t) {
   switch (t) {
@@ -70,20 +74,27 @@ std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.
 //   CPU, float64              -> the dense reference: the kernels are float32 / bfloat16 only, and
 //                                float64 is a debugging and gradient-checking dtype, where exact
 //                                dense math is what the caller wants;
-//   CUDA                      -> the CUDA kernel when one is built; none is yet, so the dense
-//                                reference runs on the GPU (logged once at debug level);
+//   CUDA, bfloat16 / float16, head dim 64 or 128
+//                             -> the CUDA kernel when the build has it (TESSERA_WITH_CUDA);
+//   CUDA, anything else       -> the dense reference on the GPU (O(L^2) memory; logged once at
+//                                debug level): float32 CUDA tensors, other head dims, and every
+//                                CUDA tensor in a build without the kernels;
 //   any other device          -> the dense reference.
-// Other dtypes (float16, integers) then fail the chosen backend's checks with a message that
-// names the dtypes it accepts.
+// Other dtypes (integers; float16 except for the CUDA kernel) then fail the chosen backend's
+// checks with a message that names the dtypes it accepts.
 AttentionBackend resolve_backend(const at::Tensor& q, AttentionBackend requested) {
   if (requested != AttentionBackend::automatic) return requested;
   if (q.is_cuda()) {
-    if (kCudaKernelBuilt) return AttentionBackend::cuda;
+    const bool supported = cuda_kernel_dtype(q.scalar_type()) && q.dim() == 4 &&
+                           cuda_kernel_head_dim(q.size(3));
+    if (kCudaKernelBuilt && supported) return AttentionBackend::cuda;
     static std::once_flag logged;
-    std::call_once(logged, [] {
+    std::call_once(logged, [&] {
       TESSERA_LOG_DEBUG(
-          "attention: this build has no CUDA attention kernel; CUDA tensors use the dense "
-          "reference on the GPU");
+          "attention: CUDA tensors ({}, head dim {}) use the dense reference on the GPU: {}",
+          dtype_name(q.scalar_type()), q.dim() == 4 ? q.size(3) : int64_t{-1},
+          kCudaKernelBuilt ? "the CUDA kernel takes bfloat16 or float16 with head dim 64 or 128"
+                           : "this build has no CUDA attention kernel");
     });
     return AttentionBackend::reference;
   }
@@ -156,16 +167,24 @@ void check_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::
                     q.device().str());
       check_kernel_dtype_and_head_dim(q, resolved);
       break;
-    case AttentionBackend::cuda:
+    case AttentionBackend::cuda: {
       TESSERA_CHECK(kCudaKernelBuilt,
                     "attention: AttentionBackend::cuda was requested, but this build has no CUDA "
-                    "attention kernel (built with CUDA: {}); use automatic or reference",
-                    kBuiltWithCuda ? "yes" : "no");
+                    "attention kernel (built without CUDA); use automatic or reference");
+      const at::ScalarType t = q.scalar_type();
+      TESSERA_CHECK(cuda_kernel_dtype(t),
+                    "attention: the cuda backend takes bfloat16 or float16 tensors, got {} "
+                    "(float32 and float64 run on AttentionBackend::reference)",
+                    dtype_name(t));
+      TESSERA_CHECK(cuda_kernel_head_dim(q.size(3)),
+                    "attention: head dim {} is not supported by the cuda kernel; expected D = 64 "
+                    "or D = 128 (AttentionBackend::reference takes any head dim)",
+                    q.size(3));
       TESSERA_CHECK(q.is_cuda(),
                     "attention: the cuda backend needs CUDA tensors, got tensors on {}",
                     q.device().str());
-      check_kernel_dtype_and_head_dim(q, resolved);
       break;
+    }
     case AttentionBackend::automatic:
       TESSERA_FAIL("attention: internal: unresolved backend");
   }
@@ -180,6 +199,10 @@ AttentionForward run_forward(AttentionBackend backend, const at::Tensor& q, cons
       return cpu::attention_forward(q, k, v, mask, scale);
     case AttentionBackend::reference:
       return attention_reference(q, k, v, mask, scale);
+#ifdef TESSERA_WITH_CUDA
+    case AttentionBackend::cuda:
+      return cuda::attention_forward(q, k, v, mask, scale);
+#endif
     default:
       TESSERA_FAIL("attention: internal: no forward for backend {}", to_string(backend));
   }
@@ -193,6 +216,10 @@ AttentionGradients run_backward(AttentionBackend backend, const at::Tensor& q, c
       return cpu::attention_backward(q, k, v, out, lse, grad_out, mask, scale);
     case AttentionBackend::reference:
       return detail::attention_reference_backward(q, k, v, grad_out, mask, scale);
+#ifdef TESSERA_WITH_CUDA
+    case AttentionBackend::cuda:
+      return cuda::attention_backward(q, k, v, out, lse, grad_out, mask, scale);
+#endif
     default:
       TESSERA_FAIL("attention: internal: no backward for backend {}", to_string(backend));
   }
