@@ -8,6 +8,7 @@
 // plus an sgemm of attention's shape, so that useful GFLOP/s is compared with a BLAS rate measured
 // under the same machine load. It prints a table and the issue's target checks, and writes
 // <out>/attention.json. See docs/performance.md for how to run it and how to read it.
+// --device cuda runs the GPU comparison of issue 13 instead (attention_bench_cuda.h, docs/cuda.md).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -38,6 +39,10 @@
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
 
+#ifdef TESSERA_WITH_CUDA
+#include "attention_bench_cuda.h"
+#endif
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -61,13 +66,15 @@ struct Options {
   bool quick = false;
   std::string filter;
   int threads = 0;  // 0: the machine's cores
+  std::string device = "cpu";  // cpu: this bench's variants (A)-(D); cuda: attention_bench_cuda.h
 };
 
 Options parse_options(int argc, char** argv) {
   Options options;
   options.out = tessera::bench::default_out_dir();
   tessera::bench::BenchArgs args("attention_bench",
-                        "[--out DIR] [--runs N] [--quick] [--filter SUBSTRING] [--threads N]", argc,
+                        "[--out DIR] [--runs N] [--quick] [--filter SUBSTRING] [--threads N] "
+                        "[--device cpu|cuda]", argc,
                         argv);
   while (args.next()) {
     const std::string& arg = args.flag();
@@ -82,6 +89,11 @@ Options parse_options(int argc, char** argv) {
       options.filter = args.value();
     } else if (arg == "--threads") {
       options.threads = args.positive_value();
+    } else if (arg == "--device") {
+      options.device = args.value();
+      if (options.device != "cpu" && options.device != "cuda") {
+        args.fail(fmt::format("--device wants cpu or cuda, got '{}'", options.device));
+      }
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
           "attention_bench: Tessera's block-sparse attention against SDPA (DESIGN.md 4)\n"
@@ -91,7 +103,9 @@ Options parse_options(int argc, char** argv) {
           "  --quick             a smoke test: B = 1 only\n"
           "  --filter SUBSTRING  only configurations whose name (e.g. "
           "block_causal/L2240/B4/fwd) contains it\n"
-          "  --threads N         intra-op threads (default: the machine's cores)\n",
+          "  --threads N         intra-op threads (default: the machine's cores)\n"
+          "  --device cpu|cuda   cpu (default): fp32 against SDPA on the CPU; cuda: bf16, D = 128, "
+          "the CUDA kernels against SDPA on the GPU (attention_cuda.json; default 10 runs)\n",
           options.out.string().c_str());
       std::exit(0);
     } else {
@@ -99,6 +113,7 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (options.quick && !options.runs_given) options.runs = 5;
+  if (options.device == "cuda" && !options.runs_given && !options.quick) options.runs = 10;
   return options;
 }
 
@@ -509,6 +524,15 @@ nlohmann::ordered_json to_json(const std::vector<Result>& results) {
 
 int run(int argc, char** argv) {
   const Options options = parse_options(argc, argv);
+  if (options.device == "cuda") {
+#ifdef TESSERA_WITH_CUDA
+    return tessera::bench::cuda_bench::run(options.out, options.runs, options.quick,
+                                           options.filter);
+#else
+    TESSERA_FAIL("attention_bench --device cuda: this build has no CUDA kernels (configure with "
+                 "nvcc available and a CUDA LibTorch)");
+#endif
+  }
   const int threads = options.threads > 0
                           ? options.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
