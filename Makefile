@@ -43,6 +43,7 @@ SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-r
 test-sanitize: bootstrap
 	@if [ ! -f $(SANITIZE_DIR)/CMakeCache.txt ]; then \
 	  cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_BUILD_BENCH=OFF \
+	    -DTESSERA_BUILD_EXAMPLES=OFF -DTESSERA_INSTALL=OFF \
 	    -DTESSERA_CUDA=OFF -DCMAKE_CXX_FLAGS="$(SANITIZE_FLAGS)" \
 	    -DCMAKE_EXE_LINKER_FLAGS="$(SANITIZE_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(SANITIZE_FLAGS)"; \
 	fi
