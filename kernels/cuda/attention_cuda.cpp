@@ -74,25 +74,35 @@ void check_common(const at::Tensor& q, const at::Tensor& k, const BlockMask& mas
                 q.device().str(), major);
 }
 
+// Note [Uploads without a sync]
+// The work lists and row bounds go to the device at every call. From pageable host memory a copy
+// waits for the stream (the host would stop at every attention call until the GPU has caught up),
+// so they are written into pinned host memory and copied asynchronously on the current stream:
+// LibTorch's pinned-memory allocator records the copy and keeps the host block until it is done.
+at::Tensor pinned_int32(int64_t n) {
+  return at::empty({n}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+}
+
 // The mask's element rule on the device: row intervals (int32) and, for the dense rule, the
 // boolean mask. `keep` holds the device tensors for as long as the kernels need them.
 ElementRule upload_mask(const BlockMask& mask, const at::Device& device,
                      std::vector<at::Tensor>& keep) {
   const int64_t lq = mask.query_length();
-  at::Tensor bounds = at::empty({2 * lq}, at::TensorOptions().dtype(at::kInt));
+  at::Tensor bounds = pinned_int32(2 * lq);
   int32_t* b = bounds.data_ptr<int32_t>();
   for (int64_t i = 0; i < lq; ++i) {
     b[i] = static_cast<int32_t>(mask.key_begin()[static_cast<size_t>(i)]);
     b[lq + i] = static_cast<int32_t>(mask.key_end()[static_cast<size_t>(i)]);
   }
-  at::Tensor on_device = bounds.to(device);
+  at::Tensor on_device = bounds.to(device, at::kInt, /*non_blocking=*/true);
   keep.push_back(on_device);
   ElementRule rule;
   rule.row_begin = on_device.data_ptr<int32_t>();
   rule.row_end = rule.row_begin + lq;
   if (mask.rule() == tessera::MaskRule::dense) {
     static_assert(sizeof(bool) == 1, "the kernels read the dense mask as bytes");
-    at::Tensor dense = mask.dense_mask().contiguous().to(device);
+    at::Tensor dense =
+        mask.dense_mask().contiguous().pin_memory().to(device, at::kBool, /*non_blocking=*/true);
     keep.push_back(dense);
     rule.dense = reinterpret_cast<const uint8_t*>(dense.data_ptr<bool>());
   }
@@ -107,12 +117,12 @@ struct DeviceLists {
 DeviceLists upload_lists(const std::vector<int32_t>& first, const std::vector<int32_t>& second,
                          const at::Device& device, std::vector<at::Tensor>& keep) {
   const auto n1 = static_cast<int64_t>(first.size()), n2 = static_cast<int64_t>(second.size());
-  at::Tensor host = at::empty({n1 + n2 + 1}, at::TensorOptions().dtype(at::kInt));
+  at::Tensor host = pinned_int32(n1 + n2 + 1);
   int32_t* h = host.data_ptr<int32_t>();
   if (n1 > 0) std::memcpy(h, first.data(), static_cast<size_t>(n1) * sizeof(int32_t));
   if (n2 > 0) std::memcpy(h + n1, second.data(), static_cast<size_t>(n2) * sizeof(int32_t));
   h[n1 + n2] = 0;
-  at::Tensor on_device = host.to(device);
+  at::Tensor on_device = host.to(device, at::kInt, /*non_blocking=*/true);
   keep.push_back(on_device);
   const int32_t* d = on_device.data_ptr<int32_t>();
   return {d, d + n1};
