@@ -1,8 +1,8 @@
 #pragma once
 // tessera::attention: scaled dot-product attention under a BlockMask, differentiable.
 //
-// Shapes: q [B, H, Lq, D], k and v [B, H, Lk, D], same dtype (float32, bfloat16 or float64 for
-// the reference) and device; the mask is built for Lq x Lk. Returns [B, H, Lq, D] in q's dtype.
+// Shapes: q [B, H, Lq, D], k and v [B, H, Lk, D], same dtype (CPU: float32, bfloat16; CUDA: bf16,
+// fp16; float64: the reference) and device; the mask is for Lq x Lk. Returns q's shape and dtype.
 // A query row that sees no key gets output 0 (and log-sum-exp -inf), never NaN; its gradient is 0.
 
 #include <ATen/core/Tensor.h>
@@ -14,10 +14,10 @@
 namespace tessera {
 /// Which implementation tessera::attention runs.
 enum class AttentionBackend {
-  automatic,  ///< CPU tensors: the CPU kernel (float64: the reference); CUDA tensors: the CUDA
-              ///< kernel when built, else the reference on the GPU. See Note [Automatic backend].
+  automatic,  ///< CPU tensors: the CPU kernel (float64: the reference); CUDA: the CUDA kernel for
+              ///< bf16/fp16 with D 64 or 128, else the reference. See Note [Automatic backend].
   cpu,        ///< the tiled CPU kernel
-  cuda,       ///< the CUDA kernel (error when not built or tensors not on a GPU)
+  cuda,       ///< the CUDA kernel: bf16/fp16, D 64 or 128 (else, or not built, an error)
   reference,  ///< dense masked math: fallback and debugging; fp64 capable
 };
 
@@ -32,9 +32,9 @@ struct AttentionOptions {
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const BlockMask& mask, const AttentionOptions& options = {});
 
-/// Head dimensions the fast kernels accept.
+/// Head dimensions the CPU kernel accepts (the CUDA kernel: 64 and 128, docs/cuda.md).
 constexpr int64_t kMinHeadDim = 32;
-constexpr int64_t kMaxHeadDim = 256;  ///< The largest head dimension they accept.
+constexpr int64_t kMaxHeadDim = 256;  ///< The largest head dimension the CPU kernel accepts.
 
 /// Validates shapes, dtypes, devices and the mask's lengths against q/k/v; throws tessera::Error
 /// naming what is wrong. `backend` decides which head dims and dtypes are acceptable.
