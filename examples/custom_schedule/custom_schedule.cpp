@@ -4,6 +4,9 @@
 //
 //   example_custom_schedule [steps] [out folder] [tokenizer.safetensors] [training images]
 //
+// The default 300 steps on 10,000 images took about 3 minutes on the project's 2-core machine;
+// `ctest -L packaging` runs 20 steps on 1,000 images.
+//
 // It drives the stock Backbone (a MaskGIT-style ViT with one segment per row), the stock discrete
 // head and the shipped VQ-VAE, trains them for a few steps and samples a grid, with classifier-free
 // guidance and a KV cache. docs/extending.md walks through this file.

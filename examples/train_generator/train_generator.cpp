@@ -3,6 +3,9 @@
 //
 //   example_train_generator [steps] [out folder] [tokenizer.safetensors] [training images]
 //
+// The default 300 steps on 10,000 images took about 2 minutes on the project's 2-core machine
+// (blurry but recognisable classes); `ctest -L packaging` runs 20 steps on 1,000 images.
+//
 // A Generator is the four parts in one object: the tokenizer (frozen here), a backbone and a head
 // (trained) and a schedule (MaskGIT's order; no parameters). `tessera train` runs the same loss
 // inside a Trainer that adds EMA, a learning-rate schedule, gradient clipping and resumable

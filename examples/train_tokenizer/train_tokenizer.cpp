@@ -3,6 +3,9 @@
 //
 //   example_train_tokenizer [steps] [out folder]
 //
+// The default 200 steps took 6.5 minutes on the project's busy 2-core machine and reached a test
+// PSNR of 20.0 dB; `ctest -L packaging` runs 10.
+//
 // The loop is the one `tessera train-tokenizer` runs (src/tokenizer/tokenizer_training.cpp) cut to
 // its parts: a tokenizer's training_forward() gives a differentiable reconstruction and its
 // regularisation (here the VQ loss); the optimizer updates the parameters by name. The dataset is
