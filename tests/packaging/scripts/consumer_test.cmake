@@ -3,17 +3,9 @@ set(_root "${TESSERA_BINARY_DIR}/packaging")
 set(_prefix "${_root}/install")
 set(_consumer "${_root}/consumer")
 
-function(run_step what)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
-  message("${_out}")
-  if(NOT _rc EQUAL 0)
-    message(FATAL_ERROR "packaging_consumer: ${what} failed (exit ${_rc})")
-  endif()
-endfunction()
-
-# A fresh prefix each time: a header removed from the tree must not linger in the installed one.
-file(REMOVE_RECURSE "${_prefix}")
-run_step("cmake --install" ${CMAKE_COMMAND} --install "${TESSERA_BINARY_DIR}" --prefix "${_prefix}")
+set(TEST_NAME packaging_consumer)
+include("${CMAKE_CURRENT_LIST_DIR}/common.cmake")
+install_tessera("${_prefix}")
 foreach(_installed include/tessera/version.h include/tessera/attention/attention.h
                    lib/cmake/tessera/tesseraConfig.cmake lib/cmake/tessera/tesseraConfigVersion.cmake
                    bin/tessera)
@@ -22,19 +14,10 @@ foreach(_installed include/tessera/version.h include/tessera/attention/attention
   endif()
 endforeach()
 
-# Same compiler as this build; ccache with the source root as its base, so that clones of the
-# repository share the consumer's object.
-set(_launcher "")
-set(_env "")
-if(CCACHE_PROGRAM)
-  set(_launcher "-DCMAKE_CXX_COMPILER_LAUNCHER=${CCACHE_PROGRAM}")
-  set(_env ${CMAKE_COMMAND} -E env CCACHE_BASEDIR=${TESSERA_SOURCE_DIR} CCACHE_NOHASHDIR=true)
-endif()
 run_step("configuring examples/consumer"
          ${CMAKE_COMMAND} -S "${TESSERA_SOURCE_DIR}/examples/consumer" -B "${_consumer}"
-         -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=${CXX_COMPILER} ${_launcher}
-         -DCMAKE_PREFIX_PATH=${_prefix})
-run_step("building examples/consumer" ${_env} ${CMAKE_COMMAND} --build "${_consumer}")
+         ${OUTSIDE_CONFIGURE_OPTIONS} -DCMAKE_PREFIX_PATH=${_prefix})
+run_step("building examples/consumer" ${OUTSIDE_BUILD_ENV} ${CMAKE_COMMAND} --build "${_consumer}")
 run_step("running the consumer" "${_consumer}/consumer" "${_consumer}")
 # The installed command runs from the prefix (its RPATH finds the installed library and LibTorch).
 execute_process(COMMAND "${_prefix}/bin/tessera" --version RESULT_VARIABLE _rc OUTPUT_VARIABLE _version
