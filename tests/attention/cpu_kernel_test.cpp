@@ -19,43 +19,14 @@
 #include "../../kernels/cpu/attention_tile.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/attention/token_layout.h"
+#include "common/dense_attention.h"
 
 namespace tessera {
 namespace {
 
-// --- the float64 reference ---------------------------------------------------------------------
-
-struct Reference {
-  at::Tensor out, lse, dq, dk, dv;  // float64
-};
-
-// Dense masked attention in float64 from first principles. `allowed` [Lq, Lk] bool. A row with no
-// visible key: out 0, lse -inf, zero gradients.
-Reference dense_reference(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                          const at::Tensor& go_in, const at::Tensor& allowed, double scale) {
-  const at::Tensor q = q_in.to(at::kDouble), k = k_in.to(at::kDouble), v = v_in.to(at::kDouble);
-  const at::Tensor go = go_in.to(at::kDouble);
-  const double inf = std::numeric_limits<double>::infinity();
-  const at::Tensor s =
-      at::matmul(q, k.transpose(-1, -2)).mul(scale).masked_fill(allowed.logical_not(), -inf);
-  const at::Tensor row_max = std::get<0>(s.max(-1, true));
-  const at::Tensor any = allowed.any(-1, true);  // [Lq, 1]
-  const at::Tensor shift = at::where(any, row_max, at::zeros_like(row_max));
-  const at::Tensor e = (s - shift).exp();  // 0 where masked
-  const at::Tensor denom = e.sum(-1, true);
-  const at::Tensor p =
-      at::where(any, e / at::where(any, denom, at::ones_like(denom)), at::zeros_like(e));
-  Reference r;
-  r.out = at::matmul(p, v);
-  r.lse = at::where(any, shift + denom.log(), at::full_like(denom, -inf)).squeeze(-1);
-  // Backward, closed form.
-  r.dv = at::matmul(p.transpose(-1, -2), go);
-  const at::Tensor dp = at::matmul(go, v.transpose(-1, -2));
-  const at::Tensor ds = p * (dp - (p * dp).sum(-1, true));
-  r.dq = at::matmul(ds, k).mul(scale);
-  r.dk = at::matmul(ds.transpose(-1, -2), q).mul(scale);
-  return r;
-}
+// The float64 reference: tests/common/dense_attention.h.
+using Reference = test_support::DenseAttention;
+constexpr auto dense_reference = test_support::dense_attention_float64;
 
 // The mask as a dense boolean [Lq, Lk] tensor, from per-row intervals computed in the test.
 at::Tensor intervals_to_dense(const std::vector<int64_t>& b, const std::vector<int64_t>& e,

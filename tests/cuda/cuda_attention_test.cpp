@@ -20,6 +20,7 @@
 
 #include "../../kernels/cpu/attention_cpu.h"
 #include "attention/attention_test_util.h"
+#include "common/dense_attention.h"
 #include "tessera/attention/attention.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/core/error.h"
@@ -54,37 +55,9 @@ AttentionOptions cuda_backend(double scale) {
   return o;
 }
 
-// --- the float64 reference (closed form, on the inputs' device) ------------------------------
-
-struct Expected {
-  at::Tensor out, lse, dq, dk, dv;  // float64
-};
-
-Expected dense_reference(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                         const at::Tensor& go_in, const at::Tensor& allowed_in, double scale) {
-  const at::Tensor q = q_in.to(at::kDouble), k = k_in.to(at::kDouble), v = v_in.to(at::kDouble);
-  const at::Tensor go = go_in.to(at::kDouble);
-  const at::Tensor allowed = allowed_in.to(q.device());
-  const double inf = std::numeric_limits<double>::infinity();
-  const at::Tensor s =
-      at::matmul(q, k.transpose(-1, -2)).mul(scale).masked_fill(allowed.logical_not(), -inf);
-  const at::Tensor any = allowed.any(-1, true);  // [Lq, 1]
-  const at::Tensor row_max = std::get<0>(s.max(-1, true));
-  const at::Tensor shift = at::where(any, row_max, at::zeros_like(row_max));
-  const at::Tensor e = (s - shift).exp();  // 0 where masked
-  const at::Tensor denom = e.sum(-1, true);
-  const at::Tensor p =
-      at::where(any, e / at::where(any, denom, at::ones_like(denom)), at::zeros_like(e));
-  Expected r;
-  r.out = at::matmul(p, v);
-  r.lse = at::where(any, shift + denom.log(), at::full_like(denom, -inf)).squeeze(-1);
-  r.dv = at::matmul(p.transpose(-1, -2), go);
-  const at::Tensor dp = at::matmul(go, v.transpose(-1, -2));
-  const at::Tensor ds = p * (dp - (p * dp).sum(-1, true));
-  r.dq = at::matmul(ds, k).mul(scale);
-  r.dk = at::matmul(ds.transpose(-1, -2), q).mul(scale);
-  return r;
-}
+// The float64 reference: tests/common/dense_attention.h.
+using Expected = test_support::DenseAttention;
+constexpr auto dense_reference = test_support::dense_attention_float64;
 
 // ||got - want|| <= tol ||want|| (Frobenius), no NaN or inf in `got`.
 ::testing::AssertionResult relative_error_within(const at::Tensor& got_in, const at::Tensor& want,
