@@ -35,11 +35,12 @@ bench: build
 	  [ -x "$$b" ] || continue; echo "== $$b"; "$$b" --out $(BUILD_DIR)/bench; done
 
 # The test suites built with AddressSanitizer and UndefinedBehaviorSanitizer into $(SANITIZE_DIR)
-# (the library included; LibTorch itself is not instrumented). Any report fails the run. CI runs
-# the subset SANITIZE_SUITES (docs/fuzzing.md, "Sanitizers", says why these and what they cover).
+# (the library included; LibTorch itself is not instrumented). Any report fails the run. Every
+# suite but the CUDA one (no GPU, and its CPU emulation is not Tessera's run-time code) and the
+# packaging tests (they rebuild outside projects); docs/fuzzing.md, "Sanitizers".
 SANITIZE_DIR ?= build-sanitize
-SANITIZE_SUITES ?= core attention nn tokenizer compat hardening
-SANITIZE_LABELS ?= core|attention|backbone|tokenizer|compat|hardening
+SANITIZE_SUITES ?= core attention nn tokenizer head schedule next_scale pipeline compat hardening
+SANITIZE_LABELS ?= core|attention|backbone|tokenizer|head|schedule|pipeline|compat|hardening
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=all -fno-omit-frame-pointer
 test-sanitize: bootstrap
 	@if [ ! -f $(SANITIZE_DIR)/CMakeCache.txt ]; then \
