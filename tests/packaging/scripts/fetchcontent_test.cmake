@@ -1,15 +1,12 @@
 # cmake -P script run by the packaging_fetchcontent test (tests/packaging/consumer.cmake).
+set(TEST_NAME packaging_fetchcontent)
+include("${CMAKE_CURRENT_LIST_DIR}/common.cmake")
 set(_dir "${TESSERA_BINARY_DIR}/packaging/fetchcontent")
 file(REMOVE_RECURSE "${_dir}")
-execute_process(COMMAND ${CMAKE_COMMAND} -S "${TESSERA_SOURCE_DIR}/examples/consumer" -B "${_dir}"
-                        -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
-                        -DCONSUMER_FETCH_TESSERA=ON
-                        -DFETCHCONTENT_SOURCE_DIR_TESSERA=${TESSERA_SOURCE_DIR}
-                RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
-message("${_out}")
-if(NOT _rc EQUAL 0)
-  message(FATAL_ERROR "packaging_fetchcontent: configuring examples/consumer with FetchContent failed")
-endif()
+run_step("configuring examples/consumer with FetchContent"
+         ${CMAKE_COMMAND} -S "${TESSERA_SOURCE_DIR}/examples/consumer" -B "${_dir}"
+         -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
+         -DCONSUMER_FETCH_TESSERA=ON -DFETCHCONTENT_SOURCE_DIR_TESSERA=${TESSERA_SOURCE_DIR})
 execute_process(COMMAND ${CMAKE_COMMAND} --build "${_dir}" --target help
                 RESULT_VARIABLE _rc OUTPUT_VARIABLE _targets ERROR_VARIABLE _targets)
 foreach(_wanted consumer tessera tessera_cli)
