@@ -1,19 +1,21 @@
 #include "tessera/core/image_io.h"
 
 #include <ATen/ATen.h>
-#include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/image_codecs/image_decoders.h"
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
@@ -51,57 +53,86 @@ at::Tensor to_uint8_pixels(const at::Tensor& images, const ImageGridOptions& opt
       .to(at::kByte);
 }
 
-// Note [Corrupt JPEG Huffman tables]
-// Debian 12's stb_image (v2.27) builds each JPEG Huffman table into a 257-entry array without
-// checking that the table's 16 code counts sum to at most 256 (the JPEG standard's limit), so a
-// corrupt DHT segment writes past the array (found by fuzz/fuzz_image). Tessera cannot patch the
-// system header; it walks the file's marker segments first and refuses such a table itself.
-// Segments are skipped by their lengths, and entropy-coded data byte by byte up to the next marker
-// (inside it 0xFF is always followed by 0x00 or a restart marker), so bytes inside other segments
-// are never read as a DHT. Returns an empty string, or what is wrong.
-std::string corrupt_jpeg_huffman_table(const std::vector<unsigned char>& b) {
-  // From the first byte: stb skips 0xFF fill bytes before SOI too (0xFF 0xFF 0xD8 is a JPEG to it).
-  size_t i = 0;
-  while (i + 4 <= b.size()) {
-    if (b[i] != 0xFF) {
-      ++i;  // entropy-coded data
-      continue;
-    }
-    const unsigned char marker = b[i + 1];
-    if (marker == 0xFF) {
-      ++i;  // fill byte
-      continue;
-    }
-    if (marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) {
-      i += 2;  // stuffed 0xFF, TEM, restart markers, SOI: no length
-      continue;
-    }
-    if (marker == 0xD9) break;  // EOI
-    const size_t length = (size_t{b[i + 2]} << 8) | b[i + 3];
-    const size_t end = i + 2 + length;
-    if (marker == 0xC4) {
-      // stb reads a segment cut short by the file's end as zeros, and so does this check.
-      const auto byte = [&](size_t q) -> size_t { return q < b.size() ? b[q] : 0; };
-      for (size_t p = i + 4; p < end && p < b.size();) {
-        size_t codes = 0;
-        for (size_t k = 1; k <= 16; ++k) codes += byte(p + k);
-        if (codes > 256) {
-          return fmt::format("a Huffman table declares {} codes (at most 256)", codes);
-        }
-        p += 17 + codes;
-      }
-    }
-    if (length < 2 || end > b.size()) break;  // truncated: stb's own checks report it
-    i = end;
+// Note [Own image decoders]
+// Tessera first decoded images with Debian 12's stb_image (v2.27), which fuzz/fuzz_image
+// showed unsafe on corrupt files: out-of-bounds writes and reads in its JPEG Huffman code, a
+// null-pointer memcpy in its PNG path, a BMP header its info call and its loader read differently.
+// Later stb releases fix some of these, but Debian 12 has no later stb and the promise is
+// that other people's files never crash the library, so Tessera decodes with its own code
+// (src/core/image_codecs/): every byte read through a bounds check, the declared size checked
+// against DecodeLimits before allocating, and missing data an error rather than zeros decoded to
+// the size a header claims. stb_image stays the tests' reference on valid files
+// (tests/common/stb_reference.h); the library still writes PNGs with stb_image_write, on pixels it
+// made itself.
+
+// The decoder's message without its " [file:line]" suffix: the caller's error adds its own.
+std::string without_location(const std::string& message) {
+  const size_t open = message.rfind(" [");
+  if (open != std::string::npos && !message.empty() && message.back() == ']') {
+    return message.substr(0, open);
   }
-  return {};
+  return message;
 }
 
-// Decoded images past this many pixels are refused before decoding (67 M: 8192 x 8192), so that
-// a small file's header cannot ask for gigabytes.
-constexpr int64_t kMaxDecodedPixels = int64_t{1} << 26;
+// stb_image's conversion rules, which read_image has always followed: grey from colour as
+// (77 R + 150 G + 29 B) >> 8, a missing alpha 255, a dropped alpha simply dropped.
+std::vector<uint8_t> convert_channels(const image_codecs::DecodedImage& image, int to) {
+  const int from = image.channels;
+  const size_t pixels = static_cast<size_t>(image.width * image.height);
+  std::vector<uint8_t> out(pixels * static_cast<size_t>(to));
+  for (size_t i = 0; i < pixels; ++i) {
+    const uint8_t* p = image.pixels.data() + i * static_cast<size_t>(from);
+    uint8_t* q = out.data() + i * static_cast<size_t>(to);
+    const bool colour = from >= 3;
+    const uint8_t grey =
+        colour ? static_cast<uint8_t>((p[0] * 77 + p[1] * 150 + p[2] * 29) >> 8) : p[0];
+    const uint8_t alpha = from == 2 ? p[1] : from == 4 ? p[3] : 255;
+    if (to <= 2) {
+      q[0] = grey;
+    } else {
+      q[0] = colour ? p[0] : grey;
+      q[1] = colour ? p[1] : grey;
+      q[2] = colour ? p[2] : grey;
+    }
+    if (to == 2) q[1] = alpha;
+    if (to == 4) q[3] = alpha;
+  }
+  return out;
+}
 
 }  // namespace
+
+at::Tensor decode_image(std::span<const uint8_t> bytes, int channels, std::string_view name) {
+  TESSERA_CHECK(channels >= 0 && channels <= 4,
+                "image channels must be 0 (as stored) or 1..4, got {}", channels);
+  static constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  const auto starts_with = [&](std::initializer_list<uint8_t> prefix) {
+    return bytes.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), bytes.begin());
+  };
+  image_codecs::DecodedImage image;
+  try {
+    if (bytes.size() >= 8 && std::equal(std::begin(kPngSignature), std::end(kPngSignature),
+                                        bytes.begin())) {
+      image = image_codecs::decode_png(bytes);
+    } else if (starts_with({0xFF, 0xD8})) {
+      image = image_codecs::decode_jpeg(bytes);
+    } else if (starts_with({'B', 'M'})) {
+      image = image_codecs::decode_bmp(bytes);
+    } else {
+      TESSERA_FAIL("not a PNG, JPEG or BMP file (its first bytes match none of their signatures)");
+    }
+  } catch (const Error& e) {
+    TESSERA_FAIL("cannot decode image '{}': {}", name, without_location(e.what()));
+  }
+  const int out_channels = channels ? channels : image.channels;
+  const std::vector<uint8_t> pixels =
+      out_channels == image.channels ? std::move(image.pixels) : convert_channels(image, out_channels);
+  // The decoders hand back interleaved rows (H, W, C); the library's convention is channels first.
+  return at::from_blob(const_cast<uint8_t*>(pixels.data()), {image.height, image.width, out_channels},
+                       at::kByte)
+      .permute({2, 0, 1})
+      .clone(at::MemoryFormat::Contiguous);
+}
 
 at::Tensor read_image(const std::filesystem::path& path, int channels) {
   TESSERA_CHECK(channels >= 0 && channels <= 4,
@@ -115,50 +146,7 @@ at::Tensor read_image(const std::filesystem::path& path, int channels) {
                                          std::istreambuf_iterator<char>());
   TESSERA_CHECK(bytes.size() <= static_cast<size_t>(INT32_MAX),
                 "image file '{}' is larger than 2 GiB", path.string());
-  // What stb's JPEG test accepts starts so; BMP files start with "BM".
-  const bool jpeg = !bytes.empty() && bytes[0] == 0xFF;
-  const bool bmp = bytes.size() >= 2 && bytes[0] == 'B' && bytes[1] == 'M';
-  if (jpeg) {
-    const std::string corrupt = corrupt_jpeg_huffman_table(bytes);
-    TESSERA_CHECK(corrupt.empty(), "cannot decode image '{}': corrupt JPEG: {}", path.string(),
-                  corrupt);
-  }
-  const auto size = static_cast<int>(bytes.size());
-  int width = 0, height = 0, channels_in_file = 0;
-  // The header is read first and must parse: the size checks below need it (stb's loader went on
-  // decoding a BMP whose header its own info call refused).
-  TESSERA_CHECK(stbi_info_from_memory(bytes.data(), size, &width, &height, &channels_in_file) != 0,
-                "cannot decode image '{}': {}", path.string(),
-                stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
-  {
-    const int64_t pixels = static_cast<int64_t>(width) * height;
-    TESSERA_CHECK(pixels <= kMaxDecodedPixels,
-                  "image '{}' is {}x{} pixels, more than the {} this loader decodes",
-                  path.string(), width, height, kMaxDecodedPixels);
-    // stb decodes a BMP or JPEG whose data is missing as zeros, pixel by pixel, to the size its
-    // header declares (fuzz/fuzz_image timed out on a 123-byte BMP): a header declaring more
-    // pixels than the file can hold is refused first. An uncompressed BMP holds at least one bit
-    // per pixel; a JPEG, at least one byte per 1024 pixels (a flat 8x8 block costs a few bits).
-    const int64_t most = bmp    ? 8 * static_cast<int64_t>(bytes.size())
-                         : jpeg ? 1024 * static_cast<int64_t>(bytes.size())
-                                : kMaxDecodedPixels;
-    TESSERA_CHECK(pixels <= most,
-                  "cannot decode image '{}': its header declares {}x{} pixels, more than its {} "
-                  "bytes can hold (the file is truncated or corrupt)",
-                  path.string(), width, height, bytes.size());
-  }
-  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
-      stbi_load_from_memory(bytes.data(), size, &width, &height, &channels_in_file, channels),
-      stbi_image_free);
-  TESSERA_CHECK(pixels != nullptr, "cannot decode image '{}': {}", path.string(),
-                stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
-  const int64_t out_channels = channels ? channels : channels_in_file;
-  // stb hands back interleaved rows (H, W, C); the library's convention is channels first.
-  // clone, not contiguous(): for one channel the permuted view already counts as contiguous,
-  // and contiguous() would return a view of the buffer freed on return.
-  return at::from_blob(pixels.get(), {height, width, out_channels}, at::kByte)
-      .permute({2, 0, 1})
-      .clone(at::MemoryFormat::Contiguous);
+  return decode_image(bytes, channels, path.string());
 }
 
 void write_png(const std::filesystem::path& path, const at::Tensor& image) {

@@ -1,6 +1,6 @@
-// The one translation unit that compiles stb_image and stb_image_write (header-only libraries,
-// from Debian's libstb-dev; not copied into the tree). Everything else includes the headers
-// for declarations only.
+// The one translation unit that compiles stb_image_write (a header-only library from Debian's
+// libstb-dev; not copied into the tree): write_png's encoder. Everything else includes the header
+// for declarations only. Decoding is Tessera's own (Note [Own image decoders] in image_io.cpp).
 //
 // stb is third-party C written to its own standards; its warnings are not ours to fix.
 #pragma GCC diagnostic push
@@ -14,14 +14,6 @@
 #pragma GCC diagnostic ignored "-Wtype-limits"
 #pragma GCC diagnostic ignored "-Wdouble-promotion"
 #pragma GCC diagnostic ignored "-Wconversion"
-
-// Tessera reads PNG, JPEG and BMP; leaving out the rest shrinks the attack surface for files
-// users hand us.
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#define STB_IMAGE_IMPLEMENTATION
-#include <stb/stb_image.h>
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>

@@ -13,6 +13,7 @@
 #include "tessera/core/format.h"
 #include "tessera/core/rng.h"
 #include "tessera/core/safetensors.h"
+#include "tessera/tokenizer/thread_invariant_decode.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera {
@@ -276,7 +277,7 @@ at::Tensor Generator::sample(const at::Tensor& labels, const SampleRequest& requ
                              int64_t count) {
   const Tokens tokens = sample_tokens(labels, request, count);
   at::NoGradGuard no_grad;
-  return tokenizer_->decode(tokens);
+  return decode_thread_invariant(*tokenizer_, tokens);
 }
 
 void Generator::set_training(bool training) {

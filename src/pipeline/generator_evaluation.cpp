@@ -7,6 +7,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/pipeline/evaluation.h"
+#include "tessera/tokenizer/thread_invariant_decode.h"
 
 namespace tessera {
 
@@ -35,7 +36,7 @@ BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_
                           .options = options};
     const at::Tensor batch_labels = labels.defined() ? labels.slice(0, begin, end) : at::Tensor();
     const Tokens tokens = generator.sample_tokens(batch_labels, request, end - begin);
-    images.push_back(generator.tokenizer().decode(tokens));
+    images.push_back(decode_thread_invariant(generator.tokenizer(), tokens));
     if (scales.empty()) {
       scales.resize(tokens.scales.size());
       out.tokens.grids = tokens.grids;

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
+#include "tessera/core/image_io.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/pipeline/generator.h"
 #include "tessera/pipeline/generator_training.h"
@@ -177,6 +179,17 @@ void write_idx(const std::filesystem::path& path, uint32_t magic,
 }
 
 // The error of loading the training split from a folder that `make` fills.
+// The bytes of a file under tests/data/images/, edited, decoded as read_image would decode them.
+std::string image_error(const char* fixture,
+                        const std::function<void(std::vector<uint8_t>&)>& edit) {
+  std::ifstream in(std::filesystem::path(TESSERA_SOURCE_DIR) / "tests" / "data" / "images" / fixture,
+                   std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_FALSE(bytes.empty()) << fixture << " is missing";
+  edit(bytes);
+  return error_message_of([&] { (void)decode_image(bytes, 0, fixture); });
+}
+
 std::string dataset_error(const std::function<void(const std::filesystem::path&)>& make) {
   TemporaryFolder folder("errors");
   make(folder.path());
@@ -347,6 +360,45 @@ const std::vector<BadInput>& cases() {
            write_idx(d / "train-images-idx3-ubyte.gz", 0x00000803, {2, 28, 28},
                      std::string(2 * 28 * 28, '\0'));
            write_idx(d / "train-labels-idx1-ubyte.gz", 0x00000801, {2}, std::string{3, 12});
+         });
+       }},
+      // Images.
+      {"E40",
+       [] {
+         return image_error("png/ct2_d8_adam7.png", [](std::vector<uint8_t>& b) {
+           const std::string gif = "GIF89a";
+           b.assign(gif.begin(), gif.end());
+         });
+       }},
+      {"E41",
+       [] {
+         return image_error("png/ct2_d8_adam7.png",
+                            [](std::vector<uint8_t>& b) { b.resize(b.size() / 2); });
+       }},
+      {"E42",
+       [] {
+         return image_error("jpeg/baseline_420_61x45.jpg",
+                            [](std::vector<uint8_t>& b) { b.resize(b.size() / 2); });
+       }},
+      {"E43",
+       [] {
+         return image_error("jpeg/baseline_420_61x45.jpg", [](std::vector<uint8_t>& b) {
+           // The frame header's marker SOF0 (FF C0) made SOF9, arithmetic coding.
+           for (size_t i = 2; i + 1 < b.size(); ++i) {
+             if (b[i] == 0xFF && b[i + 1] == 0xC0) {
+               b[i + 1] = 0xC9;
+               break;
+             }
+           }
+         });
+       }},
+      {"E44",
+       [] {
+         // A BMP header of 4 x 4 pixels at 8 bits, compressed with RLE8 (1).
+         return image_error("png/ct2_d8_adam7.png", [](std::vector<uint8_t>& b) {
+           b.assign(54, 0);
+           b[0] = 'B', b[1] = 'M', b[10] = 54, b[14] = 40, b[18] = 4, b[22] = 4, b[26] = 1;
+           b[28] = 8, b[30] = 1;
          });
        }},
       // Tensor shapes.

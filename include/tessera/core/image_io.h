@@ -6,13 +6,23 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
+#include <string_view>
 
 namespace tessera {
 
 /// Decodes a PNG, JPEG or BMP file into uint8 [C, H, W]. `channels` 0 keeps the file's own
-/// channel count (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA); 1..4 converts to that count.
+/// channel count (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA); 1..4 converts to that count (grey from
+/// colour as (77 R + 150 G + 29 B) >> 8; a missing alpha is 255).
 /// Throws tessera::Error naming the file and the decoder's reason when it cannot be read.
+/// The decoders are Tessera's own and safe on untrusted files (docs/fuzzing.md); images of more
+/// than 67 M pixels (8192 x 8192) are refused from their header.
 at::Tensor read_image(const std::filesystem::path& path, int channels = 0);
+
+/// read_image on bytes already in memory (an archive member, a network message); the format is
+/// told from the first bytes. `name` is what error messages call the image.
+at::Tensor decode_image(std::span<const uint8_t> bytes, int channels = 0,
+                        std::string_view name = "image");
 
 /// Writes uint8 [C, H, W] (C in 1..4) as a PNG. The file is written under a temporary name,
 /// flushed to disk and renamed, so readers never see a half-written file; missing parent

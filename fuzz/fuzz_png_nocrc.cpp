@@ -1,0 +1,25 @@
+// Tessera's PNG decoder on arbitrary bytes with chunk CRCs and zlib's Adler-32 ignored (this
+// target's build defines TESSERA_PNG_FUZZ_IGNORE_CRC), so that mutated files get past the chunk
+// framing into the decoding itself. No LibTorch: the decoder's own output is checked.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/image_codecs/image_decoders.h"
+#include "fuzz_input.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  tessera::fuzz::expect_clean_outcome([&] {
+    const auto image = tessera::image_codecs::decode_png({data, size});
+    const size_t expected =
+        static_cast<size_t>(image.width * image.height) * static_cast<size_t>(image.channels);
+    if (image.channels < 1 || image.channels > 4 || image.pixels.size() != expected) {
+      std::fprintf(stderr, "finding: %lldx%lld x %d channels but %zu samples\n",
+                   static_cast<long long>(image.width), static_cast<long long>(image.height),
+                   image.channels, image.pixels.size());
+      std::abort();
+    }
+  });
+  return 0;
+}
