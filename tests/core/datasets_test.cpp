@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error_message.h"
 #include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
@@ -25,6 +26,8 @@
 
 namespace tessera {
 namespace {
+
+using tessera::testing::expect_error;
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
@@ -117,20 +120,6 @@ void write_dataset(const fs::path& folder, const Bytes& images, const Bytes& lab
   write_gzip(folder / "train-labels-idx1-ubyte.gz", labels);
   write_gzip(folder / "t10k-images-idx3-ubyte.gz", good_images());
   write_gzip(folder / "t10k-labels-idx1-ubyte.gz", good_labels());
-}
-
-// Runs `load` expecting a tessera::Error whose message holds every one of `needles`.
-void expect_error(const std::function<void()>& load, std::initializer_list<std::string> needles) {
-  try {
-    load();
-    ADD_FAILURE() << "expected tessera::Error, nothing was thrown";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& needle : needles) {
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "message lacks '" << needle << "': " << message;
-    }
-  }
 }
 
 LabeledImages load_train(const fs::path& folder) {

@@ -19,11 +19,14 @@
 #include <string>
 #include <vector>
 
+#include "common/error_message.h"
 #include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 
 namespace tessera {
 namespace {
+
+using tessera::testing::expect_error;
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
@@ -34,19 +37,6 @@ void write_plain(const fs::path& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(bytes.data()),
             static_cast<std::streamsize>(bytes.size()));
-}
-
-void expect_error(const std::function<void()>& run, std::initializer_list<std::string> needles) {
-  try {
-    run();
-    ADD_FAILURE() << "expected tessera::Error, nothing was thrown";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& needle : needles) {
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "message lacks '" << needle << "': " << message;
-    }
-  }
 }
 
 // --- a minimal PNG encoder, independent of stb and zlib (8-bit, no interlace, no filters) ---

@@ -19,12 +19,15 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error_message.h"
 #include "common/stb_reference.h"
 #include "tessera/core/error.h"
 #include "tessera/core/image_io.h"
 
 namespace tessera {
 namespace {
+
+using tessera::testing::expect_error;
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
@@ -47,19 +50,6 @@ std::vector<fs::path> fixtures() {
   }
   std::sort(paths.begin(), paths.end());
   return paths;
-}
-
-void expect_error(const std::function<void()>& run, std::initializer_list<std::string> needles) {
-  try {
-    run();
-    ADD_FAILURE() << "expected tessera::Error, nothing was thrown";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& needle : needles) {
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "message lacks '" << needle << "': " << message;
-    }
-  }
 }
 
 // The decoded [C, H, W] tensor against stb's interleaved [H, W, C] pixels, sample for sample.
