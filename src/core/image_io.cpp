@@ -57,8 +57,8 @@ at::Tensor to_uint8_pixels(const at::Tensor& images, const ImageGridOptions& opt
 // Tessera first decoded images with Debian 12's stb_image (v2.27), which fuzz/fuzz_image
 // showed unsafe on corrupt files: out-of-bounds writes and reads in its JPEG Huffman code, a
 // null-pointer memcpy in its PNG path, a BMP header its info call and its loader read differently.
-// Later stb releases fix some of these, but Debian 12 has no later stb and the promise is
-// that other people's files never crash the library, so Tessera decodes with its own code
+// Later stb releases fix some of these, but Debian 12 has no later stb and Tessera promises that
+// other people's files never crash it, so it decodes with its own code
 // (src/core/image_codecs/): every byte read through a bounds check, the declared size checked
 // against DecodeLimits before allocating, and missing data an error rather than zeros decoded to
 // the size a header claims. stb_image stays the tests' reference on valid files
@@ -105,14 +105,12 @@ std::vector<uint8_t> convert_channels(const image_codecs::DecodedImage& image, i
 at::Tensor decode_image(std::span<const uint8_t> bytes, int channels, std::string_view name) {
   TESSERA_CHECK(channels >= 0 && channels <= 4,
                 "image channels must be 0 (as stored) or 1..4, got {}", channels);
-  static constexpr uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   const auto starts_with = [&](std::initializer_list<uint8_t> prefix) {
     return bytes.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), bytes.begin());
   };
   image_codecs::DecodedImage image;
   try {
-    if (bytes.size() >= 8 && std::equal(std::begin(kPngSignature), std::end(kPngSignature),
-                                        bytes.begin())) {
+    if (starts_with({0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'})) {
       image = image_codecs::decode_png(bytes);
     } else if (starts_with({0xFF, 0xD8})) {
       image = image_codecs::decode_jpeg(bytes);
