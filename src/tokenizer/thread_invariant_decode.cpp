@@ -8,8 +8,6 @@
 #include <exception>
 #include <vector>
 
-#include "tessera/core/error.h"
-
 namespace tessera {
 
 // Note [Thread-invariant decoding]
