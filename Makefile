@@ -62,7 +62,7 @@ test-sanitize: bootstrap
 # FUZZ_SECONDS from its committed seed corpus after replaying the kept reproducers.
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors config idx image png_nocrc
+FUZZ_TARGETS ?= safetensors config idx image image_codecs png_nocrc
 fuzz:
 	@scripts/bootstrap --fuzz >/dev/null
 	@if [ ! -f $(FUZZ_DIR)/CMakeCache.txt ]; then \
