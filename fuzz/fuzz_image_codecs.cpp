@@ -4,8 +4,6 @@
 // thousand.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <span>
 
 #include "core/image_codecs/image_decoders.h"
@@ -23,14 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else {
       image = codecs::decode_png(bytes);
     }
-    const size_t expected =
-        static_cast<size_t>(image.width * image.height) * static_cast<size_t>(image.channels);
-    if (image.channels < 1 || image.channels > 4 || image.pixels.size() != expected) {
-      std::fprintf(stderr, "finding: %lldx%lld x %d channels but %zu samples\n",
-                   static_cast<long long>(image.width), static_cast<long long>(image.height),
-                   image.channels, image.pixels.size());
-      std::abort();
-    }
+    tessera::fuzz::expect_consistent_image(image);
   });
   return 0;
 }

@@ -52,4 +52,18 @@ void expect_clean_outcome(Read&& read) {
   }
 }
 
+// A decoder's result must hold exactly width * height * channels samples, 1..4 channels; anything
+// else is a finding.
+template <class Image>
+void expect_consistent_image(const Image& image) {
+  const size_t expected =
+      static_cast<size_t>(image.width * image.height) * static_cast<size_t>(image.channels);
+  if (image.channels < 1 || image.channels > 4 || image.pixels.size() != expected) {
+    std::fprintf(stderr, "finding: %lldx%lld x %d channels but %zu samples\n",
+                 static_cast<long long>(image.width), static_cast<long long>(image.height),
+                 image.channels, image.pixels.size());
+    std::abort();
+  }
+}
+
 }  // namespace tessera::fuzz

@@ -3,8 +3,6 @@
 // framing into the decoding itself. No LibTorch: the decoder's own output is checked.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 
 #include "core/image_codecs/image_decoders.h"
 #include "fuzz_input.h"
@@ -12,14 +10,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tessera::fuzz::expect_clean_outcome([&] {
     const auto image = tessera::image_codecs::decode_png({data, size});
-    const size_t expected =
-        static_cast<size_t>(image.width * image.height) * static_cast<size_t>(image.channels);
-    if (image.channels < 1 || image.channels > 4 || image.pixels.size() != expected) {
-      std::fprintf(stderr, "finding: %lldx%lld x %d channels but %zu samples\n",
-                   static_cast<long long>(image.width), static_cast<long long>(image.height),
-                   image.channels, image.pixels.size());
-      std::abort();
-    }
+    tessera::fuzz::expect_consistent_image(image);
   });
   return 0;
 }

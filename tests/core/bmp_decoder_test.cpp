@@ -126,6 +126,12 @@ void expect_decodes_to(const Bytes& file, int width, int height, int channels,
   EXPECT_EQ(reference.pixels, expected) << "stb_image decodes the same file differently";
 }
 
+// Appends 0xRRGGBB as the samples R, G, B.
+void append_rgb(std::vector<uint8_t>& pixels, uint32_t colour) {
+  pixels.insert(pixels.end(), {static_cast<uint8_t>(colour >> 16), static_cast<uint8_t>(colour >> 8),
+                               static_cast<uint8_t>(colour)});
+}
+
 // 5-bit and 6-bit fields widen by repeating their bits: v -> (v << 3) | (v >> 2) for 5 bits.
 uint8_t widen(uint32_t value, int bits) {
   return static_cast<uint8_t>(bits == 5 ? (value << 3) | (value >> 2) : (value << 2) | (value >> 4));
@@ -140,8 +146,7 @@ TEST(BmpDecoder, TwentyFourBitBottomUpAndTopDown) {
     for (int y = 0; y < spec.height; ++y) {
       for (int x = 0; x < spec.width; ++x) {
         const uint32_t c = colour(x, y);
-        expected.insert(expected.end(), {static_cast<uint8_t>(c >> 16), static_cast<uint8_t>(c >> 8),
-                                         static_cast<uint8_t>(c)});
+        append_rgb(expected, c);
       }
     }
     expect_decodes_to(make_bmp(spec, colour), spec.width, spec.height, 3, expected);
@@ -161,8 +166,7 @@ TEST(BmpDecoder, PaletteDepthsOneFourEight) {
     for (int y = 0; y < spec.height; ++y) {
       for (int x = 0; x < spec.width; ++x) {
         const uint32_t c = spec.palette[index(x, y)];
-        expected.insert(expected.end(), {static_cast<uint8_t>(c >> 16), static_cast<uint8_t>(c >> 8),
-                                         static_cast<uint8_t>(c)});
+        append_rgb(expected, c);
       }
     }
     SCOPED_TRACE(bits);
@@ -180,8 +184,7 @@ TEST(BmpDecoder, CoreHeaderWithThreeBytePaletteEntries) {
   for (int y = 0; y < spec.height; ++y) {
     for (int x = 0; x < spec.width; ++x) {
       const uint32_t c = spec.palette[index(x, y)];
-      expected.insert(expected.end(), {static_cast<uint8_t>(c >> 16), static_cast<uint8_t>(c >> 8),
-                                       static_cast<uint8_t>(c)});
+      append_rgb(expected, c);
     }
   }
   // Not compared with stb_image 2.27: after a core header it takes the palette to hold
