@@ -334,12 +334,18 @@ int64_t run_demo_models(const DemoModelsOptions& options) {
                                      generator.config().image_channels));
     }
     const std::string name = path.stem().string();
-    const BulkSamples grid =
-        sample_class_rows(generator, {.per_class = options.per_class, .seed = options.seed});
+    // The grid is the first batch of the judged samples: the same images `tessera sample` draws
+    // (BulkSampleOptions::class_rows_first), without sampling them twice.
+    const int64_t grid_size = options.per_class * generator.num_classes();
+    TESSERA_CHECK(options.samples >= grid_size,
+                  "tessera demo: --samples {} is fewer than the grid's {} images", options.samples,
+                  grid_size);
+    const BulkSamples samples = sample_in_bulk(generator, {.count = options.samples,
+                                                           .batch_size = grid_size,
+                                                           .seed = options.seed,
+                                                           .class_rows_first = options.per_class});
     const std::filesystem::path grid_path = options.out_dir / (name + ".png");
-    write_image_grid(grid_path, grid.images, kClassGrid);
-    const BulkSamples samples =
-        sample_in_bulk(generator, {.count = options.samples, .batch_size = 100, .seed = options.seed});
+    write_image_grid(grid_path, samples.images.slice(0, 0, grid_size), kClassGrid);
     rows.push_back({name, generator.schedule().name(), head_name(generator),
                     generator.schedule().num_steps(generator.token_grids()),
                     judge_samples(classifier, samples, *reference)});

@@ -14,6 +14,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
+#include "tessera/core/heap_reuse.h"
 #include "tessera/core/image_io.h"
 #include "tessera/core/logging.h"
 #include "tessera/tokenizer/tokenizer_training.h"
@@ -282,11 +283,15 @@ int main(int argc, char** argv) {
   demo->add_option("--samples", demo_samples, "samples per model for FID-FM and accuracy")->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
+  // Every subcommand allocates the same activations step after step (Note [Heap reuse]).
+  const tessera::HeapReuseReport heap = tessera::keep_freed_heap_memory();
   try {
     if (*info && !info_preset.empty()) {
       tessera::cli::run_info_preset(info_preset);
     } else if (*info) {
       std::printf("tessera %s\n%s", TESSERA_VERSION_STRING, at::get_parallel_info().c_str());
+      std::printf("heap reuse (Note [Heap reuse]): %s%s\n", heap.applied ? "on" : "off: ",
+                  heap.reason);
     } else if (*demo) {
       run_demo(demo_out, demo_data);
       const int64_t models = tessera::cli::run_demo_models(

@@ -58,6 +58,11 @@ void warn_serial_build() {
   });
 }
 
+at::Tensor with_contiguous_rows(const at::Tensor& t) {
+  const bool rows_contiguous = t.stride(3) == 1 && (t.stride(2) == t.size(3) || t.size(2) == 1);
+  return rows_contiguous ? t : t.contiguous();
+}
+
 namespace {
 
 // One thread's buffers, sized for the largest tile and chunk.
@@ -76,6 +81,10 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   const T* q_data = q.const_data_ptr<T>();
   const T* k_data = k.const_data_ptr<T>();
   const T* v_data = v.const_data_ptr<T>();
+  // Where (batch, head) bh's rows start: any batch and head strides (Note [Strided heads]).
+  auto rows_of = [H](const at::Tensor& t, int64_t bh) {
+    return (bh / H) * t.stride(0) + (bh % H) * t.stride(1);
+  };
   T* out_data = out.mutable_data_ptr<T>();
   float* lse_data = lse.mutable_data_ptr<float>();
 
@@ -119,7 +128,7 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     const QueryTile& tile = tiles[order[task / BH]];
     const int64_t bh = task % BH;
     const int64_t q0 = tile.q_begin, m = tile.q_end - tile.q_begin;
-    const float* Q = as_float(q_data + (bh * Lq + q0) * D, m * D, w.q.data());
+    const float* Q = as_float(q_data + rows_of(q, bh) + q0 * D, m * D, w.q.data());
     // A float32 output is its own accumulator; bfloat16 accumulates in w.o.
     float* O;
     if constexpr (kFloat) {
@@ -170,8 +179,8 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     };
     auto visit_chunk = [&](int64_t c0, int64_t c1, bool full) {
       // bfloat16 keys and values are converted once per chunk; blocks index into the copy.
-      const float* K = as_float(k_data + (bh * Lk + c0) * D, (c1 - c0) * D, w.k.data());
-      const float* V = as_float(v_data + (bh * Lk + c0) * D, (c1 - c0) * D, w.v.data());
+      const float* K = as_float(k_data + rows_of(k, bh) + c0 * D, (c1 - c0) * D, w.k.data());
+      const float* V = as_float(v_data + rows_of(v, bh) + c0 * D, (c1 - c0) * D, w.v.data());
       for_each_block(mask, q0, m, c0, c1, full, sizes.group,
                      [&](int64_t r0, int64_t r1, int64_t b0, int64_t b1, bool block_full) {
                        block(K, V, c0, r0, r1, b0, b1, block_full);
@@ -212,7 +221,8 @@ AttentionForward attention_forward_tiled(const at::Tensor& q_in, const at::Tenso
                 "cpu::attention_forward: tile sizes must be >= 1, got {} rows x {} keys, groups of "
                 "{} rows",
                 sizes.rows, sizes.chunk, sizes.group);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  const at::Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in),
+                   v = with_contiguous_rows(v_in);
   at::Tensor out = at::empty(q.sizes(), q.options());
   at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
   switch (q.scalar_type()) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -52,9 +53,20 @@ BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_
 }  // namespace
 
 BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& options) {
+  TESSERA_CHECK(options.class_rows_first >= 0, "sampling: class_rows_first must be >= 0, got {}",
+                options.class_rows_first);
   at::Tensor labels;
-  if (generator.num_classes() > 0) {
-    labels = at::arange(options.count, at::kLong).remainder(generator.num_classes());
+  const int64_t num_classes = generator.num_classes();
+  if (num_classes > 0) {
+    labels = at::arange(options.count, at::kLong).remainder(num_classes);
+    const int64_t rows = std::min(options.count, options.class_rows_first * num_classes);
+    if (rows > 0) {
+      labels.slice(0, 0, rows).copy_(at::arange(rows, at::kLong).div(options.class_rows_first,
+                                                                       "floor"));
+    }
+  } else {
+    TESSERA_CHECK(options.class_rows_first == 0,
+                  "sampling: class_rows_first needs a class-conditional generator");
   }
   return sample_labels(generator, labels, options.count, options.batch_size, options.seed,
                        options.options);

@@ -295,6 +295,44 @@ TEST(Attention, NonContiguousInputsAndCustomScale) {
                          dense_gradients(q, k, v, grad, c.allowed, 0.7), kGradAtol, kGradRtol);
 }
 
+// Keys and values read in place from slots [0, L) of larger [B, H, capacity, D] buffers, as a
+// KV-cache decoding step passes them (Note [Strided heads]), and heads broadcast with stride 0:
+// the same output and log-sum-exp as dense fp64 attention on contiguous copies, and the views
+// pass through with_contiguous_rows uncopied.
+TEST(Attention, StridedHeadsAreReadInPlace) {
+  const int64_t length = 37, capacity = 64, d = 32;
+  const MaskCase c = make_mask_case("causal", length);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(dtype == at::kFloat ? "float32" : "bfloat16");
+    const at::Tensor q = randn({2, 3, length, d}, 11).to(dtype);
+    const at::Tensor key_buffer = randn({2, 3, capacity, d}, 12).to(dtype);
+    const at::Tensor value_buffer = randn({2, 1, capacity, d}, 13).to(dtype);
+    const at::Tensor k = key_buffer.slice(2, 0, length);
+    const at::Tensor v = value_buffer.slice(2, 0, length).expand({2, 3, length, d});
+    ASSERT_FALSE(k.is_contiguous());
+    ASSERT_EQ(v.stride(1), 0);
+    ASSERT_TRUE(cpu::detail::with_contiguous_rows(k).is_same(k));
+    ASSERT_TRUE(cpu::detail::with_contiguous_rows(v).is_same(v));
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const testing::DenseAttention want =
+        dense_attention(q.to(at::kDouble), k.contiguous().to(at::kDouble),
+                        v.contiguous().to(at::kDouble), c.allowed, scale);
+    const double atol = dtype == at::kFloat ? kF32Atol : kBf16Atol;
+    const double rtol = dtype == at::kFloat ? kF32Rtol : kBf16Rtol;
+    const at::NoGradGuard no_grad;
+    EXPECT_TRUE(all_close(attention(q, k, v, c.mask, with_backend(AttentionBackend::cpu)).to(
+                              at::kDouble),
+                          want.out, atol, rtol));
+    const AttentionForward got = cpu::attention_forward(q, k, v, c.mask, scale);
+    EXPECT_TRUE(all_close(got.out.to(at::kDouble), want.out, atol, rtol));
+    EXPECT_TRUE(all_close(got.lse.to(at::kDouble), want.lse, atol, rtol));
+  }
+  // A view whose rows are not contiguous (D apart is not the row stride) is copied first.
+  const at::Tensor transposed = randn({2, length, 3, d}, 14).transpose(1, 2);
+  EXPECT_FALSE(cpu::detail::with_contiguous_rows(transposed).is_same(transposed));
+  EXPECT_TRUE(cpu::detail::with_contiguous_rows(transposed).is_contiguous());
+}
+
 // Gradients reach only the inputs that ask for them; without grad mode nothing is recorded.
 TEST(Attention, GradModeAndPartialRequiresGrad) {
   const MaskCase c = make_mask_case("causal", 33);

@@ -60,6 +60,29 @@ TEST(Generator, BulkSamplingDoesNotDependOnTheBatchSize) {
   EXPECT_EQ(one_batch.images.sizes(), (std::vector<int64_t>{5, 1, 32, 32}));
 }
 
+// The demo judges the grid it shows: with class_rows_first, bulk sampling's first samples are the
+// grid sample_class_rows draws, and every class still gets the same count.
+TEST(Generator, BulkSamplingCanStartWithTheClassRowsGrid) {
+  Generator generator(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
+  const BulkSamples grid = sample_class_rows(generator, {.per_class = 2, .seed = 9});
+  const BulkSamples bulk = sample_in_bulk(
+      generator, {.count = 40, .batch_size = 20, .seed = 9, .class_rows_first = 2});
+  EXPECT_TRUE(at::equal(bulk.labels.slice(0, 0, 20), grid.labels));
+  EXPECT_TRUE(at::equal(bulk.tokens.scales[0].slice(0, 0, 20), grid.tokens.scales[0]));
+  EXPECT_TRUE(at::equal(bulk.images.slice(0, 0, 20), grid.images));
+  // After the rows: class i mod 10, so each class appears 4 times in 40.
+  EXPECT_TRUE(at::equal(bulk.labels.slice(0, 20, 23), at::tensor({0, 1, 2}, at::kLong)));
+  EXPECT_TRUE(at::equal(at::bincount(bulk.labels), at::full({10}, 4, at::kLong)));
+  // A grid larger than the count is cut off, still class by class.
+  const BulkSamples short_bulk =
+      sample_in_bulk(generator, {.count = 5, .batch_size = 5, .seed = 9, .class_rows_first = 2});
+  EXPECT_TRUE(at::equal(short_bulk.labels, at::tensor({0, 0, 1, 1, 2}, at::kLong)));
+  EXPECT_NE(testing::error_message_of([&] {
+              sample_in_bulk(generator, {.count = 5, .class_rows_first = -1});
+            }).find("class_rows_first"),
+            std::string::npos);
+}
+
 TEST(Generator, BadInputsAreNamed) {
   Generator generator(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
   EXPECT_NE(testing::error_message_of([&] { generator.sample_tokens(at::tensor({10}, at::kLong)); }).find("labels"),

@@ -19,6 +19,11 @@ struct BulkSampleOptions {
   int64_t batch_size = 100;  ///< samples per sample() call
   uint64_t seed = 0;  ///< the request's seed
   std::optional<GenerationOptions> options{};  ///< the generator's defaults when unset
+  /// When > 0, the first class_rows_first·num_classes samples ask for the classes class by class,
+  /// class_rows_first each: with batch_size equal to that count they are exactly the grid
+  /// sample_class_rows draws with per_class = class_rows_first (same seed and options). The rest
+  /// cycle through the classes from there. `tessera demo` uses it to judge the grid it shows.
+  int64_t class_rows_first = 0;
 };  ///< What sample_in_bulk draws.
 
 struct BulkSamples {
@@ -29,8 +34,10 @@ struct BulkSamples {
   double milliseconds_per_image() const;  ///< Wall time per image, in milliseconds.
 };  ///< Samples with their classes and timing.
 
-/// Class-balanced requests: sample i asks for class i mod num_classes. Sample i is numbered i in
-/// the request (SampleRequest::first_index), so the result does not depend on batch_size.
+/// Class-balanced requests: sample i asks for class i mod num_classes (after the class rows, if
+/// BulkSampleOptions::class_rows_first asks for them; each class still gets the same count when
+/// count is a multiple of num_classes). Sample i is numbered i in the request
+/// (SampleRequest::first_index), so the result does not depend on batch_size.
 BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& options);
 
 struct ClassRowsRequest {
