@@ -6,7 +6,8 @@
 //   (C) one SDPA call per group of segments over its key range (not applicable to causal);
 //   (D) tessera::attention with the CPU backend;
 // plus an sgemm of attention's shape, so that useful GFLOP/s is compared with a BLAS rate measured
-// under the same machine load. It prints a table and the issue's target checks, and writes
+// under the same machine load; and KV-cache decoding steps, the cache read in place against
+// copied first (cases decode/...). It prints a table and the issue's target checks, and writes
 // <out>/attention.json. See docs/performance.md for how to run it and how to read it.
 // --device cuda runs the GPU comparison of issue 13 instead (attention_bench_cuda.h, docs/cuda.md).
 
@@ -430,6 +431,69 @@ Result run_config(const Config& config, int runs) {
 // ---------------------------------------------------------------------------------------------
 // Reporting
 
+// ---------------------------------------------------------------------------------------------
+// KV-cache decoding steps (Note [Strided heads] in kernels/cpu/attention_cpu.h)
+//
+// A step's queries against slots [0, L) of [B, H, capacity, D] cache buffers, causal_tail mask:
+//   (E) tessera::attention on the cache views, read in place;
+//   (F) the same after copying the views to contiguous tensors, what every layer of every
+//       decoding step did before the kernel took strided heads.
+
+constexpr int64_t kDecodeCapacity = 680;  // VAR-16's sequence
+constexpr int64_t kDecodeBatch = 8;       // 4 images, doubled by classifier-free guidance
+
+struct DecodeCase {
+  int64_t cached = 0;   // keys in the cache, this step's included
+  int64_t queries = 0;  // the step's rows: 1 for raster, a scale's rows for VAR
+  std::string name() const { return fmt::format("decode/L{}/q{}", cached, queries); }
+};
+
+struct DecodeResult {
+  DecodeCase c;
+  double ms_in_place = 0, ms_copied = 0;
+};
+
+std::vector<DecodeCase> make_decode_cases(const Options& options) {
+  std::vector<DecodeCase> cases = {{64, 1}, {256, 1}, {680, 1}, {424, 256}};
+  if (!options.filter.empty()) {
+    std::erase_if(cases, [&](const DecodeCase& c) {
+      return c.name().find(options.filter) == std::string::npos;
+    });
+  }
+  return cases;
+}
+
+DecodeResult run_decode_case(const DecodeCase& c, int runs) {
+  at::manual_seed(4321);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const std::vector<int64_t> buffer = {kDecodeBatch, kHeads, kDecodeCapacity, kHeadDim};
+  const at::Tensor key_buffer = at::randn(buffer, f32), value_buffer = at::randn(buffer, f32);
+  const at::Tensor q = at::randn({kDecodeBatch, kHeads, c.queries, kHeadDim}, f32);
+  const at::Tensor k = key_buffer.slice(2, 0, c.cached), v = value_buffer.slice(2, 0, c.cached);
+  const tessera::BlockMask mask = tessera::BlockMask::causal_tail(c.queries, c.cached);
+  const at::NoGradGuard no_grad;
+  const tessera::AttentionOptions cpu{.scale = std::nullopt, .backend = tessera::AttentionBackend::cpu};
+  auto copied = [&] { return tessera::attention(q, k.contiguous(), v.contiguous(), mask, cpu); };
+  const double diff = max_abs_diff(tessera::attention(q, k, v, mask, cpu), copied());
+  TESSERA_CHECK(diff < kTolerance, "correctness guard failed for {}: in place and copied differ "
+                "by {:.3g}", c.name(), diff);
+  std::vector<Timed> timed{{"in_place", [&] { tessera::attention(q, k, v, mask, cpu); }, {}},
+                           {"copied", [&] { copied(); }, {}}};
+  time_round_robin(timed, runs, 3);
+  return {c, median(timed[0].ms), median(timed[1].ms)};
+}
+
+void print_decode_results(const std::vector<DecodeResult>& results) {
+  fmt::print("\nKV-cache decoding steps: B={}, H={}, D={}, cache capacity {}; (E) cache views "
+             "read in place, (F) copied to contiguous first\n",
+             kDecodeBatch, kHeads, kHeadDim, kDecodeCapacity);
+  fmt::print("{:<22} {:>9} {:>9} {:>6}\n", "case", "E ms", "F ms", "F/E");
+  for (const DecodeResult& r : results) {
+    fmt::print("{:<22} {:>9.3f} {:>9.3f} {:>5.2f}x\n", r.c.name(), r.ms_in_place, r.ms_copied,
+               r.ms_copied / r.ms_in_place);
+  }
+}
+
 std::string fmt_ms(std::optional<double> ms) { return ms ? fmt::format("{:.2f}", *ms) : "-"; }
 std::string fmt_ratio(std::optional<double> num, double den) {
   return num ? fmt::format("{:.2f}x", *num / den) : "-";
@@ -538,7 +602,9 @@ int run(int argc, char** argv) {
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   const std::vector<Config> configs = make_configs(options);
-  TESSERA_CHECK(!configs.empty(), "no configuration matches --filter '{}'", options.filter);
+  const std::vector<DecodeCase> decode_cases = make_decode_cases(options);
+  TESSERA_CHECK(!configs.empty() || !decode_cases.empty(),
+                "no configuration matches --filter '{}'", options.filter);
 
   const auto start = Clock::now();
   fmt::print("attention_bench: fp32, H={}, D={}, {} intra-op threads (at::get_num_threads), "
@@ -553,18 +619,29 @@ int run(int argc, char** argv) {
   print_sgemm_table(options.runs);
   fmt::print("\n");
 
-  print_header();
   std::vector<Result> results;
-  for (const Config& config : configs) {
-    results.push_back(run_config(config, options.runs));
-    print_row(results.back());
+  if (!configs.empty()) {
+    print_header();
+    for (const Config& config : configs) {
+      results.push_back(run_config(config, options.runs));
+      print_row(results.back());
+    }
+    print_targets(results);
   }
-  print_targets(results);
+  std::vector<DecodeResult> decode_results;
+  for (const DecodeCase& c : decode_cases) decode_results.push_back(run_decode_case(c, options.runs));
+  if (!decode_results.empty()) print_decode_results(decode_results);
 
+  nlohmann::ordered_json records = to_json(results);
+  for (const DecodeResult& r : decode_results) {
+    records.push_back({{"case", r.c.name()}, {"cached", r.c.cached}, {"queries", r.c.queries},
+                       {"B", kDecodeBatch}, {"capacity", kDecodeCapacity},
+                       {"ms_in_place", r.ms_in_place}, {"ms_copied", r.ms_copied}});
+  }
   const std::filesystem::path path = options.out / "attention.json";
-  tessera::write_file_atomically(path, to_json(results).dump(2) + "\n");
+  tessera::write_file_atomically(path, records.dump(2) + "\n");
   fmt::print("\nwrote {} ({} records) in {:.0f} s; load average {}\n", path.string(),
-             results.size(), elapsed_ms(start) / 1e3, load_average());
+             records.size(), elapsed_ms(start) / 1e3, load_average());
   return 0;
 }
 

@@ -10,7 +10,9 @@
 namespace tessera {
 
 HeapReuseReport keep_freed_heap_memory() {
-#if defined(__GLIBC__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return {false, "a sanitizer's allocator serves malloc in this build"};
+#elif defined(__GLIBC__)
   if (const char* tunables = std::getenv("GLIBC_TUNABLES");
       tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr) {
     return {false, "GLIBC_TUNABLES sets malloc tunables; they are kept"};

@@ -90,9 +90,9 @@ double largest_difference(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // The shipped generators with the options the test samples them with: their own defaults, except
-// that MAR's continuous heads run 5 diffusion / flow steps instead of 100 / 50 (the schedule's
-// steps and everything else unchanged), which keeps the test fast without changing what is
-// tested — the same code path, the same random streams.
+// that the continuous heads (MAR's, Hi-MAR's) run 5 diffusion / flow steps instead of 16 (the
+// schedule's steps and everything else unchanged), which keeps the test fast without changing
+// what is tested — the same code path, the same random streams.
 struct Model {
   std::string file;
   bool few_head_steps = false;
@@ -105,6 +105,7 @@ const std::vector<Model> kShippedModels = {
     {"hmar_fashion_mnist.safetensors"},
     {"mar_diffusion_fashion_mnist.safetensors", true},
     {"mar_flow_fashion_mnist.safetensors", true},
+    {"hi_mar_fashion_mnist.safetensors", true},
 };
 
 void PrintTo(const Model& model, std::ostream* out) { *out << model.file; }

@@ -18,8 +18,8 @@
 // this on its own; the `tessera` command does.
 //
 // The settings are process-wide. They are left alone (and the call returns false) when
-// GLIBC_TUNABLES already sets any glibc.malloc tunable, since the user chose those, and where the
-// C library is not glibc.
+// GLIBC_TUNABLES already sets any glibc.malloc tunable, since the user chose those, where the
+// C library is not glibc, and in sanitizer builds (whose allocator replaces malloc).
 
 namespace tessera {
 
