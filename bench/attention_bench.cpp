@@ -429,9 +429,6 @@ Result run_config(const Config& config, int runs) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reporting
-
-// ---------------------------------------------------------------------------------------------
 // KV-cache decoding steps (Note [Strided heads] in kernels/cpu/attention_cpu.h)
 //
 // A step's queries against slots [0, L) of [B, H, capacity, D] cache buffers, causal_tail mask:
@@ -472,7 +469,8 @@ DecodeResult run_decode_case(const DecodeCase& c, int runs) {
   const at::Tensor k = key_buffer.slice(2, 0, c.cached), v = value_buffer.slice(2, 0, c.cached);
   const tessera::BlockMask mask = tessera::BlockMask::causal_tail(c.queries, c.cached);
   const at::NoGradGuard no_grad;
-  const tessera::AttentionOptions cpu{.scale = std::nullopt, .backend = tessera::AttentionBackend::cpu};
+  const tessera::AttentionOptions cpu{.scale = std::nullopt,
+                                      .backend = tessera::AttentionBackend::cpu};
   auto copied = [&] { return tessera::attention(q, k.contiguous(), v.contiguous(), mask, cpu); };
   const double diff = max_abs_diff(tessera::attention(q, k, v, mask, cpu), copied());
   TESSERA_CHECK(diff < kTolerance, "correctness guard failed for {}: in place and copied differ "
@@ -493,6 +491,9 @@ void print_decode_results(const std::vector<DecodeResult>& results) {
                r.ms_copied / r.ms_in_place);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
 
 std::string fmt_ms(std::optional<double> ms) { return ms ? fmt::format("{:.2f}", *ms) : "-"; }
 std::string fmt_ratio(std::optional<double> num, double den) {

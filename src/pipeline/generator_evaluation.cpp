@@ -61,8 +61,8 @@ BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& option
     labels = at::arange(options.count, at::kLong).remainder(num_classes);
     const int64_t rows = std::min(options.count, options.class_rows_first * num_classes);
     if (rows > 0) {
-      labels.slice(0, 0, rows).copy_(at::arange(rows, at::kLong).div(options.class_rows_first,
-                                                                       "floor"));
+      labels.slice(0, 0, rows)
+          .copy_(at::arange(rows, at::kLong).div(options.class_rows_first, "floor"));
     }
   } else {
     TESSERA_CHECK(options.class_rows_first == 0,

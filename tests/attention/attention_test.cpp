@@ -320,9 +320,9 @@ TEST(Attention, StridedHeadsAreReadInPlace) {
     const double atol = dtype == at::kFloat ? kF32Atol : kBf16Atol;
     const double rtol = dtype == at::kFloat ? kF32Rtol : kBf16Rtol;
     const at::NoGradGuard no_grad;
-    EXPECT_TRUE(all_close(attention(q, k, v, c.mask, with_backend(AttentionBackend::cpu)).to(
-                              at::kDouble),
-                          want.out, atol, rtol));
+    EXPECT_TRUE(
+        all_close(attention(q, k, v, c.mask, with_backend(AttentionBackend::cpu)).to(at::kDouble),
+                  want.out, atol, rtol));
     const AttentionForward got = cpu::attention_forward(q, k, v, c.mask, scale);
     EXPECT_TRUE(all_close(got.out.to(at::kDouble), want.out, atol, rtol));
     EXPECT_TRUE(all_close(got.lse.to(at::kDouble), want.lse, atol, rtol));

@@ -1,5 +1,7 @@
 // keep_freed_heap_memory: after it, a step that allocates, touches and frees the same blocks
 // again stops costing page faults (Note [Heap reuse]).
+#include "tessera/core/heap_reuse.h"
+
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
@@ -7,8 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-#include "tessera/core/heap_reuse.h"
 
 namespace tessera {
 namespace {
@@ -58,8 +58,8 @@ TEST(HeapReuse, RepeatedStepsReuseTheHeapInsteadOfFaultingItIn) {
   const int64_t faults = minor_page_faults() - before;
   // Without the settings every step faults its 23,040 pages in again (glibc trims the freed top
   // of the heap); allow 2 % of them for whatever else the process touches.
-  EXPECT_LT(faults, kSteps * kPagesPerStep / 50)
-      << faults << " minor page faults over " << kSteps << " steps of " << kPagesPerStep << " pages";
+  EXPECT_LT(faults, kSteps * kPagesPerStep / 50) << faults << " minor page faults over " << kSteps
+                                                 << " steps of " << kPagesPerStep << " pages";
 }
 
 TEST(HeapReuse, UserMallocTunablesAreKept) {

@@ -7,8 +7,9 @@
 // on its own, up to 32 MiB, as large blocks are freed) with a fresh mmap and unmaps it on free,
 // and gives the top of the heap back to the kernel once more than twice that threshold is free.
 // Either way the next step's tensors land on pages the kernel must fault in and zero again: in
-// `tessera sample` on one thread, 686,000 page faults for 100 raster samples, and 59.7 ms per
-// image, against 79,000 and 33.5 ms with the settings below (docs/performance.md, "Heap reuse").
+// `tessera sample` on one thread (beside a training run), 686,000 page faults for 100 raster
+// samples and 59.7 ms per image, against 79,000 and 33.5 ms with the settings below
+// (docs/performance.md, "Sampling: KV-cache reads and heap reuse").
 //
 // keep_freed_heap_memory() sets the thresholds to glibc's largest mmap threshold (32 MiB: larger
 // blocks still come from mmap, so a huge one-off tensor is still given back) and a large trim
