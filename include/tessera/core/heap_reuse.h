@@ -29,7 +29,7 @@ struct HeapReuseReport {
   bool applied = false;
   /// Why not, when not applied.
   const char* reason = "";
-};
+};  ///< What keep_freed_heap_memory() did, and why not when it changed nothing.
 
 /// Make malloc keep freed memory for reuse (Note [Heap reuse]). Process-wide; call early, from the
 /// main thread, before heavy allocation.
