@@ -285,11 +285,11 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   const bool needs_grad =
       at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   if (!needs_grad) {
-    // Inference: nothing to save for a backward pass. The CPU kernel reads strided heads in
-    // place (Note [Strided heads] in kernels/cpu/attention_cpu.h), which spares a KV-cache
-    // decoding step a copy of the whole cache.
-    if (backend == AttentionBackend::cpu) return run_forward(backend, q, k, v, mask, scale).out;
-    return run_forward(backend, q.contiguous(), k.contiguous(), v.contiguous(), mask, scale).out;
+    // Inference: nothing to save for a backward pass. Each backend takes the layouts it can: the
+    // CPU kernel reads strided heads in place (Note [Strided heads] in
+    // kernels/cpu/attention_cpu.h), which spares a KV-cache decoding step a copy of the whole
+    // cache; the CUDA kernel makes its own contiguous copies; the reference is ATen math.
+    return run_forward(backend, q, k, v, mask, scale).out;
   }
   return AttentionFunction::apply(q, k, v, mask, scale, backend);
 }

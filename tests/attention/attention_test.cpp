@@ -326,6 +326,10 @@ TEST(Attention, StridedHeadsAreReadInPlace) {
     const AttentionForward got = cpu::attention_forward(q, k, v, c.mask, scale);
     EXPECT_TRUE(all_close(got.out.to(at::kDouble), want.out, atol, rtol));
     EXPECT_TRUE(all_close(got.lse.to(at::kDouble), want.lse, atol, rtol));
+    // The reference backend takes the same views as they are (ATen math on any strides).
+    EXPECT_TRUE(all_close(
+        attention(q, k, v, c.mask, with_backend(AttentionBackend::reference)).to(at::kDouble),
+        want.out, atol, rtol));
   }
   // A view whose rows are not contiguous (D apart is not the row stride) is copied first.
   const at::Tensor transposed = randn({2, length, 3, d}, 14).transpose(1, 2);
