@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -24,6 +25,7 @@
 #include "tessera/pipeline/generator_evaluation.h"
 #include "tessera/pipeline/generator_training.h"
 #include "tessera/pipeline/presets.h"
+#include "tessera/pipeline/sampling_patch.h"
 #include "tessera/pipeline/weights_conversion.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
@@ -53,6 +55,25 @@ at::Tensor prepared_split(DatasetSplit split, const std::string& data_dir, int64
   const LabeledImages data = load_fashion_mnist(split, options);
   if (labels != nullptr) *labels = data.labels;
   return prepare_fashion_mnist_images(data, image_size, channels);
+}
+
+// --sampling: a patch over the generator's sampling defaults and schedule options (sampling_patch.h).
+// Sets the schedule's options on `generator` and returns the options to sample with (none for an
+// empty patch: the defaults).
+std::optional<GenerationOptions> apply_sampling_patch(Generator& generator,
+                                                      const std::string& patch) {
+  if (patch.empty()) return std::nullopt;
+  const SamplingSettings settings = patched_sampling_settings(generator.config(), patch);
+  generator.set_schedule_config(settings.schedule);
+  return settings.options;
+}
+
+// The sampling options and the schedule section they run with, as one JSON line.
+std::string sampling_summary(const GenerationOptions& options, const ScheduleConfig& schedule_config) {
+  nlohmann::json summary = config_to_json(options);
+  const nlohmann::json schedule = config_to_json(schedule_config);
+  summary["schedule"] = schedule[schedule["kind"].get<std::string>()];
+  return summary.dump();
 }
 
 }  // namespace
@@ -154,10 +175,8 @@ Generator generator_to_sample(const SampleOptions& options) {
 void run_sample(const SampleOptions& options) {
   set_threads(options.threads);
   Generator generator = generator_to_sample(options);
-  std::optional<GenerationOptions> sampling;
-  if (!options.sampling.empty()) {
-    sampling = patched_sampling(generator.config().sampling, options.sampling);
-  }
+  const std::optional<GenerationOptions> sampling =
+      apply_sampling_patch(generator, options.sampling);
   check_class_rows(options, "the generator", generator.num_classes());
   const BulkSamples samples = sample_class_rows(generator, {.per_class = options.per_class,
                                                             .classes = options.classes,
@@ -231,11 +250,9 @@ void run_eval(const EvalOptions& options) {
   const QualityFloors floors =
       quality_floors(classifier, train, test, test_labels, &generator.tokenizer());
   const GaussianStats reference = feature_statistics(classifier, train);
-  std::optional<GenerationOptions> sampling;
-  if (!options.sampling.empty()) {
-    sampling = patched_sampling(generator.config().sampling, options.sampling);
-    std::printf("sampling options: %s\n", config_to_json(*sampling).dump().c_str());
-  }
+  const std::optional<GenerationOptions> sampling =
+      apply_sampling_patch(generator, options.sampling);
+  if (sampling) std::printf("sampling options: %s\n", sampling_summary(*sampling, generator.config().schedule).c_str());
   const BulkSamples samples = sample_in_bulk(generator, {.count = options.samples,
                                                          .batch_size = options.batch_size,
                                                          .seed = options.seed,
@@ -254,9 +271,9 @@ namespace {
 // convert --sampling: store new sampling defaults in the written generator.
 void print_new_sampling(const ConvertOptions& options) {
   if (options.sampling.empty()) return;
-  const GenerationOptions sampling = set_generator_sampling(options.out, options.sampling);
+  const SamplingSettings settings = set_generator_sampling(options.out, options.sampling);
   std::printf("sampling defaults of %s: %s\n", options.out.c_str(),
-              config_to_json(sampling).dump().c_str());
+              sampling_summary(settings.options, settings.schedule).c_str());
 }
 
 }  // namespace
@@ -266,6 +283,11 @@ void run_convert(const ConvertOptions& options) {
                 "tessera convert: give exactly one of --in (a file to cast) and --checkpoint (a "
                 "training checkpoint)");
   if (!options.in.empty()) {
+    if (!options.sampling.empty()) {
+      // A patch that does not fit the generator is refused before anything is written.
+      Generator generator = Generator::load(options.in);
+      apply_sampling_patch(generator, options.sampling);
+    }
     if (options.dtype.empty()) {
       // Only new sampling defaults: the tensors keep their stored dtypes.
       TESSERA_CHECK(!options.sampling.empty(),
@@ -290,9 +312,10 @@ void run_convert(const ConvertOptions& options) {
   TESSERA_CHECK(!options.tokenizer.empty(),
                 "tessera convert --checkpoint: --tokenizer is required (a training checkpoint does "
                 "not carry the frozen tokenizer; give the config's tokenizer file)");
-  const Generator generator = generator_from_checkpoint(
+  Generator generator = generator_from_checkpoint(
       options.checkpoint, load_tokenizer_checkpoint(options.tokenizer),
       options.weights == "trained" ? CheckpointWeights::trained : CheckpointWeights::ema);
+  apply_sampling_patch(generator, options.sampling);  // refused before anything is written
   const int64_t step = checkpoint_step(options.checkpoint);
   generator.save(options.out, {{"tessera.step", std::to_string(step)},
                                {"tessera.weights", options.weights}});

@@ -24,7 +24,8 @@
 namespace {
 
 constexpr const char* kSamplingPatchHelp =
-    "JSON merge patch over the generator's sampling defaults, e.g. '{\"guidance\": {\"scale\": 4}}'";
+    "JSON merge patch over the generator's sampling defaults and its schedule's sampling options, "
+    "e.g. '{\"guidance\": {\"scale\": 4}, \"schedule\": {\"steps\": 4}}'";
 
 struct PixelStatistics {
   double mean = 0;
@@ -276,7 +277,7 @@ int main(int argc, char** argv) {
                       "bf16, fp16 or fp32 for the written tensors (default: --in keeps its dtypes, "
                       "--checkpoint writes fp32)");
   convert->add_option("--sampling", convert_options.sampling,
-                      "JSON merge patch stored as the written generator's new sampling defaults");
+                      "JSON merge patch stored as the written generator's new sampling defaults (as --sampling of sample and eval: guidance, head, schedule)");
   convert->add_option("--out", convert_options.out, "file to write")->required();
 
   int64_t demo_samples = 2000;

@@ -110,6 +110,14 @@ ScheduleModels Generator::models() {
   return {backbone_, *head_, tokenizer_.get(), decoder_.get(), refinement_head_.get()};
 }
 
+void Generator::set_schedule_config(const ScheduleConfig& schedule) {
+  check_schedule_sampling_change(config_.schedule, schedule);
+  std::unique_ptr<Schedule> replacement = make_schedule(schedule);
+  replacement->check_models(models(), grids_);
+  schedule_ = std::move(replacement);
+  config_.schedule = schedule;
+}
+
 Generator::~Generator() = default;
 Generator::Generator(Generator&&) noexcept = default;
 Generator& Generator::operator=(Generator&&) noexcept = default;

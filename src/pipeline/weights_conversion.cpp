@@ -85,37 +85,26 @@ CastReport cast_weights_file(const std::filesystem::path& in, const std::filesys
   return report;
 }
 
-GenerationOptions patched_sampling(const GenerationOptions& sampling, const std::string& patch) {
-  nlohmann::json patch_json;
-  try {
-    patch_json = nlohmann::json::parse(patch);
-  } catch (const nlohmann::json::exception& e) {
-    TESSERA_FAIL("sampling options '{}' are not valid JSON: {}", patch, e.what());
-  }
-  TESSERA_CHECK(patch_json.is_object(),
-                "sampling options must be a JSON object such as {{\"guidance\": {{\"scale\": 4}}}}, "
-                "got '{}'",
-                patch);
-  nlohmann::json merged = config_to_json(sampling);
-  merged.merge_patch(patch_json);
-  auto out = config_from_json<GenerationOptions>(merged, "sampling");
-  out.head.validate();
-  out.guidance.validate();
-  return out;
-}
-
-GenerationOptions set_generator_sampling(const std::filesystem::path& path,
-                                         const std::string& patch) {
+SamplingSettings set_generator_sampling(const std::filesystem::path& path,
+                                        const std::string& patch) {
   FileCopy file = read_file_copy(path);
   const auto it = file.metadata.find("tessera.generator_config");
   TESSERA_CHECK(it != file.metadata.end(),
                 "{}: no 'tessera.generator_config' in its metadata (not a generator file)",
                 path.string());
   GeneratorConfig config = parse_generator_config(path, it->second);
-  config.sampling = patched_sampling(config.sampling, patch);
+  const SamplingSettings settings = patched_sampling_settings(config, patch);
+  if (config_to_json(settings.schedule) != config_to_json(config.schedule)) {
+    // New schedule options must fit the models (MaskGIT's steps within the token count) before
+    // the file is rewritten.
+    Generator generator = Generator::load(path);
+    generator.set_schedule_config(settings.schedule);
+  }
+  config.sampling = settings.options;
+  config.schedule = settings.schedule;
   it->second = config_to_json(config).dump();
   save_safetensors(path, file.tensors, file.metadata);
-  return config.sampling;
+  return settings;
 }
 
 int64_t checkpoint_step(const std::filesystem::path& checkpoint) {

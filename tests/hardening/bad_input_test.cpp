@@ -434,6 +434,22 @@ const std::vector<BadInput>& cases() {
              [](nlohmann::json& j) { j["generator"]["schedule"]["mar"]["steps"] = 65; },
              kMarConfig);
        }},
+      {"E45",
+       [] {
+         TemporaryFolder folder("errors");
+         return cli_error(with_model("sample", kMaskGit,
+                                     R"(--sampling '{"schedule": {"condition_tokens": 0}}')",
+                                     folder / "grid.png"));
+       }},
+      {"E46",
+       [] {
+         TemporaryFolder folder("errors");
+         const auto out = folder / "g.safetensors";
+         const std::string error = cli_error(fmt::format(
+             R"(convert --in '{}' --out '{}' --sampling '{{"schedule": {{"steps": 100}}}}')",
+             kMaskGit.string(), out.string()));
+         return std::filesystem::exists(out) ? "(g.safetensors was written) " + error : error;
+       }},
   };
   return table;
 }

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -81,6 +82,46 @@ TEST(Generator, BulkSamplingCanStartWithTheClassRowsGrid) {
               sample_in_bulk(generator, {.count = 5, .class_rows_first = -1});
             }).find("class_rows_first"),
             std::string::npos);
+}
+
+// Sampling options of the schedule change without retraining: a generator given MaskGIT's steps 2
+// samples what a generator built with steps 2 (and the same weights) samples; saved, the file keeps
+// them. Options training fixed, and steps beyond the token count, are refused by name and leave
+// the generator as it was.
+TEST(Generator, ScheduleSamplingOptionsChangeWithoutRetraining) {
+  const std::shared_ptr<Tokenizer> tokenizer = load_tokenizer_checkpoint(testing::kShippedVqVae);
+  Generator generator(testing::tiny_maskgit_config(), tokenizer, 5);
+  GeneratorConfig two_steps = testing::tiny_maskgit_config();
+  two_steps.schedule.maskgit.steps = 2;
+  Generator built_with_two_steps(two_steps, tokenizer, 5);
+  const at::Tensor labels = at::tensor({3, 7, 0}, at::kLong);
+  const at::Tensor four_step_tokens = generator.sample_tokens(labels, {.seed = 11}).scales[0];
+
+  generator.set_schedule_config(
+      patched_schedule_sampling(generator.config().schedule, nlohmann::json{{"steps", 2}}));
+  EXPECT_EQ(generator.schedule().num_steps(generator.token_grids()), 2);
+  EXPECT_EQ(generator.config().schedule.maskgit.steps, 2);
+  const at::Tensor two_step_tokens = generator.sample_tokens(labels, {.seed = 11}).scales[0];
+  EXPECT_TRUE(at::equal(two_step_tokens,
+                        built_with_two_steps.sample_tokens(labels, {.seed = 11}).scales[0]));
+  EXPECT_FALSE(at::equal(two_step_tokens, four_step_tokens));
+
+  testing::TemporaryFolder folder("generator");
+  generator.save(folder / "g.safetensors");
+  EXPECT_EQ(Generator::load(folder / "g.safetensors").config().schedule.maskgit.steps, 2);
+
+  ScheduleConfig too_many = generator.config().schedule;
+  too_many.maskgit.steps = 65;  // 64 tokens: a step would commit none
+  EXPECT_NE(testing::error_message_of([&] { generator.set_schedule_config(too_many); })
+                .find("steps must be <= 64"),
+            std::string::npos);
+  ScheduleConfig trained_option = generator.config().schedule;
+  trained_option.maskgit.condition_tokens = 0;
+  EXPECT_NE(testing::error_message_of([&] { generator.set_schedule_config(trained_option); })
+                .find("'condition_tokens'"),
+            std::string::npos);
+  EXPECT_EQ(generator.config().schedule.maskgit.steps, 2);
+  EXPECT_TRUE(at::equal(generator.sample_tokens(labels, {.seed = 11}).scales[0], two_step_tokens));
 }
 
 TEST(Generator, BadInputsAreNamed) {

@@ -137,6 +137,29 @@ TEST(WeightsConversion, SamplingDefaultsArePatchedByName) {
   for (const auto& [name, tensor] : original.trainable_parameters()) {
     EXPECT_TRUE(at::equal(retuned.trainable_parameters().at(name), tensor)) << name;
   }
+
+  // The schedule's sampling options ride in the same patch (the tiny MaskGIT has 4 steps).
+  const SamplingSettings settings = patched_sampling_settings(
+      original.config(), R"({"schedule": {"steps": 2}, "head": {"temperature": 0.8}})");
+  EXPECT_EQ(settings.schedule.maskgit.steps, 2);
+  EXPECT_EQ(settings.schedule.maskgit.choice_temperature,
+            original.config().schedule.maskgit.choice_temperature);
+  EXPECT_DOUBLE_EQ(settings.options.head.temperature, 0.8);
+  EXPECT_DOUBLE_EQ(settings.options.guidance.scale, original.config().sampling.guidance.scale);
+  EXPECT_NE(testing::error_message_of([&] {
+              patched_sampling_settings(original.config(), R"({"schedule": {"span_length": 2}})");
+            }).find("'span_length' of the maskgit schedule is fixed by training"),
+            std::string::npos);
+  set_generator_sampling(path, R"({"schedule": {"steps": 2}})");
+  EXPECT_EQ(Generator::load(path).config().schedule.maskgit.steps, 2);
+  EXPECT_DOUBLE_EQ(Generator::load(path).config().sampling.guidance.scale, 3.25);
+  // Steps that do not fit the 64 tokens are refused before the file is touched.
+  EXPECT_NE(testing::error_message_of([&] {
+              set_generator_sampling(path, R"({"schedule": {"steps": 100}, "guidance": {"scale": 9}})");
+            }).find("steps must be <= 64"),
+            std::string::npos);
+  EXPECT_EQ(Generator::load(path).config().schedule.maskgit.steps, 2);
+  EXPECT_DOUBLE_EQ(Generator::load(path).config().sampling.guidance.scale, 3.25);
 }
 
 // Three optimizer steps on random ids: the extracted generators hold exactly the trainer's EMA

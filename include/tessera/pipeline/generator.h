@@ -107,6 +107,12 @@ class Generator {
   /// The refinement head, or nullptr (GeneratorConfig::refinement_head).
   Head* refinement_head() { return refinement_head_.get(); }
   Schedule& schedule() { return *schedule_; }  ///< The schedule.
+  /// Replaces the schedule's sampling options (MaskGIT's or MAR's steps, ...; the options
+  /// schedule_sampling_options names), e.g. patched_schedule_sampling(config().schedule,
+  /// {{"steps", 4}}); config() and save() record them. Throws tessera::Error, leaving the
+  /// generator as it was, when another option or the kind differs (those are fixed by training)
+  /// or the new options do not fit the models (MaskGIT's steps beyond the token count).
+  void set_schedule_config(const ScheduleConfig& schedule);
   const std::vector<TokenGridSize>& token_grids() const { return grids_; }  ///< One image's grids.
   int64_t num_classes() const { return config_.backbone.num_classes; }  ///< 0: unconditional.
 

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "tessera/pipeline/generator.h"
+#include "tessera/pipeline/sampling_patch.h"
 #include "tessera/tokenizer/tokenizer.h"
 
 namespace tessera {
@@ -41,16 +42,12 @@ struct CastReport {
 CastReport cast_weights_file(const std::filesystem::path& in, const std::filesystem::path& out,
                              at::ScalarType dtype);
 
-/// The generator's sampling defaults (GeneratorConfig::sampling: guidance, temperature, top-k/p,
-/// diffusion/flow steps) with `patch` applied as a JSON merge patch (RFC 7386), e.g.
-/// {"guidance": {"scale": 4.0}}. Throws tessera::Error naming the option for an unknown key or an
-/// out-of-range value.
-GenerationOptions patched_sampling(const GenerationOptions& sampling, const std::string& patch);
-
-/// Rewrites the generator file `path` in place (atomically) with its sampling defaults patched as
-/// above: retuning a shipped model's defaults needs no retraining. Returns the new defaults.
-GenerationOptions set_generator_sampling(const std::filesystem::path& path,
-                                         const std::string& patch);
+/// Rewrites the generator file `path` in place (atomically) with its sampling defaults and
+/// schedule options patched as patched_sampling_settings does: retuning a shipped model's defaults
+/// needs no retraining. New schedule options are checked against the models first (the file is
+/// left as it was when they do not fit). Returns the new settings.
+SamplingSettings set_generator_sampling(const std::filesystem::path& path,
+                                        const std::string& patch);
 /// Which weights of a training checkpoint to take.
 enum class CheckpointWeights { ema, trained };
 

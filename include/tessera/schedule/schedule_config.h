@@ -7,9 +7,12 @@
 // Only the section of the chosen kind is read; the others keep their defaults (and are written
 // back with them, so a saved config shows every option).
 
+#include <nlohmann/json.hpp>
+
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "tessera/core/config.h"
 #include "tessera/schedule/continuous_next_scale_schedule.h"
@@ -56,6 +59,26 @@ struct ScheduleConfig {
     v("continuous_next_scale", continuous_next_scale);
   }  ///< Lists the fields for the config reader and writer (core/config.h).
 };  ///< A schedule's kind and options (the options of other kinds are ignored).
+
+/// The options of a kind's section that sampling may change without retraining; every other
+/// option is fixed by training (the sequence layout, the order, what the backbone learned to read):
+///   raster                 kv_cache
+///   maskgit                steps, curve, choice_temperature, span_scoring
+///   mar                    steps, curve
+///   next_scale             use_kv_cache
+///   hmar                   refinement_steps, refinement_curve, refinement_guidance, mask_schedule
+///   hi_mar                 pivot_steps, dense_steps, curve
+///   continuous_next_scale  use_kv_cache
+std::vector<std::string> schedule_sampling_options(ScheduleKind kind);
+
+/// `config` with `patch` (a JSON object, e.g. {"steps": 4}) merged (RFC 7386) into the section of
+/// its kind. Throws tessera::Error naming a key that is not one of schedule_sampling_options —
+/// an option fixed by training, or no option at all — and an out-of-range value.
+ScheduleConfig patched_schedule_sampling(const ScheduleConfig& config, const nlohmann::json& patch);
+
+/// Throws tessera::Error unless `changed` is `trained` with only sampling options of its kind
+/// changed (same kind; the sections of other kinds are never read and are not compared).
+void check_schedule_sampling_change(const ScheduleConfig& trained, const ScheduleConfig& changed);
 
 /// The schedule of config.kind, built from its section. Throws tessera::Error for an invalid
 /// section (each schedule validates its own config).
