@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/error_message.h"
@@ -260,7 +261,16 @@ TEST(Generator, ShippedModelsFitTheBudgetAndLoad) {
     if (entry.path().extension() != ".safetensors") continue;
     if (!SafetensorsFile::open(entry.path()).metadata().contains("tessera.generator_config")) continue;
     SCOPED_TRACE(entry.path().filename().string());
-    EXPECT_NO_THROW(Generator::load(entry.path()));
+    std::optional<Generator> generator;
+    EXPECT_NO_THROW(generator.emplace(Generator::load(entry.path())));
+    // docs/models.md reproduces each file from its config: the schedule a file samples with is
+    // the config's (sampling defaults may differ: `tessera convert --sampling` retuned guidance).
+    const auto config_path = std::filesystem::path(TESSERA_SOURCE_DIR) / "configs/generator" /
+                             (entry.path().stem().string() + ".json");
+    if (generator && std::filesystem::exists(config_path)) {
+      EXPECT_EQ(config_to_json(generator->config().schedule),
+                config_to_json(load_config<GeneratorTrainConfig>(config_path).generator.schedule));
+    }
     ++generators;
   }
   EXPECT_LE(bytes, std::uintmax_t{40} * 1000 * 1000) << "models/ holds " << bytes << " bytes";

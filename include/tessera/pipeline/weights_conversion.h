@@ -48,6 +48,7 @@ CastReport cast_weights_file(const std::filesystem::path& in, const std::filesys
 /// left as it was when they do not fit). Returns the new settings.
 SamplingSettings set_generator_sampling(const std::filesystem::path& path,
                                         const std::string& patch);
+
 /// Which weights of a training checkpoint to take.
 enum class CheckpointWeights { ema, trained };
 
