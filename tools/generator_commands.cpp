@@ -57,7 +57,8 @@ at::Tensor prepared_split(DatasetSplit split, const std::string& data_dir, int64
   return prepare_fashion_mnist_images(data, image_size, channels);
 }
 
-// --sampling: a patch over the generator's sampling defaults and schedule options (sampling_patch.h).
+// --sampling: a patch over the generator's sampling defaults and schedule options
+// (sampling_patch.h).
 // Sets the schedule's options on `generator` and returns the options to sample with (none for an
 // empty patch: the defaults).
 std::optional<GenerationOptions> apply_sampling_patch(Generator& generator,
@@ -69,7 +70,8 @@ std::optional<GenerationOptions> apply_sampling_patch(Generator& generator,
 }
 
 // The sampling options and the schedule section they run with, as one JSON line.
-std::string sampling_summary(const GenerationOptions& options, const ScheduleConfig& schedule_config) {
+std::string sampling_summary(const GenerationOptions& options,
+                             const ScheduleConfig& schedule_config) {
   nlohmann::json summary = config_to_json(options);
   const nlohmann::json schedule = config_to_json(schedule_config);
   summary["schedule"] = schedule[schedule["kind"].get<std::string>()];
@@ -263,7 +265,10 @@ void run_eval(const EvalOptions& options) {
   const GaussianStats reference = feature_statistics(classifier, train);
   const std::optional<GenerationOptions> sampling =
       apply_sampling_patch(generator, options.sampling);
-  if (sampling) std::printf("sampling options: %s\n", sampling_summary(*sampling, generator.config().schedule).c_str());
+  if (sampling) {
+    std::printf("sampling options: %s\n",
+                sampling_summary(*sampling, generator.config().schedule).c_str());
+  }
   const BulkSamples samples = sample_in_bulk(generator, {.count = options.samples,
                                                          .batch_size = options.batch_size,
                                                          .seed = options.seed,

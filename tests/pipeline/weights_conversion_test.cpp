@@ -155,7 +155,8 @@ TEST(WeightsConversion, SamplingDefaultsArePatchedByName) {
   EXPECT_DOUBLE_EQ(Generator::load(path).config().sampling.guidance.scale, 3.25);
   // Steps that do not fit the 64 tokens are refused before the file is touched.
   EXPECT_NE(testing::error_message_of([&] {
-              set_generator_sampling(path, R"({"schedule": {"steps": 100}, "guidance": {"scale": 9}})");
+              set_generator_sampling(path,
+                                     R"({"schedule": {"steps": 100}, "guidance": {"scale": 9}})");
             }).find("steps must be <= 64"),
             std::string::npos);
   EXPECT_EQ(Generator::load(path).config().schedule.maskgit.steps, 2);
