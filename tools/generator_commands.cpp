@@ -81,8 +81,8 @@ std::string sampling_summary(const GenerationOptions& options,
 // Samples per sampling call in the demo (the samples do not depend on it). One grid's worth (100)
 // suits the schedules whose calls run every position of every sample; raster decoding with a KV
 // cache runs one position per sample per call, where 100 samples leave the calls too small to
-// amortise each step's fixed costs (`tessera eval --batch-size`: 16.1 ms per image at 100, 10.8
-// at 500, while MaskGIT went from 19.1 to 28.4: its activations outgrow the cache).
+// amortise each step's fixed costs (`tessera eval --batch-size`: 12.5 ms per image at 100, 9.5 at
+// 500, while MaskGIT went from 19.1 to 28.4: its activations outgrow the cache; docs/models.md).
 int64_t demo_batch_size(const Generator& generator, int64_t grid_size) {
   const ScheduleConfig& schedule = generator.config().schedule;
   const bool token_by_token = schedule.kind == ScheduleKind::raster && schedule.raster.kv_cache;
