@@ -26,8 +26,16 @@ build: configure
 demo: build
 	$(BUILD_DIR)/bin/tessera demo --out out/demo
 
+# Every suite writes its results into $(BUILD_DIR)/test-results; scripts/test-summary then prints
+# how many cases ran and each skip with its reason (a suite is one ctest entry, so ctest alone
+# cannot show a skipped case). TESSERA_REQUIRE_ALL=1 (set by .ci/run) makes a skip for a missing
+# prerequisite a failure (tests/common/prerequisite.h).
 test: build
-	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+	@rm -rf $(BUILD_DIR)/test-results
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) \
+	  --output-junit $(abspath $(BUILD_DIR))/test-results/ctest.xml; \
+	  status=$$?; python3 $(CURDIR)/scripts/test-summary $(abspath $(BUILD_DIR))/test-results; \
+	  exit $$status
 
 bench: build
 	@mkdir -p $(BUILD_DIR)/bench

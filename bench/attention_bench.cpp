@@ -39,6 +39,7 @@
 #include "tessera/attention/token_layout.h"
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
+#include "tessera/core/machine.h"
 
 #ifdef TESSERA_WITH_CUDA
 #include "attention_bench_cuda.h"
@@ -639,8 +640,14 @@ int run(int argc, char** argv) {
                        {"B", kDecodeBatch}, {"capacity", kDecodeCapacity},
                        {"ms_in_place", r.ms_in_place}, {"ms_copied", r.ms_copied}});
   }
+  nlohmann::ordered_json doc;
+  doc["benchmark"] = "attention_bench";
+  doc["machine"] = tessera::machine_json(tessera::describe_machine());
+  doc["runs"] = options.runs;
+  doc["load_average"] = load_average();
+  doc["results"] = records;
   const std::filesystem::path path = options.out / "attention.json";
-  tessera::write_file_atomically(path, records.dump(2) + "\n");
+  tessera::write_file_atomically(path, doc.dump(2) + "\n");
   fmt::print("\nwrote {} ({} records) in {:.0f} s; load average {}\n", path.string(),
              records.size(), elapsed_ms(start) / 1e3, load_average());
   return 0;

@@ -34,6 +34,7 @@
 #include "tessera/attention/token_layout.h"
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
+#include "tessera/core/machine.h"
 
 namespace tessera::bench::cuda_bench {
 
@@ -269,8 +270,13 @@ inline int run(const std::filesystem::path& out_dir, int runs, bool quick,
     record["max_rel_error_vs_sdpa_mask"] = r.max_rel_error;
     records.push_back(std::move(record));
   }
+  nlohmann::ordered_json doc;
+  doc["benchmark"] = "attention_bench --device cuda";
+  doc["machine"] = machine_json(describe_machine());
+  doc["runs"] = runs;
+  doc["results"] = records;
   const std::filesystem::path path = out_dir / "attention_cuda.json";
-  write_file_atomically(path, records.dump(2) + "\n");
+  write_file_atomically(path, doc.dump(2) + "\n");
   fmt::print("\nwrote {} ({} records)\n", path.string(), records.size());
   return 0;
 }

@@ -49,6 +49,7 @@
 #include "bench_args.h"
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
+#include "tessera/core/machine.h"
 #include "tessera/core/rng.h"
 #include "tessera/head/head.h"
 #include "tessera/nn/backbone.h"
@@ -560,6 +561,7 @@ int run(int argc, char** argv) {
                      {"style", "var_style_config"}};
   doc["codebook"] = kVocab;
   doc["guidance"] = fmt::format("var_scale_ramp({})", kCfg);
+  doc["machine"] = tessera::machine_json(tessera::describe_machine());
   doc["threads"] = at::get_num_threads();
   doc["runs"] = options.runs;
   doc["quick"] = options.quick;

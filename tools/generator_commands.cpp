@@ -1,5 +1,7 @@
 #include "generator_commands.h"
 
+#include "results_file.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
@@ -280,6 +282,22 @@ void run_eval(const EvalOptions& options) {
               quality.milliseconds_per_image);
   std::printf("%s\n",
               format_quality_report(quality.fid_fm, quality.conditional_accuracy, floors).c_str());
+  if (!options.json.empty()) {
+    nlohmann::ordered_json results = results_header(options.command_line);
+    results["sampling"] = options.sampling.empty() ? nlohmann::ordered_json(nullptr)
+                                                   : nlohmann::ordered_json::parse(options.sampling);
+    results["batch_size"] = options.batch_size;
+    results["result"] = generator_results(std::filesystem::path(options.model).stem().string(),
+                                          generator, samples, quality, options.seed);
+    results["floors"] = {{"reference_images", floors.reference_images},
+                         {"test_images", floors.test_images},
+                         {"fid_fm_test_vs_train", floors.fid_test_vs_train},
+                         {"fid_fm_reconstructions_vs_train",
+                          floors.fid_reconstruction_vs_train.value_or(0.0)},
+                         {"classifier_test_accuracy", floors.test_accuracy.value_or(0.0)}};
+    write_results_file(options.json, results);
+    std::printf("wrote %s\n", options.json.c_str());
+  }
 }
 
 namespace {
@@ -364,6 +382,7 @@ int64_t run_demo_models(const DemoModelsOptions& options) {
     GeneratorQuality quality;
   };
   std::vector<Row> rows;
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
   for (const auto& path : models) {
     Generator generator = Generator::load(path);
     if (!reference) {
@@ -389,6 +408,8 @@ int64_t run_demo_models(const DemoModelsOptions& options) {
     rows.push_back({name, generator.schedule().name(), head_name(generator),
                     generator.schedule().num_steps(generator.token_grids()),
                     judge_samples(classifier, samples, *reference)});
+    results.push_back(generator_results(name, generator, samples, rows.back().quality,
+                                        options.seed));
     std::printf("wrote %s\n", grid_path.c_str());
   }
   std::printf("\n%-28s %-11s %-14s %6s %12s %8s %9s\n", "model", "schedule", "head", "steps",
@@ -399,6 +420,17 @@ int64_t run_demo_models(const DemoModelsOptions& options) {
                 row.quality.milliseconds_per_image, row.quality.fid_fm,
                 100.0 * row.quality.conditional_accuracy.value_or(0.0));
   }
+  nlohmann::ordered_json file = results_header(options.command_line);
+  file["samples"] = options.samples;
+  file["seed"] = options.seed;
+  file["wall_seconds"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - options.command_start)
+          .count();
+  file["models"] = results;
+  const std::filesystem::path json =
+      options.json.empty() ? options.out_dir / "demo.json" : options.json;
+  write_results_file(json, file);
+  std::printf("\nwrote %s\n", json.c_str());
   return static_cast<int64_t>(rows.size());
 }
 

@@ -2,6 +2,7 @@
 // The `tessera` subcommands that train, sample and evaluate generators, and the demo's model
 // tour. Each function is one subcommand; main() parses the options into these structs.
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -46,6 +47,8 @@ struct EvalOptions {
   std::string sampling;    // JSON merge patch over the generator's sampling defaults
   std::string data;
   int64_t threads = 0;
+  std::string json;          // results file to write ("" = none; results_file.h)
+  std::string command_line;  // recorded in the results file
 };
 void run_eval(const EvalOptions& options);
 
@@ -71,9 +74,14 @@ struct DemoModelsOptions {
   int64_t samples = 2000;
   int64_t per_class = 10;
   uint64_t seed = 0;
+  std::filesystem::path json;  // results file ("" = out_dir/demo.json; results_file.h)
+  std::string command_line;    // recorded in the results file
+  // When the command started: the results file records the whole command's wall time.
+  std::chrono::steady_clock::time_point command_start = std::chrono::steady_clock::now();
 };
 // Samples a grid from every generator in models_dir into out_dir/<model>.png, evaluates each on
-// `samples` samples and prints the table. Returns the number of generators found.
+// `samples` samples, prints the table and writes the results file. Returns the number of
+// generators found.
 int64_t run_demo_models(const DemoModelsOptions& options);
 
 }  // namespace tessera::cli

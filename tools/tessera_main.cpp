@@ -137,9 +137,29 @@ void run_train_tokenizer(const TrainTokenizerOverrides& options) {
   std::printf("%s\n", tessera::format_reconstruction_metrics(result.test).c_str());
 }
 
+// The command as typed, for results files: arguments joined by spaces, those holding anything
+// but [A-Za-z0-9_./=:,+-] single-quoted.
+std::string command_line(int argc, char** argv) {
+  std::string line;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = i == 0 ? std::filesystem::path(argv[0]).filename().string() : argv[i];
+    const bool plain = !arg.empty() && arg.find_first_not_of(
+                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                           "0123456789_./=:,+-") == std::string::npos;
+    if (!plain) {
+      std::string quoted = "'";
+      for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      arg = quoted + "'";
+    }
+    line += (i == 0 ? "" : " ") + arg;
+  }
+  return line;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  const auto command_start = std::chrono::steady_clock::now();
   CLI::App app{"Tessera: masked and autoregressive generative modeling on LibTorch"};
   app.set_version_flag("--version", "tessera " TESSERA_VERSION_STRING);
   app.require_subcommand(1);
@@ -282,6 +302,14 @@ int main(int argc, char** argv) {
 
   int64_t demo_samples = 2000;
   demo->add_option("--samples", demo_samples, "samples per model for FID-FM and accuracy")->capture_default_str();
+  std::string demo_json;
+  demo->add_option("--json", demo_json,
+                   "results file to write (default: demo.json in --out); scripts/update-results "
+                   "builds the README's table from it");
+  eval->add_option("--json", eval_options.json,
+                   "also write the figures to this JSON file (scripts/update-results reads such "
+                   "files)");
+  eval_options.command_line = command_line(argc, argv);
 
   CLI11_PARSE(app, argc, argv);
   // Every subcommand allocates the same activations step after step (Note [Heap reuse]).
@@ -295,8 +323,12 @@ int main(int argc, char** argv) {
                   heap.reason);
     } else if (*demo) {
       run_demo(demo_out, demo_data);
-      const int64_t models = tessera::cli::run_demo_models(
-          {.out_dir = demo_out, .data = demo_data, .samples = demo_samples});
+      const int64_t models = tessera::cli::run_demo_models({.out_dir = demo_out,
+                                                           .data = demo_data,
+                                                           .samples = demo_samples,
+                                                           .json = demo_json,
+                                                           .command_line = command_line(argc, argv),
+                                                           .command_start = command_start});
       if (models == 0) std::printf("\nno generators in models/ yet: nothing to sample\n");
     } else if (*train) {
       tessera::cli::run_train(train_options);

@@ -1,7 +1,11 @@
 #include "tessera/pipeline/evaluation.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
@@ -26,6 +30,30 @@ double fid_fm(Classifier& classifier, const at::Tensor& images_a, const at::Tens
 double fid_fm(Classifier& classifier, const at::Tensor& images, const GaussianStats& reference,
               int64_t batch_size) {
   return frechet_distance(feature_statistics(classifier, images, batch_size), reference);
+}
+
+double fid_fm_bootstrap_standard_error(const at::Tensor& features, const GaussianStats& reference,
+                                       int64_t replicates, uint64_t seed) {
+  TESSERA_CHECK(features.defined() && features.dim() == 2 && features.size(0) >= 2,
+                "fid_fm_bootstrap_standard_error: expected features [N, D] with N >= 2, got {}",
+                features.defined() ? fmt::format("{}", features.sizes()) : std::string("undefined"));
+  TESSERA_CHECK(replicates >= 2, "fid_fm_bootstrap_standard_error: replicates must be >= 2, got {}",
+                replicates);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const int64_t n = features.size(0);
+  const at::Tensor rows = features.cpu();
+  double sum = 0;
+  double sum_of_squares = 0;
+  for (int64_t r = 0; r < replicates; ++r) {
+    const at::Tensor picked = at::randint(n, {n}, generator, at::TensorOptions(at::kLong));
+    const double distance = frechet_distance(fit_gaussian(rows.index_select(0, picked)), reference);
+    sum += distance;
+    sum_of_squares += distance * distance;
+  }
+  const auto count = static_cast<double>(replicates);
+  const double mean = sum / count;
+  // The sample variance (divided by replicates - 1), clamped at 0 against round-off.
+  return std::sqrt(std::max(0.0, (sum_of_squares - count * mean * mean) / (count - 1)));
 }
 
 double classifier_accuracy(Classifier& classifier, const at::Tensor& images,

@@ -1,6 +1,8 @@
 #include "tessera/pipeline/generator_evaluation.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -95,12 +97,32 @@ GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& sample
                                const GaussianStats& reference) {
   GeneratorQuality quality;
   quality.samples = samples.images.size(0);
-  quality.fid_fm = fid_fm(classifier, samples.images, reference);
+  const at::Tensor features = classifier.features(samples.images);
+  quality.fid_fm = frechet_distance(fit_gaussian(features), reference);
+  quality.fid_fm_standard_error = fid_fm_bootstrap_standard_error(features, reference);
   if (samples.labels.defined()) {
     quality.conditional_accuracy = classifier_accuracy(classifier, samples.images, samples.labels);
   }
   quality.milliseconds_per_image = samples.milliseconds_per_image();
   return quality;
+}
+
+std::string samples_digest(const BulkSamples& samples) {
+  TESSERA_CHECK(samples.images.defined(), "samples_digest: no images");
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto add = [&crc](const at::Tensor& tensor) {
+    const at::Tensor bytes = tensor.cpu().contiguous();
+    const auto* data = static_cast<const Bytef*>(bytes.data_ptr());
+    // zlib takes uInt lengths: feed large tensors in pieces.
+    for (size_t done = 0, total = bytes.nbytes(); done < total;) {
+      const auto piece = static_cast<uInt>(std::min<size_t>(total - done, 1u << 30));
+      crc = crc32(crc, data + done, piece);
+      done += piece;
+    }
+  };
+  add(samples.images.to(at::kFloat));
+  if (samples.labels.defined()) add(samples.labels.to(at::kLong));
+  return fmt::format("{:08x}", static_cast<uint32_t>(crc));
 }
 
 }  // namespace tessera

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/prerequisite.h"
 #include "common/error_message.h"
 #include "common/temporary_folder.h"
 #include "tessera/core/error.h"
@@ -332,7 +333,8 @@ class FashionMnistReal : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!fs::exists(default_fashion_mnist_directory() / "train-images-idx3-ubyte.gz")) {
-      GTEST_SKIP() << "Fashion-MNIST not installed in " << default_fashion_mnist_directory();
+      TESSERA_SKIP_FOR_MISSING("Fashion-MNIST at " << default_fashion_mnist_directory()
+                                                    << " (set TESSERA_FASHION_MNIST_DIR)");
     }
   }
 };

@@ -3,7 +3,8 @@
 // (query, key) pair exactly once, no chunk is wider than a tile, and a chunk marked full holds
 // only visible pairs; the backward pass's key blocks partition the keys and list, for every
 // visible pair, the query tile that holds it, again with full entries holding only visible pairs.
-// Runs without a GPU (the schedule is host code); skipped in builds without CUDA.
+// Runs without a GPU (the schedule is host code); skipped in builds without CUDA (a failure under
+// TESSERA_REQUIRE_ALL: common/prerequisite.h).
 
 #include <gtest/gtest.h>
 
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "attention/attention_test_util.h"
+#include "common/prerequisite.h"
 #include "tessera/attention/block_mask.h"
 
 #ifdef TESSERA_WITH_CUDA
@@ -166,7 +168,10 @@ TEST(CudaSchedule, RowsThatSeeNoKeyGetATileWithoutChunks) {
 
 #else
 
-TEST(CudaSchedule, BuiltWithoutCuda) { GTEST_SKIP() << "this build has no CUDA kernels"; }
+TEST(CudaSchedule, BuiltWithoutCuda) {
+  TESSERA_SKIP_FOR_MISSING("nvcc: this build has no CUDA kernels (the CUDA toolkit was not found "
+                           "at configure time)");
+}
 
 #endif
 

@@ -1,5 +1,5 @@
 // Data preparation, reconstruction metrics against closed forms, and a tiny end-to-end
-// train_tokenizer run on Fashion-MNIST (skipped where the dataset is not installed).
+// train_tokenizer run on Fashion-MNIST (a missing data set skips it: common/prerequisite.h).
 
 #include "tessera/tokenizer/tokenizer_training.h"
 
@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "common/prerequisite.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
 #include "tessera/tokenizer/patch_tokenizer.h"
@@ -73,7 +74,8 @@ TEST(TokenizerTraining, TrainConfigValidation) {
 
 TEST(TokenizerTraining, TinyEndToEndRunWritesCheckpointAndMetrics) {
   if (!std::filesystem::exists(default_fashion_mnist_directory() / "train-images-idx3-ubyte.gz")) {
-    GTEST_SKIP() << "Fashion-MNIST not installed at " << default_fashion_mnist_directory();
+    TESSERA_SKIP_FOR_MISSING("Fashion-MNIST at " << default_fashion_mnist_directory()
+                                                  << " (set TESSERA_FASHION_MNIST_DIR)");
   }
   const auto out_dir = std::filesystem::temp_directory_path() /
                        ("tessera-train-tokenizer-test-" + std::to_string(::getpid()));

@@ -35,6 +35,16 @@ double fid_fm(Classifier& classifier, const at::Tensor& images_a, const at::Tens
 double fid_fm(Classifier& classifier, const at::Tensor& images, const GaussianStats& reference,
               int64_t batch_size = 500);  ///< See the overload above.
 
+/// The standard error of FID-FM at N = features.size(0) samples against fixed `reference`
+/// statistics, by the bootstrap (Efron 1979): the standard deviation of
+/// frechet_distance(fit_gaussian(resample), reference) over `replicates` resamples of N feature
+/// rows drawn with replacement, from a CPU generator seeded with `seed` (so the figure is
+/// reproducible). It estimates how much FID-FM moves between independent sets of N samples from
+/// the same generator: what the quality check's bands are built from (docs/evaluation.md, "The
+/// quality check"). features: [N, D], N >= 2; replicates >= 2.
+double fid_fm_bootstrap_standard_error(const at::Tensor& features, const GaussianStats& reference,
+                                       int64_t replicates = 200, uint64_t seed = 0);
+
 /// The fraction of images the classifier assigns to their label (labels int64 [N]). For
 /// class-conditional samples pass the labels they were generated for: that is the conditional
 /// accuracy.

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "tessera/pipeline/classifier.h"
@@ -57,13 +58,22 @@ BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& requ
 struct GeneratorQuality {
   int64_t samples = 0;  ///< samples judged
   double fid_fm = 0;  ///< their FID-FM
+  /// FID-FM's bootstrap standard error at this sample count (fid_fm_bootstrap_standard_error, 200
+  /// resamples, seed 0).
+  double fid_fm_standard_error = 0;
   std::optional<double> conditional_accuracy{};  ///< conditional generators only
   double milliseconds_per_image = 0;  ///< sampling time per image
 };  ///< What judge_samples measured.
 
-/// FID-FM of `samples` against `reference` (e.g. the training images' statistics) and, when the
-/// samples have labels, the classifier's accuracy on them.
+/// FID-FM of `samples` against `reference` (e.g. the training images' statistics) with its
+/// bootstrap standard error and, when the samples have labels, the classifier's accuracy on them.
 GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& samples,
                                const GaussianStats& reference);
+
+/// A CRC-32 (zlib's) of the samples' images as stored (float32 bytes, row-major) followed by
+/// their labels, as 8 hex digits. Sampling is bit-reproducible on one CPU (docs/determinism.md),
+/// so a changed digest there means the samples changed, however little: the quality check's
+/// exact comparison. Not a security hash.
+std::string samples_digest(const BulkSamples& samples);
 
 }  // namespace tessera
