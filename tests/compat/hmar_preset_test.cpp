@@ -130,8 +130,7 @@ std::map<std::string, at::Tensor> var_fixture_as_hmar(const std::map<std::string
   for (const auto& [key, t] : var) {
     if (key.starts_with(last)) {
       out["ns_blocks.0." + key.substr(last.size())] = t;
-      out["mask_blocks.0." + key.substr(last.size())] =
-          key.ends_with("zero_k_bias") ? t : drawn(t);
+      out["mask_blocks.0." + key.substr(last.size())] = key.ends_with("zero_k_bias") ? t : drawn(t);
     } else if (key.starts_with("blocks.")) {
       out["base_blocks." + key.substr(7)] = t;
     } else if (key.starts_with("head_nm.") || key.starts_with("head.")) {
@@ -166,21 +165,22 @@ at::Tensor logits_of(Backbone& backbone, Head& head, const at::Tensor& inputs,
 
 TEST(HmarPresets, FixtureInHmarLayoutRunsBothPaths) {
   const auto dir = parity_dir();
-  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors", "var.safetensors", "vqvae.safetensors");
   const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
-  const std::map<std::string, at::Tensor> var = SafetensorsFile::open(dir / "var.safetensors").all();
+  const std::map<std::string, at::Tensor> var =
+      SafetensorsFile::open(dir / "var.safetensors").all();
   const VarArchitecture a = var_architecture_from_metadata(io.metadata());
   const std::map<std::string, at::Tensor> hmar = var_fixture_as_hmar(var, a.depth);
 
-  Generator generator =
-      build_preset_generator(hmar_generator_preset(a, /*tail_blocks=*/1),
-                             {.tokenizer = dir / "vqvae.safetensors"});
+  Generator generator = build_preset_generator(hmar_generator_preset(a, /*tail_blocks=*/1),
+                                               {.tokenizer = dir / "vqvae.safetensors"});
   load_hmar_transformer(generator, hmar);
   generator.set_training(false);
   at::NoGradGuard no_grad;
   // The mask token is the input projection's indicator column.
-  EXPECT_TRUE(at::equal(generator.backbone().state_dict().at("word_embed.weight").select(1, a.vae_channels),
-                        hmar.at("mask_embed.weight")[0]));
+  EXPECT_TRUE(
+      at::equal(generator.backbone().state_dict().at("word_embed.weight").select(1, a.vae_channels),
+                hmar.at("mask_embed.weight")[0]));
 
   // Next-scale path (indicator 0) = VAR's network: the reference logits.
   const at::Tensor x = io.tensor("var_input"), labels = io.tensor("label").to(at::kLong);
@@ -216,53 +216,92 @@ TEST(HmarPresets, FixtureInHmarLayoutRunsBothPaths) {
   EXPECT_GT(relative_error(branch_logits, io.tensor("logits")), 1e-3);  // a different network
 }
 
+// HMAR's default mask_schedule (utils/sampling_arg_util.py at 595a9df) over its pyramid 1, 2, 3,
+// 4, 5, 6, 8, 10, 13, 16: [[1], [1, 3], [1, 1, 2, 5], [16], [25], [36], [64], [100], [169], [256]],
+// here keyed by a scale's token count so that it applies to the fixture's own pyramid. Only the
+// 2x2 and 3x3 scales are refined; any other scale (one HMAR's list lacks too) is one step.
+std::vector<int64_t> hmar_default_mask_steps(int64_t tokens) {
+  const std::map<int64_t, std::vector<int64_t>> reference = {
+      {1, {1}},   {4, {1, 3}}, {9, {1, 1, 2, 5}}, {16, {16}},   {25, {25}},
+      {36, {36}}, {64, {64}},  {100, {100}},      {169, {169}}, {256, {256}}};
+  const auto it = reference.find(tokens);
+  return it != reference.end() ? it->second : std::vector<int64_t>{tokens};
+}
+
 TEST(HmarPresets, SamplingFollowsHmarsMaskScheduleWithTheMaskTail) {
   const auto dir = parity_dir();
-  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors", "var.safetensors", "vqvae.safetensors");
   const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
-  const std::map<std::string, at::Tensor> var = SafetensorsFile::open(dir / "var.safetensors").all();
+  const std::map<std::string, at::Tensor> var =
+      SafetensorsFile::open(dir / "var.safetensors").all();
   const VarArchitecture a = var_architecture_from_metadata(io.metadata());
-  Generator generator = build_preset_generator(hmar_generator_preset(a, 1),
-                                               {.tokenizer = dir / "vqvae.safetensors"});
+  Generator generator =
+      build_preset_generator(hmar_generator_preset(a, 1), {.tokenizer = dir / "vqvae.safetensors"});
   load_hmar_transformer(generator, var_fixture_as_hmar(var, a.depth));
   auto& schedule = dynamic_cast<HmarSchedule&>(generator.schedule());
-  // HMAR's mask_schedule on the fixture's pyramid 1, 2, 3, 4: [[1], [1, 3], [1, 1, 2, 5], [16]].
-  ASSERT_EQ(schedule.config().mask_schedule,
-            (std::vector<std::vector<int64_t>>{{1}, {1, 3}, {1, 1, 2, 5}, {16}}));
+  // HMAR's mask_schedule on the fixture's pyramid (on var-tiny's 1, 2, 3, 4: [[1], [1, 3],
+  // [1, 1, 2, 5], [16]]), and the masked count after each of a scale's steps: its tokens less
+  // those committed so far (var-tiny: [0], [3, 0], [8, 7, 5, 0], [0]).
+  std::vector<std::vector<int64_t>> expected_schedule, expected_masked;
+  size_t first_refined = a.patch_nums.size();
+  for (const int64_t pn : a.patch_nums) {
+    expected_schedule.push_back(hmar_default_mask_steps(pn * pn));
+    std::vector<int64_t> masked;
+    int64_t left = pn * pn;
+    for (const int64_t committed : expected_schedule.back()) masked.push_back(left -= committed);
+    expected_masked.push_back(masked);
+    if (masked.size() > 1 && first_refined == a.patch_nums.size()) {
+      first_refined = expected_schedule.size() - 1;
+    }
+  }
+  ASSERT_EQ(schedule.config().mask_schedule, expected_schedule);
   std::map<int64_t, std::vector<int64_t>> masked_after;  // scale -> masked count after each step
   schedule.set_step_observer([&](const ScaleStepRecord& r) {
     masked_after[r.scale].push_back(r.masked[0].sum().item<int64_t>());
   });
-  const at::Tensor labels = at::tensor({2, 5}, at::kLong);
+  const at::Tensor labels = io.tensor("label").to(at::kLong);
   const Tokens first = generator.sample_tokens(labels, {.seed = 3});
-  EXPECT_EQ(masked_after[0], (std::vector<int64_t>{0}));
-  EXPECT_EQ(masked_after[1], (std::vector<int64_t>{3, 0}));
-  EXPECT_EQ(masked_after[2], (std::vector<int64_t>{8, 7, 5, 0}));
-  EXPECT_EQ(masked_after[3], (std::vector<int64_t>{0}));
+  ASSERT_EQ(first.scales.size(), a.patch_nums.size());
+  for (size_t s = 0; s < a.patch_nums.size(); ++s) {
+    EXPECT_EQ(masked_after[static_cast<int64_t>(s)], expected_masked[s]) << "scale " << s;
+  }
 
-  // Only refinement reads the mask head: changing it leaves scale 0 (no refinement) alone and
-  // changes what the refinement of scales 1 and 2 draws.
+  if (first_refined == a.patch_nums.size()) {
+    GTEST_SKIP() << "the fixture's pyramid " << io.metadata().at("patch_nums")
+                 << " has no 2x2 or 3x3 scale, the only ones HMAR refines: the mask head's part "
+                    "of sampling cannot show";
+  }
+
+  // Only refinement reads the mask head: changing it leaves the scales before the first refined
+  // one alone and changes what the refinement of that scale (or of one after it) draws.
   schedule.set_step_observer({});
   {
     at::NoGradGuard no_grad;
     for (at::Tensor& p : generator.refinement_head()->parameters()) p.mul_(-3.0);
   }
   const Tokens second = generator.sample_tokens(labels, {.seed = 3});
-  EXPECT_TRUE(at::equal(first.scales[0], second.scales[0]));
-  EXPECT_FALSE(at::equal(first.scales[1], second.scales[1]) &&
-               at::equal(first.scales[2], second.scales[2]));
+  bool refined_scales_differ = false;
+  for (size_t s = 0; s < a.patch_nums.size(); ++s) {
+    const bool same = at::equal(first.scales[s], second.scales[s]);
+    if (s < first_refined) {
+      EXPECT_TRUE(same) << "scale " << s;
+    } else if (!same) {
+      refined_scales_differ = true;
+    }
+  }
+  EXPECT_TRUE(refined_scales_differ) << "scales from " << first_refined << " on";
 }
 
 TEST(HmarPresets, GeneratorFileKeepsBothTails) {
   // A generator with branch blocks and a refinement head saved and loaded samples the same, and
   // its file holds the refinement head under its own prefix.
   const auto dir = parity_dir();
-  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors", "var.safetensors", "vqvae.safetensors");
   const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
   const auto var = SafetensorsFile::open(dir / "var.safetensors").all();
   const VarArchitecture a = var_architecture_from_metadata(io.metadata());
-  Generator generator = build_preset_generator(hmar_generator_preset(a, 1),
-                                               {.tokenizer = dir / "vqvae.safetensors"});
+  Generator generator =
+      build_preset_generator(hmar_generator_preset(a, 1), {.tokenizer = dir / "vqvae.safetensors"});
   load_hmar_transformer(generator, var_fixture_as_hmar(var, a.depth));
   const auto file = std::filesystem::temp_directory_path() / "tessera_hmar_tails.safetensors";
   generator.save(file);
@@ -270,7 +309,7 @@ TEST(HmarPresets, GeneratorFileKeepsBothTails) {
   EXPECT_TRUE(SafetensorsFile::open(file).contains("backbone.branch_blocks.0.ffn.fc1.weight"));
   Generator loaded = Generator::load(file);
   std::filesystem::remove(file);
-  const at::Tensor labels = at::tensor({1, 7}, at::kLong);
+  const at::Tensor labels = io.tensor("label").to(at::kLong);
   const Tokens a_tokens = generator.sample_tokens(labels, {.seed = 9});
   const Tokens b_tokens = loaded.sample_tokens(labels, {.seed = 9});
   for (size_t s = 0; s < a_tokens.scales.size(); ++s)
@@ -280,7 +319,7 @@ TEST(HmarPresets, GeneratorFileKeepsBothTails) {
 
 TEST(HmarPresets, MisuseOfTheTailsIsAClearError) {
   const auto dir = parity_dir();
-  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors", "var.safetensors", "vqvae.safetensors");
   const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
   const VarArchitecture a = var_architecture_from_metadata(io.metadata());
   // The next_scale schedule would leave HMAR's mask tail unused.
@@ -291,14 +330,20 @@ TEST(HmarPresets, MisuseOfTheTailsIsAClearError) {
               build_preset_generator(p, {.tokenizer = dir / "vqvae.safetensors"});
             }).find("only the hmar schedule"),
             std::string::npos);
-  // A mask schedule that does not cover a scale's tokens.
+  // A mask schedule that does not cover a scale's tokens: the last scale's, one token short.
   GeneratorPreset q = hmar_generator_preset(a, 1);
-  q.generator.schedule.hmar.mask_schedule[2] = {1, 1, 2};
-  EXPECT_NE(testing::error_message_of([&] {
-              build_preset_generator(q, {.tokenizer = dir / "vqvae.safetensors"})
-                  .sample_tokens(at::tensor({0}, at::kLong));
-            }).find("mask_schedule[2] = [1, 1, 2] commits 4 tokens, but scale 2 has 9"),
-            std::string::npos);
+  const size_t last = a.patch_nums.size() - 1;
+  const int64_t tokens = a.patch_nums[last] * a.patch_nums[last];
+  q.generator.schedule.hmar.mask_schedule[last] = {1, tokens - 2};
+  const std::string expected = "mask_schedule[" + std::to_string(last) + "] = [1, " +
+                               std::to_string(tokens - 2) + "] commits " +
+                               std::to_string(tokens - 1) + " tokens, but scale " +
+                               std::to_string(last) + " has " + std::to_string(tokens);
+  const std::string message = testing::error_message_of([&] {
+    build_preset_generator(q, {.tokenizer = dir / "vqvae.safetensors"})
+        .sample_tokens(io.tensor("label").to(at::kLong).slice(0, 0, 1));
+  });
+  EXPECT_NE(message.find(expected), std::string::npos) << message;
   HmarScheduleConfig both;
   both.refinement_steps = {0, 1};
   both.mask_schedule = {{1}, {1, 3}};
@@ -308,13 +353,14 @@ TEST(HmarPresets, MisuseOfTheTailsIsAClearError) {
 
 TEST(HmarPresets, AVarCheckpointIsRefusedByName) {
   const auto dir = parity_dir();
-  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors", "var.safetensors", "vqvae.safetensors");
   const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
   const VarArchitecture a = var_architecture_from_metadata(io.metadata());
-  Generator generator = build_preset_generator(hmar_generator_preset(a, 1),
-                                               {.tokenizer = dir / "vqvae.safetensors"});
+  Generator generator =
+      build_preset_generator(hmar_generator_preset(a, 1), {.tokenizer = dir / "vqvae.safetensors"});
   const auto var = SafetensorsFile::open(dir / "var.safetensors").all();
-  const std::string message = testing::error_message_of([&] { load_hmar_transformer(generator, var); });
+  const std::string message =
+      testing::error_message_of([&] { load_hmar_transformer(generator, var); });
   EXPECT_NE(message.find("mask_embed.weight"), std::string::npos) << message;
 }
 

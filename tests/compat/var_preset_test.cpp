@@ -4,8 +4,6 @@
 // reference's VAR state dict loads strictly, by its own key names, and reproduces the reference
 // logits within 1e-4 relative. The fixture is ../shared/parity/var-tiny (or $TESSERA_PARITY_DIR):
 // any fixture made the same way at another size passes too.
-#include "tessera/pipeline/presets.h"
-
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
@@ -22,6 +20,7 @@
 #include "tessera/core/safetensors.h"
 #include "tessera/head/discrete_head.h"
 #include "tessera/nn/backbone.h"
+#include "tessera/pipeline/presets.h"
 
 namespace tessera {
 namespace {
@@ -57,29 +56,33 @@ TEST(VarPresets, TransformerSizesAreThePublishedOnes) {
 }
 
 TEST(VarPresets, MetadataErrorsNameTheKey) {
-  std::map<std::string, std::string> m = {{"depth", "2"}, {"width", "128"}, {"heads", "2"},
-                                          {"vocab_size", "64"}, {"Cvae", "8"}, {"ch", "32"},
-                                          {"num_classes", "10"}, {"share_quant_resi", "4"},
+  std::map<std::string, std::string> m = {{"depth", "2"},
+                                          {"width", "128"},
+                                          {"heads", "2"},
+                                          {"vocab_size", "64"},
+                                          {"Cvae", "8"},
+                                          {"ch", "32"},
+                                          {"num_classes", "10"},
+                                          {"share_quant_resi", "4"},
                                           {"patch_nums", "1,2,3,4"}};
   EXPECT_EQ(var_architecture_from_metadata(m).patch_nums, (std::vector<int64_t>{1, 2, 3, 4}));
   auto without = m;
   without.erase("heads");
-  EXPECT_NE(testing::error_message_of([&] { var_architecture_from_metadata(without); })
-                .find("'heads' is missing"),
+  EXPECT_NE(testing::error_message_of([&] {
+              var_architecture_from_metadata(without);
+            }).find("'heads' is missing"),
             std::string::npos);
   auto malformed = m;
   malformed["patch_nums"] = "1,2,x";
-  EXPECT_NE(testing::error_message_of([&] { var_architecture_from_metadata(malformed); })
-                .find("not an integer"),
+  EXPECT_NE(testing::error_message_of([&] {
+              var_architecture_from_metadata(malformed);
+            }).find("not an integer"),
             std::string::npos);
 }
 
 TEST(VarPresets, FixtureArchitectureReproducesTheReferenceLogits) {
   const auto dir = parity_dir();
-  if (!std::filesystem::exists(dir / "var.safetensors") ||
-      !std::filesystem::exists(dir / "io.safetensors")) {
-    GTEST_SKIP() << "parity fixture not found at " << dir << " (set TESSERA_PARITY_DIR)";
-  }
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "var.safetensors", "io.safetensors");
   const SafetensorsFile var = SafetensorsFile::open(dir / "var.safetensors");
   const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
   const VarArchitecture a = var_architecture_from_metadata(var.metadata());
@@ -97,12 +100,12 @@ TEST(VarPresets, FixtureArchitectureReproducesTheReferenceLogits) {
   // Every tensor of the reference went somewhere (VAR's derived buffers are recomputed).
   EXPECT_EQ(report.loaded.size() + head_tensors.size() + var_derived_buffer_keys().size(),
             var.size());
-  EXPECT_EQ(transformer_parameter_count(p.generator),
-            backbone.num_parameters() + [&] {
-              int64_t n = 0;
-              for (const auto& t : head->parameters()) n += t.numel();
-              return n;
-            }());
+  EXPECT_EQ(
+      transformer_parameter_count(p.generator), backbone.num_parameters() + [&] {
+        int64_t n = 0;
+        for (const auto& t : head->parameters()) n += t.numel();
+        return n;
+      }());
 
   backbone.set_training(false);
   head->set_training(false);
@@ -112,9 +115,7 @@ TEST(VarPresets, FixtureArchitectureReproducesTheReferenceLogits) {
   const int64_t B = out.hidden.size(0), L = out.hidden.size(1);
   auto& discrete = dynamic_cast<DiscreteHead&>(*head);
   const at::Tensor logits =
-      discrete
-          .logits(out.hidden.reshape({B * L, a.width}),
-                  out.condition.repeat_interleave(L, 0))
+      discrete.logits(out.hidden.reshape({B * L, a.width}), out.condition.repeat_interleave(L, 0))
           .view({B, L, -1});
   const at::Tensor reference = io.tensor("logits");
   ASSERT_EQ(logits.sizes(), reference.sizes());

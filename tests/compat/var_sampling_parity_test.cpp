@@ -10,7 +10,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <optional>
 #include <string>
 #include <utility>
 
@@ -32,12 +31,9 @@ struct Fixture {
   uint64_t seed = 0;
 };
 
-// The fixture's files, or nothing when the folder is absent.
-std::optional<Fixture> open_fixture() {
+// The fixture's files (the caller has checked that they exist).
+Fixture open_fixture() {
   const auto dir = parity_dir();
-  for (const char* name : {"var.safetensors", "vqvae.safetensors", "io.safetensors"}) {
-    if (!std::filesystem::exists(dir / name)) return std::nullopt;
-  }
   SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
   GeneratorPreset preset = var_generator_preset(var_architecture_from_metadata(io.metadata()));
   preset.generator.sampling = var_sampling_from_metadata(io.metadata(), preset.generator.sampling);
@@ -57,21 +53,24 @@ double relative_error(const at::Tensor& out, const at::Tensor& reference) {
 }
 
 TEST(VarSamplingParity, ReferenceSeedingReproducesTheReferenceTokensAndImage) {
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(parity_dir(), "var.safetensors", "vqvae.safetensors",
+                                   "io.safetensors");
   const auto f = open_fixture();
-  if (!f) GTEST_SKIP() << "parity fixture not found at " << parity_dir() << " (set TESSERA_PARITY_DIR)";
-  Generator generator = fixture_generator(*f);
-  const at::Tensor labels = f->io.tensor("label").to(at::kLong);
+  Generator generator = fixture_generator(f);
+  const at::Tensor labels = f.io.tensor("label").to(at::kLong);
   const Tokens tokens =
-      generator.sample_tokens(labels, {.seed = f->seed, .reference_seeding = true});
-  ASSERT_EQ(tokens.scales.size(), var_architecture_from_metadata(f->io.metadata()).patch_nums.size());
+      generator.sample_tokens(labels, {.seed = f.seed, .reference_seeding = true});
+  ASSERT_EQ(tokens.scales.size(),
+            var_architecture_from_metadata(f.io.metadata()).patch_nums.size());
   int64_t different = 0, total = 0;
   for (size_t s = 0; s < tokens.scales.size(); ++s) {
-    const at::Tensor expected = f->io.tensor("sampled_idx." + std::to_string(s)).to(at::kLong);
+    const at::Tensor expected = f.io.tensor("sampled_idx." + std::to_string(s)).to(at::kLong);
     ASSERT_EQ(tokens.scales[s].sizes(), expected.sizes()) << "scale " << s;
     different += tokens.scales[s].ne(expected).sum().item<int64_t>();
     total += expected.numel();
-    EXPECT_TRUE(at::equal(tokens.scales[s], expected))
-        << "scale " << s << ":\n" << tokens.scales[s] << "\nreference:\n" << expected;
+    EXPECT_TRUE(at::equal(tokens.scales[s], expected)) << "scale " << s << ":\n"
+                                                       << tokens.scales[s] << "\nreference:\n"
+                                                       << expected;
   }
   std::printf("VAR sampling: %lld of %lld tokens differ from the reference\n",
               static_cast<long long>(different), static_cast<long long>(total));
@@ -79,7 +78,7 @@ TEST(VarSamplingParity, ReferenceSeedingReproducesTheReferenceTokensAndImage) {
   // VAR returns fhat_to_img(f_hat) mapped to [0, 1].
   at::NoGradGuard no_grad;
   const at::Tensor image = (generator.tokenizer().decode(tokens) + 1.0) * 0.5;
-  const at::Tensor reference = f->io.tensor("sample_image");
+  const at::Tensor reference = f.io.tensor("sample_image");
   ASSERT_EQ(image.sizes(), reference.sizes());
   const double rel = relative_error(image, reference);
   std::printf("VAR sample image: relative error %.3g\n", rel);
@@ -89,21 +88,22 @@ TEST(VarSamplingParity, ReferenceSeedingReproducesTheReferenceTokensAndImage) {
 TEST(VarSamplingParity, PerSampleSeedingDrawsOtherTokens) {
   // The comparison above can fail: Tessera's default streams (one per sample) give other tokens
   // for the same seed, and so does the reference stream with another seed.
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(parity_dir(), "var.safetensors", "vqvae.safetensors",
+                                   "io.safetensors");
   const auto f = open_fixture();
-  if (!f) GTEST_SKIP() << "parity fixture not found at " << parity_dir();
-  Generator generator = fixture_generator(*f);
-  const at::Tensor labels = f->io.tensor("label").to(at::kLong);
+  Generator generator = fixture_generator(f);
+  const at::Tensor labels = f.io.tensor("label").to(at::kLong);
   const auto differs = [&](const Tokens& tokens) {
     for (size_t s = 0; s < tokens.scales.size(); ++s) {
       if (!at::equal(tokens.scales[s],
-                     f->io.tensor("sampled_idx." + std::to_string(s)).to(at::kLong)))
+                     f.io.tensor("sampled_idx." + std::to_string(s)).to(at::kLong)))
         return true;
     }
     return false;
   };
-  EXPECT_TRUE(differs(generator.sample_tokens(labels, {.seed = f->seed})));
-  EXPECT_TRUE(differs(
-      generator.sample_tokens(labels, {.seed = f->seed + 1, .reference_seeding = true})));
+  EXPECT_TRUE(differs(generator.sample_tokens(labels, {.seed = f.seed})));
+  EXPECT_TRUE(
+      differs(generator.sample_tokens(labels, {.seed = f.seed + 1, .reference_seeding = true})));
   // Reference seeding numbers nothing, so a batch that is not the request's first is refused.
   EXPECT_NE(testing::error_message_of([&] {
               generator.sample_tokens(labels,
@@ -115,8 +115,8 @@ TEST(VarSamplingParity, PerSampleSeedingDrawsOtherTokens) {
 TEST(VarSamplingParity, MetadataSamplingSettingsUseVarConventions) {
   GenerationOptions defaults;
   defaults.head.discrete.top_k = 900;
-  const GenerationOptions o = var_sampling_from_metadata(
-      {{"cfg", "1.5"}, {"top_k", "0"}, {"top_p", "0.0"}}, defaults);
+  const GenerationOptions o =
+      var_sampling_from_metadata({{"cfg", "1.5"}, {"top_k", "0"}, {"top_p", "0.0"}}, defaults);
   EXPECT_EQ(o.guidance.kind, GuidanceKind::var_scale_ramp);
   EXPECT_DOUBLE_EQ(o.guidance.scale, 1.5);
   EXPECT_EQ(o.head.discrete.top_k, 0);
@@ -124,22 +124,28 @@ TEST(VarSamplingParity, MetadataSamplingSettingsUseVarConventions) {
   EXPECT_DOUBLE_EQ(var_sampling_from_metadata({{"top_p", "0.95"}}, defaults).head.discrete.top_p,
                    0.95);
   EXPECT_EQ(var_sampling_from_metadata({}, defaults).head.discrete.top_k, 900);
-  EXPECT_NE(testing::error_message_of([&] { var_sampling_from_metadata({{"cfg", "x"}}, defaults); })
-                .find("'cfg' is not a number"),
+  EXPECT_NE(testing::error_message_of([&] {
+              var_sampling_from_metadata({{"cfg", "x"}}, defaults);
+            }).find("'cfg' is not a number"),
             std::string::npos);
 }
 
 TEST(VarSamplingParity, AWrongCheckpointIsAnErrorNamingTheKeys) {
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(parity_dir(), "var.safetensors", "vqvae.safetensors",
+                                   "io.safetensors");
   const auto f = open_fixture();
-  if (!f) GTEST_SKIP() << "parity fixture not found at " << parity_dir();
-  Generator generator = fixture_generator(*f);
+  Generator generator = fixture_generator(f);
   const auto dir = parity_dir();
   auto tensors = SafetensorsFile::open(dir / "var.safetensors").all();
-  tensors.erase("blocks.1.ffn.fc2.weight");
-  tensors["class_emb.weight"] = at::zeros({3, 3});
+  // The last block's (the fixture's depth), and a class table of the wrong shape.
+  const std::string last_block_key =
+      "blocks." + std::to_string(f.preset.generator.backbone.depth - 1) + ".ffn.fc2.weight";
+  ASSERT_EQ(tensors.erase(last_block_key), 1u) << last_block_key;
+  const at::Tensor classes = tensors.at("class_emb.weight");
+  tensors["class_emb.weight"] = at::zeros({classes.size(0) + 1, classes.size(1)});
   const std::string message =
       testing::error_message_of([&] { load_var_transformer(generator, tensors); });
-  EXPECT_NE(message.find("blocks.1.ffn.fc2.weight"), std::string::npos) << message;
+  EXPECT_NE(message.find(last_block_key), std::string::npos) << message;
   EXPECT_NE(message.find("class_emb.weight"), std::string::npos) << message;
 }
 

@@ -146,12 +146,13 @@ TEST(Rng, BadInputIsAClearError) {
               cdf_search_multinomial(at::tensor({0.5, -0.1, 0.6}).reshape({1, 3}), g);
             }).find("non-negative"),
             std::string::npos);
-  EXPECT_NE(testing::error_message_of([&] { cdf_search_multinomial(at::zeros({2, 3}), g); })
-                .find("row 0 sums to 0"),
+  EXPECT_NE(testing::error_message_of([&] {
+              cdf_search_multinomial(at::zeros({2, 3}), g);
+            }).find("row 0 sums to 0"),
             std::string::npos);
-  EXPECT_NE(testing::error_message_of([&] { cdf_search_multinomial(at::ones({3}), g); })
-                .find("[N, V]"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::error_message_of([&] { cdf_search_multinomial(at::ones({3}), g); }).find("[N, V]"),
+      std::string::npos);
   try {
     rngs.categorical(at::ones({3, 4}));
   } catch (const Error& e) {
@@ -166,10 +167,11 @@ namespace tessera {
 namespace {
 
 TEST(Rng, CpuGeneratorMatchesTheVarFixtureStream) {
-  // ../shared/parity/var-tiny/io.safetensors holds torch.empty(16).exponential_(generator=g) for
-  // a CPU generator seeded with 7, drawn by the reference environment (torch 1.13).
+  // The fixture's io.safetensors (../shared/parity/var-tiny: 16 draws) holds
+  // torch.empty(n).exponential_(generator=g) for a CPU generator seeded with 7 (the README's probe
+  // seed), drawn by the reference environment (torch 1.13); n is read from the tensor.
   const std::filesystem::path dir = testing::parity_dir();
-  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors");
   const auto io = load_safetensors(dir / "io.safetensors");
   const at::Tensor expected = io.at("rng_probe.exponential");
   at::Generator g = make_cpu_generator(7);
@@ -180,9 +182,9 @@ TEST(Rng, CpuGeneratorMatchesTheVarFixtureStream) {
 
 TEST(Rng, CdfSearchMultinomialMatchesTheVarFixtureDraws) {
   // rng_probe.multinomial: torch.multinomial(probs, 1, replacement=True, generator=g), g seeded
-  // with 7, drawn by torch 1.13 (Note [Reference seeding]).
+  // with 7, drawn by torch 1.13 (Note [Reference seeding]); probs has the fixture's own shape.
   const std::filesystem::path dir = testing::parity_dir();
-  if (!std::filesystem::exists(dir / "io.safetensors")) GTEST_SKIP() << "no fixture at " << dir;
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors");
   const auto io = load_safetensors(dir / "io.safetensors");
   at::Generator g = make_cpu_generator(7);
   const at::Tensor drawn = cdf_search_multinomial(io.at("rng_probe.probs"), g);

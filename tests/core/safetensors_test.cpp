@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "common/parity_dir.h"
 #include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 
@@ -92,7 +93,6 @@ std::string error_message_of(Action&& action) {
 
 class SafetensorsTest : public ::testing::Test {
  protected:
-
   fs::path file(const std::string& name) const { return folder_.path() / name; }
 
   std::vector<std::string> directory_listing() const {
@@ -363,9 +363,28 @@ TEST_F(SafetensorsTest, UnknownTensorNameIsAnError) {
 }
 
 // --- parity fixtures -------------------------------------------------------------------------
+// The VAR fixture's files (../shared/parity/README.md) read whole: every tensor the README lists,
+// with the shape the fixture's own configuration gives it (from the __metadata__, never assumed),
+// and values within their documented ranges, as a check that the bytes were read, not only the
+// header.
 
-fs::path parity_directory() {
-  return fs::path(TESSERA_SOURCE_DIR) / ".." / "shared" / "parity" / "var-tiny";
+// The integer metadata value `key`, or a test failure naming it.
+std::int64_t metadata_integer(const SafetensorsFile& file, const std::string& key) {
+  EXPECT_TRUE(file.metadata().contains(key)) << "__metadata__ has no '" << key << "'";
+  return file.metadata().contains(key) ? std::stoll(file.metadata().at(key)) : 0;
+}
+
+// patch_nums "1,2,3,4" as numbers.
+std::vector<std::int64_t> metadata_patch_nums(const SafetensorsFile& file) {
+  std::vector<std::int64_t> out;
+  std::string rest = file.metadata().contains("patch_nums") ? file.metadata().at("patch_nums") : "";
+  EXPECT_FALSE(rest.empty()) << "__metadata__ has no 'patch_nums'";
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    out.push_back(std::stoll(rest.substr(0, comma)));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+  }
+  return out;
 }
 
 void expect_tensor(const std::map<std::string, at::Tensor>& tensors, const std::string& name,
@@ -377,54 +396,76 @@ void expect_tensor(const std::map<std::string, at::Tensor>& tensors, const std::
 }
 
 TEST(SafetensorsParity, IoFixtureHasTheDocumentedTensors) {
-  const fs::path path = parity_directory() / "io.safetensors";
-  if (!fs::exists(path)) GTEST_SKIP() << "no parity fixtures at " << parity_directory();
-  const SafetensorsFile opened = SafetensorsFile::open(path);
+  const fs::path dir = testing::parity_dir();
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "io.safetensors");
+  const SafetensorsFile opened = SafetensorsFile::open(dir / "io.safetensors");
   const auto tensors = opened.all();
-  EXPECT_EQ(tensors.size(), 19u);
+  const std::vector<std::int64_t> patch_nums = metadata_patch_nums(opened);
+  ASSERT_FALSE(patch_nums.empty());
+  const std::int64_t scales = static_cast<std::int64_t>(patch_nums.size());
+  const std::int64_t vocab = metadata_integer(opened, "vocab_size");
+  const std::int64_t cvae = metadata_integer(opened, "Cvae");
+  const std::int64_t classes = metadata_integer(opened, "num_classes");
+  std::int64_t tokens = 0;
+  for (std::int64_t pn : patch_nums) tokens += pn * pn;
+  // The batch is the labels' count; VAR's VQ-VAE downsamples by 16, so the images are
+  // 16 · (last scale) pixels on a side and the latents the last scale's size.
+  ASSERT_TRUE(tensors.contains("label"));
+  ASSERT_EQ(tensors.at("label").dim(), 1);
+  const std::int64_t batch = tensors.at("label").size(0);
+  const std::int64_t last = patch_nums.back(), side = 16 * last;
+  // 11 tensors plus idx.* and sampled_idx.* for every scale.
+  EXPECT_EQ(static_cast<std::int64_t>(tensors.size()), 11 + 2 * scales);
 
-  expect_tensor(tensors, "image", at::kFloat, {3, 3, 64, 64});
-  expect_tensor(tensors, "f", at::kFloat, {3, 8, 4, 4});
-  expect_tensor(tensors, "fhat", at::kFloat, {3, 8, 4, 4});
-  expect_tensor(tensors, "recon", at::kFloat, {3, 3, 64, 64});
-  expect_tensor(tensors, "var_input", at::kFloat, {3, 29, 8});
-  expect_tensor(tensors, "label", at::kLong, {3});
-  expect_tensor(tensors, "logits", at::kFloat, {3, 30, 64});
-  expect_tensor(tensors, "sample_image", at::kFloat, {3, 3, 64, 64});
-  expect_tensor(tensors, "rng_probe.exponential", at::kFloat, {16});
-  expect_tensor(tensors, "rng_probe.probs", at::kFloat, {4, 6});
-  expect_tensor(tensors, "rng_probe.multinomial", at::kLong, {4, 1});
-  for (std::int64_t scale = 0; scale < 4; ++scale) {
-    const std::int64_t patch_count = (scale + 1) * (scale + 1);
+  expect_tensor(tensors, "image", at::kFloat, {batch, 3, side, side});
+  expect_tensor(tensors, "f", at::kFloat, {batch, cvae, last, last});
+  expect_tensor(tensors, "fhat", at::kFloat, {batch, cvae, last, last});
+  expect_tensor(tensors, "recon", at::kFloat, {batch, 3, side, side});
+  expect_tensor(tensors, "var_input", at::kFloat,
+                {batch, tokens - patch_nums.front() * patch_nums.front(), cvae});
+  expect_tensor(tensors, "label", at::kLong, {batch});
+  expect_tensor(tensors, "logits", at::kFloat, {batch, tokens, vocab});
+  expect_tensor(tensors, "sample_image", at::kFloat, {batch, 3, side, side});
+  // The probes' sizes are the fixture's own: a 1-D exponential draw, one multinomial draw per row.
+  ASSERT_TRUE(tensors.contains("rng_probe.exponential") && tensors.contains("rng_probe.probs"));
+  expect_tensor(tensors, "rng_probe.exponential", at::kFloat,
+                {tensors.at("rng_probe.exponential").numel()});
+  const at::Tensor probs = tensors.at("rng_probe.probs");
+  ASSERT_EQ(probs.dim(), 2);
+  expect_tensor(tensors, "rng_probe.probs", at::kFloat, {probs.size(0), probs.size(1)});
+  expect_tensor(tensors, "rng_probe.multinomial", at::kLong, {probs.size(0), 1});
+  for (std::int64_t scale = 0; scale < scales; ++scale) {
+    const std::int64_t patch_count = patch_nums[scale] * patch_nums[scale];
     for (const std::string prefix : {"idx.", "sampled_idx."}) {
       const std::string name = prefix + std::to_string(scale);
-      expect_tensor(tensors, name, at::kLong, {3, patch_count});
-      // Token ids index a vocabulary of 64 (the README's configuration).
+      expect_tensor(tensors, name, at::kLong, {batch, patch_count});
+      if (!tensors.contains(name)) continue;
+      // Token ids index the fixture's vocabulary.
       EXPECT_GE(tensors.at(name).min().item<std::int64_t>(), 0) << name;
-      EXPECT_LT(tensors.at(name).max().item<std::int64_t>(), 64) << name;
+      EXPECT_LT(tensors.at(name).max().item<std::int64_t>(), vocab) << name;
     }
   }
 
-  // Values the README states, as a check that the bytes were read, not only the header.
+  // Values in their documented ranges.
   const at::Tensor label = tensors.at("label");
-  EXPECT_EQ(label[0].item<std::int64_t>(), 0);
-  EXPECT_EQ(label[1].item<std::int64_t>(), 3);
-  EXPECT_EQ(label[2].item<std::int64_t>(), 9);
+  EXPECT_GE(label.min().item<std::int64_t>(), 0);
+  EXPECT_LT(label.max().item<std::int64_t>(), classes);
   EXPECT_TRUE(tensors.at("image").isfinite().all().item<bool>());
   EXPECT_LE(tensors.at("image").abs().max().item<float>(), 1.0f);
   EXPECT_GE(tensors.at("sample_image").min().item<float>(), 0.0f);
   EXPECT_LE(tensors.at("sample_image").max().item<float>(), 1.0f);
-  EXPECT_NEAR(tensors.at("rng_probe.probs").sum(1).sub(1).abs().max().item<float>(), 0.0f, 1e-5f);
-  EXPECT_EQ(opened.metadata().at("patch_nums"), "1,2,3,4");
+  EXPECT_NEAR(probs.sum(1).sub(1).abs().max().item<float>(), 0.0f, 1e-5f);
+  EXPECT_GT(tensors.at("rng_probe.exponential").min().item<float>(), 0.0f);
+  EXPECT_GE(tensors.at("rng_probe.multinomial").min().item<std::int64_t>(), 0);
+  EXPECT_LT(tensors.at("rng_probe.multinomial").max().item<std::int64_t>(), probs.size(1));
 }
 
 TEST(SafetensorsParity, ModelFixturesLoadEveryTensor) {
-  if (!fs::exists(parity_directory())) {
-    GTEST_SKIP() << "no parity fixtures at " << parity_directory();
-  }
+  const fs::path dir = testing::parity_dir();
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "vqvae.safetensors", "var.safetensors");
   for (const char* name : {"vqvae.safetensors", "var.safetensors"}) {
     SCOPED_TRACE(name);
-    const SafetensorsFile opened = SafetensorsFile::open(parity_directory() / name);
+    const SafetensorsFile opened = SafetensorsFile::open(dir / name);
     EXPECT_FALSE(opened.metadata().empty());
     EXPECT_EQ(opened.metadata().at("reference"), "FoundationVision/VAR@78b9539");
     const auto tensors = opened.all();
@@ -440,20 +481,39 @@ TEST(SafetensorsParity, ModelFixturesLoadEveryTensor) {
       }
     }
   }
-  const auto var = load_safetensors(parity_directory() / "var.safetensors");
-  for (const char* buffer : {"lvl_1L", "attn_bias_for_masking", "blocks.0.attn.zero_k_bias",
-                             "blocks.1.attn.zero_k_bias"}) {
+  const SafetensorsFile var_file = SafetensorsFile::open(dir / "var.safetensors");
+  const auto var = var_file.all();
+  const std::int64_t depth = metadata_integer(var_file, "depth");
+  ASSERT_GT(depth, 0);
+  EXPECT_TRUE(var.contains("lvl_1L"));
+  for (std::int64_t block = 0; block < depth; ++block) {
+    const std::string buffer = "blocks." + std::to_string(block) + ".attn.zero_k_bias";
     EXPECT_TRUE(var.contains(buffer)) << buffer;
   }
-  // The block-causal mask over the 1+4+9+16 = 30 tokens of patch_nums 1,2,3,4: 0 where a query
-  // may see a key (level(q) >= level(k)), -inf elsewhere.
+  EXPECT_FALSE(var.contains("blocks." + std::to_string(depth) + ".attn.zero_k_bias"))
+      << "more blocks than the metadata's depth " << depth;
+  // The block-causal mask over the fixture's pyramid (var-tiny: the 1+4+9+16 = 30 tokens of
+  // patch_nums 1,2,3,4): 0 where a query may see a key (level(q) >= level(k)), -inf elsewhere.
+  std::vector<std::int64_t> level;
+  const std::vector<std::int64_t> patch_nums = metadata_patch_nums(var_file);
+  for (size_t s = 0; s < patch_nums.size(); ++s) {
+    for (std::int64_t i = 0; i < patch_nums[s] * patch_nums[s]; ++i) {
+      level.push_back(static_cast<std::int64_t>(s));
+    }
+  }
+  const std::int64_t L = static_cast<std::int64_t>(level.size());
+  ASSERT_TRUE(var.contains("attn_bias_for_masking"));
   const at::Tensor mask = var.at("attn_bias_for_masking");
-  ASSERT_EQ(mask.sizes(), at::IntArrayRef({1, 1, 30, 30}));
-  EXPECT_TRUE(mask.eq(0).logical_or(mask.isneginf()).all().item<bool>());
-  EXPECT_EQ(mask[0][0][29][0].item<float>(), 0.0f);
-  EXPECT_EQ(mask[0][0][0][29].item<float>(), -std::numeric_limits<float>::infinity());
-  EXPECT_EQ(mask[0][0][4][1].item<float>(), 0.0f);  // level 1 sees level 1
-  EXPECT_EQ(mask[0][0][4][5].item<float>(), -std::numeric_limits<float>::infinity());
+  ASSERT_EQ(mask.sizes(), at::IntArrayRef({1, 1, L, L}));
+  const auto m = mask.accessor<float, 4>();
+  std::int64_t wrong = 0;
+  for (std::int64_t q = 0; q < L; ++q) {
+    for (std::int64_t k = 0; k < L; ++k) {
+      const float expected = level[q] >= level[k] ? 0.0f : -std::numeric_limits<float>::infinity();
+      wrong += m[0][0][q][k] != expected;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "of " << L * L << " mask entries";
 }
 
 // --- malformed files: one test per defect, each a tessera::Error that says what was wrong ----
@@ -611,8 +671,9 @@ TEST_F(SafetensorsTest, MalformedNotAFile) {
               SafetensorsFile::open(file("absent.safetensors"));
             }).find("cannot open"),
             std::string::npos);
-  EXPECT_NE(error_message_of([&] { SafetensorsFile::open(folder_.path()); }).find("not a regular file"),
-            std::string::npos);
+  EXPECT_NE(
+      error_message_of([&] { SafetensorsFile::open(folder_.path()); }).find("not a regular file"),
+      std::string::npos);
 }
 
 // Random corruption of a valid file's header and length field: every outcome is either a

@@ -19,6 +19,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/nn/backbone.h"
+#include "tessera/pipeline/presets.h"
 
 namespace tessera {
 namespace {
@@ -144,15 +145,17 @@ using testing::parity_dir;
 
 TEST(BackboneCheckpointTest, VarCheckpointLoadsDirectlyAndMatchesReferenceLogits) {
   const auto dir = parity_dir();
-  if (!std::filesystem::exists(dir / "var.safetensors") ||
-      !std::filesystem::exists(dir / "io.safetensors")) {
-    GTEST_SKIP() << "parity fixture not found at " << dir << " (set TESSERA_PARITY_DIR)";
-  }
+  TESSERA_SKIP_WITHOUT_VAR_FIXTURE(dir, "var.safetensors", "io.safetensors");
   const SafetensorsFile var = SafetensorsFile::open(dir / "var.safetensors");
   const SafetensorsFile io = SafetensorsFile::open(dir / "io.safetensors");
-  // The fixture's configuration: depth 2, width 128, 2 heads, patch_nums 1,2,3,4, Cvae 8, 10
-  // classes, attn_l2_norm, per-block AdaLN, LayerNorm eps 1e-6.
-  Backbone backbone(var_style_config(128, 2, 2, {1, 2, 3, 4}, 8, 10), 0);
+  // Every size from the fixture's metadata (depth, width, heads, patch_nums, Cvae, classes,
+  // shared_aln, attn_l2_norm, LayerNorm eps), none assumed: a fixture of any size passes.
+  const VarArchitecture a = var_architecture_from_metadata(var.metadata());
+  BackboneConfig config = var_style_config(a.width, a.depth, a.heads, a.patch_nums, a.vae_channels,
+                                           a.num_classes, a.shared_adaln);
+  config.qk_l2_norm = a.attn_l2_norm;
+  config.norm_eps = a.norm_eps;
+  Backbone backbone(config, 0);
   // Everything but the head's part loads by VAR's own names, strictly; VAR's derived buffers are
   // skipped.
   const StateDictLoadReport report = backbone.load_state_dict(
@@ -167,12 +170,12 @@ TEST(BackboneCheckpointTest, VarCheckpointLoadsDirectlyAndMatchesReferenceLogits
       backbone.forward(io.tensor("var_input"), label, BlockMask::block_causal(backbone.layout()));
   // VAR's get_logits: head(AdaLNBeforeHead(h, cond_BD)), written out here from models/basic_var.py:
   // (scale, shift) = ada_lin(SiLU(c)), LayerNorm(h) without affine · (1 + scale) + shift.
-  const int64_t C = 128;
+  const int64_t C = a.width;
   const at::Tensor ss = at::linear(at::silu(out.condition), var.tensor("head_nm.ada_lin.1.weight"),
                                    var.tensor("head_nm.ada_lin.1.bias"))
                             .view({-1, 1, 2, C});
   const at::Tensor normed =
-      at::layer_norm(out.hidden, {C}, {}, {}, 1e-6) * (ss.select(2, 0) + 1) + ss.select(2, 1);
+      at::layer_norm(out.hidden, {C}, {}, {}, a.norm_eps) * (ss.select(2, 0) + 1) + ss.select(2, 1);
   const at::Tensor logits = at::linear(normed, var.tensor("head.weight"), var.tensor("head.bias"));
   const at::Tensor reference = io.tensor("logits");
   ASSERT_EQ(logits.sizes(), reference.sizes());

@@ -39,9 +39,8 @@ class VarParityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const auto dir = parity_dir();
-    if (!std::filesystem::exists(dir / "vqvae.safetensors") ||
-        !std::filesystem::exists(dir / "io.safetensors")) {
-      return;
+    if (!testing::missing_parity_file(dir, {"vqvae.safetensors", "io.safetensors"}).empty()) {
+      return;  // SetUp skips each test naming the missing file
     }
     model_ = MultiScaleVqVae::load_var_checkpoint(dir / "vqvae.safetensors").release();
     io_ = new SafetensorsFile(SafetensorsFile::open(dir / "io.safetensors"));
@@ -53,9 +52,7 @@ class VarParityTest : public ::testing::Test {
     io_ = nullptr;
   }
   void SetUp() override {
-    if (model_ == nullptr) {
-      GTEST_SKIP() << "parity fixture not found at " << parity_dir() << " (set TESSERA_PARITY_DIR)";
-    }
+    TESSERA_SKIP_WITHOUT_VAR_FIXTURE(parity_dir(), "vqvae.safetensors", "io.safetensors");
   }
   static std::vector<at::Tensor> reference_ids() {
     std::vector<at::Tensor> ids;
