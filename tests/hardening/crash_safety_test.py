@@ -7,7 +7,9 @@ A tiny MaskGIT (the shipped config's parts, one block of width 64) trains on 256
 images with a checkpoint after every step, so the checkpoint is rewritten all the time. The run is
 started and killed KILLS times, each run after a random number (1 to MOST_STEPS_PER_RUN) of its
 checkpoint writes: half of the kills land the moment the next temporary checkpoint file is seen
-(the write is under way), the others at a random moment within a step. After each kill:
+(the write is under way), the others at a random moment within a step. The random numbers come
+from a fixed seed (DEFAULT_SEED, or $TESSERA_CRASH_SEED), so that a failure can be rerun with the
+same draws; the moments themselves still depend on the machine's speed. After each kill:
   (a) <out>/checkpoint.safetensors parses with an independent safetensors parser (8-byte
       little-endian header length, JSON header, every tensor's data_offsets inside the data
       section and matching its dtype and shape, the tensors tiling the section), its step never
@@ -22,8 +24,10 @@ metrics.jsonl holds every logged step once.
 
 Run by ctest (label hardening) with the project venv's python (only the standard library is used):
     python tests/hardening/crash_safety_test.py <repo root> <tessera binary>
-Data: $TESSERA_FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist (skipped, exit 0 with a
-note, when neither exists).
+Data: $TESSERA_FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist. Without it the script
+prints "SKIPPED: missing prerequisite: ..." and exits 77 (ctest: SKIP_RETURN_CODE 77), or, where
+TESSERA_REQUIRE_ALL is set to anything but "" or "0" (CI), prints "FAILED: missing prerequisite:
+..." and exits 1 (the convention of tests/common/prerequisite.h).
 """
 
 import json
@@ -42,6 +46,9 @@ STEPS = 240
 # A killed run trains at most this many steps (plus one), so the kills are spread over the first
 # two thirds of the run whatever the speed of the machine.
 MOST_STEPS_PER_RUN = 20
+# The kill moments' seed unless TESSERA_CRASH_SEED says otherwise: a run of `make test` draws the
+# same numbers every time.
+DEFAULT_SEED = 20240917
 DATA = os.environ.get("TESSERA_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist"
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                "U8": 1, "BOOL": 1}
@@ -189,10 +196,15 @@ def kill_after(process, out, writes, while_writing, rng, timeout=120.0):
 
 def main():
     if not os.path.isdir(DATA):
-        print(f"skipped: no Fashion-MNIST folder at {DATA} (set TESSERA_FASHION_MNIST_DIR)")
-        return 0
-    seed = int(os.environ.get("TESSERA_CRASH_SEED", "0")) or random.randrange(1, 2**32)
-    print(f"kill moments drawn with seed {seed} (TESSERA_CRASH_SEED={seed} repeats them)")
+        what = f"Fashion-MNIST at {DATA} (set TESSERA_FASHION_MNIST_DIR)"
+        if os.environ.get("TESSERA_REQUIRE_ALL", "") not in ("", "0"):
+            print(f"FAILED: missing prerequisite: {what} (TESSERA_REQUIRE_ALL is set: the crash "
+                  "safety check must run)", flush=True)
+            return 1
+        print(f"SKIPPED: missing prerequisite: {what}", flush=True)
+        return 77
+    seed = int(os.environ.get("TESSERA_CRASH_SEED") or DEFAULT_SEED)
+    print(f"kill moments drawn with seed {seed} (set TESSERA_CRASH_SEED to draw others)")
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="tessera-crash-") as folder:
         config = write_config(folder)

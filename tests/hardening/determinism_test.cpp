@@ -1,13 +1,14 @@
 // Determinism of sampling on the CPU: the same seed gives the same samples from every shipped
-// generator, across calls, across a fresh load of the file (a second run), and across intra-op
-// thread counts (1 and 2).
+// generator, across calls, across processes (a second run: this binary started again, loading the
+// file afresh; Note [The second run is another process]), and across intra-op thread counts (1
+// and 2).
 //
 // What is guaranteed, and checked here, on one machine with one LibTorch build:
-//   - the sampled tokens are bit-identical across calls, loads and thread counts 1 and 2: a
+//   - the sampled tokens are bit-identical across calls, processes and thread counts 1 and 2: a
 //     sample is a function of (generator file, seed, sample index, options) alone — not of the
 //     batch it is drawn in (Note [Batch-invariant sampling]), not of earlier calls, not of the
 //     intra-op thread count;
-//   - the decoded images are bit-identical across calls, loads and thread counts 1 and 2: the
+//   - the decoded images are bit-identical across calls, processes and thread counts 1 and 2: the
 //     generator decodes through decode_thread_invariant (Note [Thread-invariant decoding]). A
 //     plain Tokenizer::decode is not: oneDNN plans its convolutions for the thread count, and 1
 //     and 2 threads gave images differing by about 1e-6 before that function existed.
@@ -22,22 +23,45 @@
 //     same seed may give different bits, and, once a discrete draw flips, different tokens.
 //   - Training: bit-identical resume is promised for the same machine, thread count and build
 //     only (Note [Training checkpoints]).
+//
+// Note [The second run is another process]
+// A second draw in the same process would share everything a process holds: LibTorch's global
+// state and generator, caches, oneDNN's plans, the allocator's heap, the mapped model files. So
+// the suite's SetUpTestSuite starts this test binary again, with a filter selecting the same
+// cases and TESSERA_DETERMINISM_CHILD_DIR naming a folder; there each case loads its model, draws
+// on 1 thread, writes the tokens and images to <folder>/<model>.safetensors (safetensors keeps
+// every bit) and returns. Each case of the first process then compares its own draws with that
+// file bit for bit. One child for all the cases: starting a process that loads LibTorch costs
+// seconds on this machine.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <ostream>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "common/temporary_folder.h"
+#include "tessera/core/safetensors.h"
 #include "tessera/pipeline/generator.h"
 #include "tessera/tokenizer/thread_invariant_decode.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
@@ -110,7 +134,105 @@ const std::vector<Model> kShippedModels = {
 
 void PrintTo(const Model& model, std::ostream* out) { *out << model.file; }
 
-class SamplingDeterminism : public ::testing::TestWithParam<Model> {};
+std::string case_name(const Model& model) { return model.file.substr(0, model.file.find('.')); }
+
+constexpr const char* kChildDirVariable = "TESSERA_DETERMINISM_CHILD_DIR";
+
+// The folder the second run writes its draws to, in the second run only.
+std::optional<std::filesystem::path> child_dir() {
+  const char* dir = std::getenv(kChildDirVariable);
+  if (dir == nullptr || *dir == '\0') return std::nullopt;
+  return std::filesystem::path(dir);
+}
+
+// Runs this test binary again with `arguments` and `variable`=`value` added to the environment
+// (GoogleTest's own variables left out, so that the child neither shards itself nor writes over
+// the first process's XML report), its stdout and stderr into `log`. Returns "" on exit status 0,
+// otherwise what went wrong, with the log.
+std::string run_this_binary(const std::vector<std::string>& arguments, const std::string& variable,
+                            const std::string& value, const std::filesystem::path& log) {
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    if (entry.starts_with("GTEST_") || entry.starts_with(variable + "=")) continue;
+    environment.emplace_back(entry);
+  }
+  environment.push_back(variable + "=" + value);
+  std::vector<std::string> args = {"/proc/self/exe"};
+  args.insert(args.end(), arguments.begin(), arguments.end());
+  auto pointers = [](std::vector<std::string>& strings) {
+    std::vector<char*> out;
+    for (std::string& s : strings) out.push_back(s.data());
+    out.push_back(nullptr);
+    return out;
+  };
+  std::vector<char*> argv = pointers(args), envp = pointers(environment);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = 0;
+  const int spawned =
+      posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) return std::string("could not start /proc/self/exe: ") + std::strerror(spawned);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return std::string("waitpid: ") + std::strerror(errno);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
+  std::ostringstream what;
+  if (WIFEXITED(status)) {
+    what << "exit status " << WEXITSTATUS(status);
+  } else {
+    what << "killed by signal " << WTERMSIG(status);
+  }
+  std::ifstream in(log);
+  what << "; its output:\n" << in.rdbuf();
+  return what.str();
+}
+
+class SamplingDeterminism : public ::testing::TestWithParam<Model> {
+ protected:
+  // In the first process: draws every selected case in a second one (Note [The second run is
+  // another process]).
+  static void SetUpTestSuite() {
+    if (child_dir()) return;
+    second_run_.emplace("determinism");
+    const ::testing::TestSuite* suite = ::testing::UnitTest::GetInstance()->current_test_suite();
+    std::string filter = "--gtest_filter=";
+    for (int i = 0, selected = 0; suite != nullptr && i < suite->total_test_count(); ++i) {
+      const ::testing::TestInfo* test = suite->GetTestInfo(i);
+      if (!test->should_run()) continue;
+      if (selected++ > 0) filter += ':';
+      filter.append(suite->name()).append(".").append(test->name());
+    }
+    second_run_error_ =
+        run_this_binary({filter, "--gtest_color=no"}, kChildDirVariable,
+                        second_run_->path().string(), *second_run_ / "second_run.log");
+  }
+  static void TearDownTestSuite() { second_run_.reset(); }
+
+  static inline std::optional<testing::TemporaryFolder> second_run_;
+  static inline std::string second_run_error_;
+};
+
+std::map<std::string, at::Tensor> as_tensors(const Drawn& drawn) {
+  std::map<std::string, at::Tensor> out{{"images", drawn.images}};
+  for (size_t s = 0; s < drawn.tokens.scales.size(); ++s) {
+    out["tokens." + std::to_string(s)] = drawn.tokens.scales[s];
+  }
+  return out;
+}
+
+Drawn from_tensors(const std::map<std::string, at::Tensor>& tensors) {
+  Drawn drawn;
+  drawn.images = tensors.at("images");
+  for (size_t s = 0; tensors.contains("tokens." + std::to_string(s)); ++s) {
+    drawn.tokens.scales.push_back(tensors.at("tokens." + std::to_string(s)));
+  }
+  return drawn;
+}
 
 TEST_P(SamplingDeterminism, SameSeedSameSamplesAcrossRunsAndThreadCounts) {
   const Model& model = GetParam();
@@ -127,12 +249,18 @@ TEST_P(SamplingDeterminism, SameSeedSameSamplesAcrossRunsAndThreadCounts) {
   const at::Tensor labels = at::tensor({3, 7, 0, 3}, at::kLong);
   constexpr uint64_t kSeed = 20240917;
 
-  Drawn first, reloaded, two_threads, other_seed;
+  if (const auto dir = child_dir()) {  // the second run: draw on 1 thread, write, done
+    IntraOpThreads threads(1);
+    save_safetensors(*dir / (case_name(model) + ".safetensors"),
+                     as_tensors(draw(generator, labels, kSeed, options)));
+    return;
+  }
+  ASSERT_EQ(second_run_error_, "") << "the second run (this binary, started again) failed";
+
+  Drawn first, two_threads, other_seed;
   {
     IntraOpThreads threads(1);
     first = draw(generator, labels, kSeed, options);
-    Generator fresh = Generator::load(kModels / model.file);  // a second run
-    reloaded = draw(fresh, labels, kSeed, options);
     // One sample is enough to see that the seed matters.
     other_seed = draw(generator, labels.slice(0, 0, 1), kSeed + 1, options);
   }
@@ -140,9 +268,12 @@ TEST_P(SamplingDeterminism, SameSeedSameSamplesAcrossRunsAndThreadCounts) {
     IntraOpThreads threads(2);
     two_threads = draw(generator, labels, kSeed, options);  // also a repeated call on `generator`
   }
-  expect_identical_tokens(first, reloaded, model.file + ": a fresh load of the file");
-  EXPECT_TRUE(at::equal(first.images, reloaded.images))
-      << model.file << ": a fresh load of the file decoded different images";
+  const Drawn second_run =
+      from_tensors(load_safetensors(*second_run_ / (case_name(model) + ".safetensors")));
+  expect_identical_tokens(first, second_run, model.file + ": a second run, in another process");
+  EXPECT_TRUE(at::equal(first.images, second_run.images))
+      << model.file << ": a second run, in another process, decoded images that differ by up to "
+      << largest_difference(first.images, second_run.images);
   expect_identical_tokens(first, two_threads, model.file + ": 1 thread against 2 threads");
   EXPECT_TRUE(at::equal(first.images, two_threads.images))
       << model.file << ": 1 and 2 threads decoded images that differ by up to "
@@ -160,7 +291,7 @@ TEST_P(SamplingDeterminism, SameSeedSameSamplesAcrossRunsAndThreadCounts) {
 
 INSTANTIATE_TEST_SUITE_P(ShippedModels, SamplingDeterminism, ::testing::ValuesIn(kShippedModels),
                          [](const ::testing::TestParamInfo<Model>& info) {
-                           return info.param.file.substr(0, info.param.file.find('.'));
+                           return case_name(info.param);
                          });
 
 // decode_thread_invariant on its own, with batches that span several chunks and end in a partial

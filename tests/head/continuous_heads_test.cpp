@@ -7,6 +7,7 @@
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <torch/optim/adamw.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,23 +19,21 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
 #include "tessera/head/diffusion_head.h"
 #include "tessera/head/flow_matching_head.h"
+#include "tessera/head/step_annealing.h"
 
 namespace tessera {
 namespace {
 
 constexpr double kPi = std::numbers::pi;
 
-
 // One intra-op thread for the whole binary: see Note [One intra-op thread] in
 // tests/common/single_thread_environment.cpp.
 
-// --- the toy distribution ----------------------------------------------------------------------------
+// --- the toy distribution ------------------------------------------------------------------------
 //
 // Class c in {0, 1} selects a ring of 4 Gaussians (radius 1, std 0.08) at angles c·π/4 + k·π/2:
 // the two classes are the ring rotated by half its mode spacing, so a head that ignored its
@@ -48,7 +47,8 @@ constexpr double kModeStd = 0.08;
 at::Tensor ring_samples(const at::Tensor& classes, at::Generator& gen) {
   const int64_t n = classes.size(0);
   at::Tensor mode = at::randint(0, kModes, {n}, gen, at::TensorOptions().dtype(at::kLong));
-  at::Tensor angle = classes.to(at::kDouble) * (kPi / kModes) + mode.to(at::kDouble) * (2 * kPi / kModes);
+  at::Tensor angle =
+      classes.to(at::kDouble) * (kPi / kModes) + mode.to(at::kDouble) * (2 * kPi / kModes);
   at::Tensor centre = at::stack({at::cos(angle), at::sin(angle)}, 1);
   return (centre + at::randn({n, 2}, gen, at::TensorOptions().dtype(at::kDouble)) * kModeStd)
       .to(at::kFloat);
@@ -58,7 +58,7 @@ at::Tensor class_one_hot(const at::Tensor& classes) {
   return at::one_hot(classes, kClasses).to(at::kFloat);
 }
 
-// --- the two-sample statistic ------------------------------------------------------------------------
+// --- the two-sample statistic --------------------------------------------------------------------
 //
 // Sliced Wasserstein-1 between two equal-size 2D sample sets: the mean, over 64 directions evenly
 // spread over the half circle, of the 1D Wasserstein-1 distance of the projections (the mean
@@ -124,7 +124,8 @@ void train(Head& head, int64_t steps, int64_t batch, double learning_rate, uint6
     // Cosine decay to 10% over the run: the last steps refine the modes' widths.
     const double lr = learning_rate * (0.1 + 0.9 * 0.5 * (1 + std::cos(kPi * step / steps)));
     static_cast<torch::optim::AdamWOptions&>(optimizer.param_groups()[0].options()).lr(lr);
-    at::Tensor classes = at::randint(0, kClasses, {batch}, gen, at::TensorOptions().dtype(at::kLong));
+    at::Tensor classes =
+        at::randint(0, kClasses, {batch}, gen, at::TensorOptions().dtype(at::kLong));
     HeadLossOptions options;
     options.generator = gen;
     at::Tensor loss = head.loss(class_one_hot(classes), ring_samples(classes, gen), options).loss;
@@ -198,8 +199,8 @@ TEST_F(ContinuousHeadsToy, DiffusionHeadLearnsTheConditionalRing) {
       untrained.sample(hidden, Guidance::none(), options, rngs).values, kEvalPerClass, eval_gen);
   const double wrong_class_sw = conditional_sw(ddpm, kEvalPerClass, eval_gen, 1);
 
-  std::cout << "[diffusion toy] train " << train_seconds << " s, total "
-            << seconds_since(start) << " s; q95 " << q95 << ", threshold " << threshold;
+  std::cout << "[diffusion toy] train " << train_seconds << " s, total " << seconds_since(start)
+            << " s; q95 " << q95 << ", threshold " << threshold;
   for (const auto& r : results) std::cout << "; " << r.sampler << " " << r.statistic;
   std::cout << "; untrained " << untrained_sw << "; wrong class " << wrong_class_sw << "\n";
   for (const auto& r : results) EXPECT_LT(r.statistic, threshold) << r.sampler;
@@ -248,7 +249,7 @@ TEST_F(ContinuousHeadsToy, FlowMatchingHeadLearnsTheConditionalRing) {
   EXPECT_GT(wrong_class_sw, threshold);
 }
 
-// --- samplers and guidance, step by step ---------------------------------------------------------------
+// --- samplers and guidance, step by step ---------------------------------------------------------
 
 // A small head with every parameter moved off MAR's initialisation (whose zero output layer would
 // make every prediction 0), so that predictions depend on x, t and z.
@@ -295,9 +296,11 @@ TEST(FlowMatchingHead, EulerAndHeunStepsWithGuidanceOnTheVelocity) {
       return u + w * (c - u);
     };
     at::Tensor v0 = v(x0, 0.0);
-    at::Tensor expected = sampler == FlowSampler::euler ? x0 + v0 : x0 + 0.5 * (v0 + v(x0 + v0, 1.0));
+    at::Tensor expected =
+        sampler == FlowSampler::euler ? x0 + v0 : x0 + 0.5 * (v0 + v(x0 + v0, 1.0));
     EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-5))
-        << (sampler == FlowSampler::euler ? "euler" : "heun") << "\n" << got << expected;
+        << (sampler == FlowSampler::euler ? "euler" : "heun") << "\n"
+        << got << expected;
   }
   // Two Euler steps: t = 0 then t = 1/2.
   options.flow.sampler = FlowSampler::euler;
@@ -430,10 +433,32 @@ TEST(DiffusionHead, ClippedXStartInDdpmAndDdim) {
     eps = head.predict(x, at::zeros({rows}), z).narrow(1, 0, 3);
     at::Tensor expected = ((x - std::sqrt(1 - ab0) * eps) / std::sqrt(ab0)).clamp(-clip, clip);
     EXPECT_TRUE(at::allclose(got, expected, 1e-4, 1e-5))
-        << (sampler == DiffusionSampler::ddpm ? "ddpm" : "ddim") << "\n" << got << expected;
+        << (sampler == DiffusionSampler::ddpm ? "ddpm" : "ddim") << "\n"
+        << got << expected;
   }
 }
 
+// DiSA's denoising step count at generation step s of T (MAR_DiSA models/diffloss.py; the table
+// in docs/heads.md), computed here from the published formula in double, truncated toward zero
+// as Python's int(): linear last + int((T − 1 − s)/(T − 1)·Δ), cosine
+// last + int((cos(π·s/(T − 1)) + 1)/2·Δ), two-stage first while s < (T − 1)/2, then last.
+int64_t disa_steps(StepAnnealingCurve curve, int64_t first, int64_t last, int64_t s, int64_t T) {
+  const double span = static_cast<double>(first - last);
+  const double upper = static_cast<double>(T - 1);
+  switch (curve) {
+    case StepAnnealingCurve::linear:
+      return last + static_cast<int64_t>((upper - static_cast<double>(s)) / upper * span);
+    case StepAnnealingCurve::cosine:
+      return last + static_cast<int64_t>((std::cos(kPi * static_cast<double>(s) / upper) + 1.0) /
+                                         2.0 * span);
+    case StepAnnealingCurve::two_stage:
+      return static_cast<double>(s) < upper / 2.0 ? first : last;
+  }
+  return -1;
+}
+
+// The diffusion head under step annealing samples as with the fixed step count DiSA's formula
+// gives for the generation step (disa_steps, not the code under test).
 TEST(DiffusionHead, StepAnnealingPicksTheStepCountOfTheProgress) {
   DiffusionHeadConfig config;
   config.mlp = small_mlp();
@@ -450,11 +475,60 @@ TEST(DiffusionHead, StepAnnealingPicksTheStepCountOfTheProgress) {
     head_step.progress.step = step;
     head_step.progress.num_steps = 10;
     HeadSamplingOptions fixed;
-    fixed.diffusion.steps = annealed.step_annealing.steps_at(head_step.progress);
+    fixed.diffusion.steps = disa_steps(StepAnnealingCurve::linear, 20, 4, step, 10);
     SampleRngs a(3, 0, 2), b(3, 0, 2);
     EXPECT_TRUE(head.sample(z, Guidance::none(), annealed, a, head_step)
                     .values.equal(head.sample(z, Guidance::none(), fixed, b, head_step).values))
         << "step " << step << " (" << fixed.diffusion.steps << " diffusion steps)";
+  }
+}
+
+// The flow head under step annealing integrates with the DiSA count of the generation step: its
+// sample equals Euler integration by hand (x += v̂(x, k/n)/n for k < n, from the same noise) with
+// n from disa_steps, for each curve. The fixed count (flow.steps = 5) is one no case anneals to,
+// so a head that ignored annealing, or annealed to another count, would not match.
+TEST(FlowMatchingHead, StepAnnealingIntegratesWithTheDisaStepCount) {
+  FlowMatchingHeadConfig config;
+  config.mlp = small_mlp();
+  FlowMatchingHead head(config, 3);
+  perturb(head, 8);
+  const int64_t samples = 2, positions = 3, rows = samples * positions, T = 10;
+  at::Tensor z = at::randn({rows, 5}, make_cpu_generator(4));
+  struct Case {
+    StepAnnealingCurve curve;
+    int64_t step;
+    int64_t expected_steps;  // disa_steps by hand, to show the cases are what they claim
+  };
+  // first 12, last 2 (Δ = 10), T = 10.
+  const std::vector<Case> cases = {
+      {StepAnnealingCurve::linear, 0, 12},    {StepAnnealingCurve::linear, 4, 7},  // 2 + int(5.56)
+      {StepAnnealingCurve::linear, 9, 2},     {StepAnnealingCurve::cosine, 3, 9},  // 2 + int(7.5)
+      {StepAnnealingCurve::cosine, 7, 3},                                          // 2 + int(1.17)
+      {StepAnnealingCurve::two_stage, 4, 12}, {StepAnnealingCurve::two_stage, 5, 2}};
+  for (const Case& c : cases) {
+    const int64_t n = disa_steps(c.curve, 12, 2, c.step, T);
+    ASSERT_EQ(n, c.expected_steps) << "curve " << static_cast<int>(c.curve) << ", step " << c.step;
+    HeadSamplingOptions options;
+    options.flow.sampler = FlowSampler::euler;
+    options.flow.steps = 5;
+    options.step_annealing = {
+        .enabled = true, .first_steps = 12, .last_steps = 2, .curve = c.curve};
+    HeadStep head_step;
+    head_step.progress.step = c.step;
+    head_step.progress.num_steps = T;
+    SampleRngs rngs(21, 0, samples);
+    const at::Tensor got = head.sample(z, Guidance::none(), options, rngs, head_step).values;
+
+    SampleRngs replay(21, 0, samples);
+    at::Tensor x = replay.normal({positions, 3}).reshape({rows, 3});
+    at::NoGradGuard no_grad;
+    for (int64_t k = 0; k < n; ++k) {
+      const double t = static_cast<double>(k) / static_cast<double>(n);
+      x = x + head.velocity(x, at::full({rows}, t), z) / static_cast<double>(n);
+    }
+    EXPECT_TRUE(at::allclose(got, x, 1e-5, 1e-5))
+        << "curve " << static_cast<int>(c.curve) << ", step " << c.step << " (" << n
+        << " steps): largest difference " << (got - x).abs().max().item<double>();
   }
 }
 
@@ -521,7 +595,7 @@ TEST(ContinuousHeads, SampleIsTheSameAloneOrInABatchOfEight) {
   }
 }
 
-// --- names, persistence, the trunk ----------------------------------------------------------------------
+// --- names, persistence, the trunk ---------------------------------------------------------------
 
 TEST(DiffusionHead, ParameterNamesAreMarsDiffLossNames) {
   DiffusionHeadConfig config;
@@ -531,11 +605,16 @@ TEST(DiffusionHead, ParameterNamesAreMarsDiffLossNames) {
   config.mlp.depth = 2;
   DiffusionHead head(config);
   std::map<std::string, std::vector<int64_t>> expected = {
-      {"net.time_embed.mlp.0.weight", {32, 256}}, {"net.time_embed.mlp.0.bias", {32}},
-      {"net.time_embed.mlp.2.weight", {32, 32}},  {"net.time_embed.mlp.2.bias", {32}},
-      {"net.cond_embed.weight", {32, 24}},        {"net.cond_embed.bias", {32}},
-      {"net.input_proj.weight", {32, 16}},        {"net.input_proj.bias", {32}},
-      {"net.final_layer.linear.weight", {32, 32}}, {"net.final_layer.linear.bias", {32}},
+      {"net.time_embed.mlp.0.weight", {32, 256}},
+      {"net.time_embed.mlp.0.bias", {32}},
+      {"net.time_embed.mlp.2.weight", {32, 32}},
+      {"net.time_embed.mlp.2.bias", {32}},
+      {"net.cond_embed.weight", {32, 24}},
+      {"net.cond_embed.bias", {32}},
+      {"net.input_proj.weight", {32, 16}},
+      {"net.input_proj.bias", {32}},
+      {"net.final_layer.linear.weight", {32, 32}},
+      {"net.final_layer.linear.bias", {32}},
       {"net.final_layer.adaLN_modulation.1.weight", {64, 32}},
       {"net.final_layer.adaLN_modulation.1.bias", {64}}};
   for (int i = 0; i < 2; ++i) {
@@ -580,7 +659,8 @@ at::Tensor reference_trunk(const std::map<std::string, at::Tensor>& state, const
     return (h - mean) / at::sqrt(var + 1e-6);
   };
   const int64_t half = frequencies / 2;
-  at::Tensor freqs = at::exp(-std::log(10000.0) * at::arange(half, at::kFloat) / static_cast<double>(half));
+  at::Tensor freqs =
+      at::exp(-std::log(10000.0) * at::arange(half, at::kFloat) / static_cast<double>(half));
   at::Tensor args = (t.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0)).to(at::kDouble);
   at::Tensor embedding = at::cat({at::cos(args), at::sin(args)}, 1);
   at::Tensor y = linear(silu(linear(embedding, "net.time_embed.mlp.0")), "net.time_embed.mlp.2") +

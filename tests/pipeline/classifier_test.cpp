@@ -1,20 +1,31 @@
-// The evaluation classifier: shapes and errors, the shipped weights' accuracy on a test subset,
-// FID-FM plumbing, and (disabled by default) the program that trains the shipped classifier.
+// The evaluation classifier: shapes and errors, the shipped weights' accuracy on the whole test set
+// against the figure docs/evaluation.md records, accuracy counting, FID-FM plumbing, and (disabled
+// by default) the program that trains the shipped classifier.
 
 #include "tessera/pipeline/classifier.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <string>
+#include <tuple>
+#include <vector>
 
+#include "common/prerequisite.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
 #include "tessera/core/rng.h"
+#include "tessera/core/safetensors.h"
 #include "tessera/pipeline/classifier_training.h"
 #include "tessera/pipeline/evaluation.h"
 #include "tessera/tokenizer/patch_tokenizer.h"
@@ -27,9 +38,11 @@ namespace fs = std::filesystem;
 
 const fs::path kShippedClassifier =
     fs::path(TESSERA_SOURCE_DIR) / "models" / "classifier_fashion_mnist.safetensors";
-// The accuracy stated in docs/evaluation.md (all 10000 test images); the first 1000 must reach it
-// within a 1.5-point allowance for the subset.
+// The accuracy stated in docs/evaluation.md: 91.80 % of the 10000 test images, i.e. 9180 of them
+// (a figure with two decimals of a percentage of 10000 images is an exact count).
 constexpr double kStatedTestAccuracy = 0.918;
+constexpr int64_t kTestImages = 10000;
+constexpr int64_t kStatedCorrect = 9180;
 
 bool have_fashion_mnist() {
   return fs::exists(default_fashion_mnist_directory() / "t10k-images-idx3-ubyte.gz");
@@ -69,10 +82,16 @@ TEST(Evaluation, FidOfASetWithItselfIsZeroAndReportHasFloors) {
   EXPECT_NEAR(fid_fm(classifier, a, a), 0.0, 1e-6);
   const at::Tensor b = at::rand({300, 1, 32, 32}, g) * 2 - 1;
   EXPECT_GT(fid_fm(classifier, a, b - 0.5), 0.0);
+  // Accuracy counts exactly, batch by batch (7 does not divide 300): against the classifier's own
+  // argmax (at::argmax of the logits, computed here) it is 1, against every label shifted by one
+  // class 0, and with the first 120 labels right and the rest wrong 120/300.
+  const at::Tensor predicted = classifier.forward(a).logits.argmax(1);
+  const at::Tensor wrong = (predicted + 1) % 10;
+  EXPECT_EQ(classifier_accuracy(classifier, a, predicted, 7), 1.0);
+  EXPECT_EQ(classifier_accuracy(classifier, a, wrong, 7), 0.0);
+  const at::Tensor mixed = at::cat({predicted.slice(0, 0, 120), wrong.slice(0, 120)});
+  EXPECT_DOUBLE_EQ(classifier_accuracy(classifier, a, mixed, 7), 120.0 / 300.0);
   const at::Tensor labels = at::zeros({300}, at::kLong);
-  const double accuracy = classifier_accuracy(classifier, a, labels);
-  EXPECT_GE(accuracy, 0.0);
-  EXPECT_LE(accuracy, 1.0);
   // An identity tokenizer reconstructs exactly: its floor equals the test-vs-train floor.
   PatchTokenizer identity({.image_channels = 1, .patch_size = 2});
   const QualityFloors floors = quality_floors(classifier, a, b, labels, &identity, 128);
@@ -86,17 +105,63 @@ TEST(Evaluation, FidOfASetWithItselfIsZeroAndReportHasFloors) {
   EXPECT_THROW(classifier_accuracy(classifier, a, labels.slice(0, 0, 5)), Error);
 }
 
-TEST(ShippedClassifier, ReachesStatedAccuracyOnTestSubset) {
-  if (!have_fashion_mnist()) GTEST_SKIP() << "Fashion-MNIST is not installed";
+// The shipped weights classify the 10000 Fashion-MNIST test images as docs/evaluation.md says:
+// 9180 right, the figure also in the file's metadata. The count may move only by images whose
+// decision float rounding can flip: those whose two largest logits are closer than 1e-4. The
+// logits (up to 16.5) move by about 4e-6 when computed in other batches on another thread count
+// (other kernels, another order of the float32 sums); the test measures that and requires it to
+// stay under a fifth of the margin, so the margin covers what another machine's BLAS may change.
+// Every image is counted: one more or one fewer right, beyond the near ties (one image today),
+// fails.
+TEST(ShippedClassifier, ReachesTheRecordedAccuracyOnTheWholeTestSet) {
+  const fs::path dir = default_fashion_mnist_directory();
+  if (!have_fashion_mnist()) {
+    TESSERA_SKIP_FOR_MISSING("Fashion-MNIST at " << dir << " (set TESSERA_FASHION_MNIST_DIR)");
+  }
   ASSERT_TRUE(fs::exists(kShippedClassifier)) << kShippedClassifier;
   EXPECT_LT(fs::file_size(kShippedClassifier), 2u * 1024 * 1024);
+  const auto metadata = SafetensorsFile::open(kShippedClassifier).metadata();
+  EXPECT_DOUBLE_EQ(std::stod(metadata.at("tessera.classifier.test_accuracy")), kStatedTestAccuracy);
+  EXPECT_EQ(metadata.at("tessera.classifier.test_images"), std::to_string(kTestImages));
+
   Classifier classifier = load_classifier(kShippedClassifier);
-  LabeledImages test = load_fashion_mnist(DatasetSplit::test);
-  test.images = test.images.slice(0, 0, 1000);
-  test.labels = test.labels.slice(0, 0, 1000);
+  const LabeledImages test = load_fashion_mnist(DatasetSplit::test);
+  ASSERT_EQ(test.labels.size(0), kTestImages);
   const at::Tensor images = prepare_fashion_mnist_images(test, 32, 1);
-  const double accuracy = classifier_accuracy(classifier, images, test.labels);
-  EXPECT_GE(accuracy, kStatedTestAccuracy - 0.015) << "accuracy on the first 1000 test images";
+  std::vector<at::Tensor> logits;
+  {
+    at::NoGradGuard no_grad;
+    for (int64_t i = 0; i < kTestImages; i += 500) {
+      logits.push_back(classifier.forward(images.slice(0, i, i + 500)).logits);
+    }
+  }
+  const at::Tensor all = at::cat(logits);
+  const int64_t correct = (all.argmax(1) == test.labels).sum().item<int64_t>();
+  // The margin's premise, measured: the first 500 images' logits computed 50 at a time on 2
+  // threads (other kernels' blocking and summation order) differ from these by far less.
+  double rounding = 0;
+  {
+    at::NoGradGuard no_grad;
+    const int previous_threads = at::get_num_threads();
+    at::set_num_threads(2);
+    for (int64_t i = 0; i < 500; i += 50) {
+      const int64_t end = i + 50;
+      const at::Tensor other = classifier.forward(images.slice(0, i, end)).logits;
+      rounding = std::max(rounding, (other - all.slice(0, i, end)).abs().max().item<double>());
+    }
+    at::set_num_threads(previous_threads);
+  }
+  EXPECT_LT(rounding, 1e-4 / 5);
+  const at::Tensor top2 = std::get<0>(all.topk(2, 1));
+  const int64_t near_ties = (top2.select(1, 0) - top2.select(1, 1) < 1e-4).sum().item<int64_t>();
+  std::printf(
+      "shipped classifier: %lld of %lld test images right, %lld near-tied; largest logit "
+      "%.1f, median of the largest %.1f; other batching and threads: %.1e\n",
+      static_cast<long long>(correct), static_cast<long long>(kTestImages),
+      static_cast<long long>(near_ties), all.abs().max().item<double>(),
+      top2.select(1, 0).abs().median().item<double>(), rounding);
+  EXPECT_NEAR(correct, kStatedCorrect, near_ties)
+      << "docs/evaluation.md records " << kStatedTestAccuracy << " of " << kTestImages;
 }
 
 // The program that trains the shipped classifier (see docs/evaluation.md):
@@ -113,8 +178,8 @@ TEST(ClassifierProgram, DISABLED_TrainShippedClassifier) {
   const ClassifierTrainResult r = train_classifier(config);
   std::cout << "classifier: " << r.train.steps << " steps in " << r.train.seconds
             << " s; test accuracy " << r.test_accuracy << " on " << r.test_images
-            << " images; FID-FM test vs train " << r.fid_test_vs_train << "; weights "
-            << r.weights << std::endl;
+            << " images; FID-FM test vs train " << r.fid_test_vs_train << "; weights " << r.weights
+            << std::endl;
 }
 
 }  // namespace

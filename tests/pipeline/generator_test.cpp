@@ -5,14 +5,15 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "common/error_message.h"
@@ -29,7 +30,8 @@ namespace tessera {
 namespace {
 
 TEST(Generator, SavedFileSamplesExactlyWhatTheOriginalSamples) {
-  Generator original(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 5);
+  Generator original(testing::tiny_maskgit_config(),
+                     load_tokenizer_checkpoint(testing::kShippedVqVae), 5);
   testing::TemporaryFolder folder("generator");
   const auto path = folder / "g.safetensors";
   original.save(path);
@@ -52,7 +54,8 @@ TEST(Generator, SavedFileSamplesExactlyWhatTheOriginalSamples) {
 }
 
 TEST(Generator, BulkSamplingDoesNotDependOnTheBatchSize) {
-  Generator generator(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
+  Generator generator(testing::tiny_maskgit_config(),
+                      load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
   const BulkSamples one_batch = sample_in_bulk(generator, {.count = 5, .batch_size = 5, .seed = 4});
   const BulkSamples small_batches =
       sample_in_bulk(generator, {.count = 5, .batch_size = 2, .seed = 4});
@@ -65,10 +68,11 @@ TEST(Generator, BulkSamplingDoesNotDependOnTheBatchSize) {
 // The demo judges the grid it shows: with class_rows_first, bulk sampling's first samples are the
 // grid sample_class_rows draws, and every class still gets the same count.
 TEST(Generator, BulkSamplingCanStartWithTheClassRowsGrid) {
-  Generator generator(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
+  Generator generator(testing::tiny_maskgit_config(),
+                      load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
   const BulkSamples grid = sample_class_rows(generator, {.per_class = 2, .seed = 9});
-  const BulkSamples bulk = sample_in_bulk(
-      generator, {.count = 40, .batch_size = 20, .seed = 9, .class_rows_first = 2});
+  const BulkSamples bulk =
+      sample_in_bulk(generator, {.count = 40, .batch_size = 20, .seed = 9, .class_rows_first = 2});
   EXPECT_TRUE(at::equal(bulk.labels.slice(0, 0, 20), grid.labels));
   EXPECT_TRUE(at::equal(bulk.tokens.scales[0].slice(0, 0, 20), grid.tokens.scales[0]));
   EXPECT_TRUE(at::equal(bulk.images.slice(0, 0, 20), grid.images));
@@ -113,24 +117,31 @@ TEST(Generator, ScheduleSamplingOptionsChangeWithoutRetraining) {
 
   ScheduleConfig too_many = generator.config().schedule;
   too_many.maskgit.steps = 65;  // 64 tokens: a step would commit none
-  EXPECT_NE(testing::error_message_of([&] { generator.set_schedule_config(too_many); })
-                .find("steps must be <= 64"),
+  EXPECT_NE(testing::error_message_of([&] {
+              generator.set_schedule_config(too_many);
+            }).find("steps must be <= 64"),
             std::string::npos);
   ScheduleConfig trained_option = generator.config().schedule;
   trained_option.maskgit.condition_tokens = 0;
-  EXPECT_NE(testing::error_message_of([&] { generator.set_schedule_config(trained_option); })
-                .find("'condition_tokens'"),
+  EXPECT_NE(testing::error_message_of([&] {
+              generator.set_schedule_config(trained_option);
+            }).find("'condition_tokens'"),
             std::string::npos);
   EXPECT_EQ(generator.config().schedule.maskgit.steps, 2);
   EXPECT_TRUE(at::equal(generator.sample_tokens(labels, {.seed = 11}).scales[0], two_step_tokens));
 }
 
 TEST(Generator, BadInputsAreNamed) {
-  Generator generator(testing::tiny_maskgit_config(), load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
-  EXPECT_NE(testing::error_message_of([&] { generator.sample_tokens(at::tensor({10}, at::kLong)); }).find("labels"),
+  Generator generator(testing::tiny_maskgit_config(),
+                      load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
+  EXPECT_NE(testing::error_message_of([&] {
+              generator.sample_tokens(at::tensor({10}, at::kLong));
+            }).find("labels"),
             std::string::npos);
   // A tokenizer file is not a generator file.
-  EXPECT_NE(testing::error_message_of([&] { Generator::load(testing::kShippedVqVae); }).find("tessera.generator_config"),
+  EXPECT_NE(testing::error_message_of([&] {
+              Generator::load(testing::kShippedVqVae);
+            }).find("tessera.generator_config"),
             std::string::npos);
   // A head whose vocabulary is not the tokenizer's.
   GeneratorConfig wrong = testing::tiny_maskgit_config();
@@ -141,7 +152,9 @@ TEST(Generator, BadInputsAreNamed) {
   // Parameters loaded by name must all fit.
   auto parameters = generator.trainable_parameters();
   parameters.erase(parameters.begin());
-  EXPECT_NE(testing::error_message_of([&] { generator.load_trainable_parameters(parameters); }).find("missing"),
+  EXPECT_NE(testing::error_message_of([&] {
+              generator.load_trainable_parameters(parameters);
+            }).find("missing"),
             std::string::npos);
 }
 
@@ -154,8 +167,11 @@ TEST(Generator, EncoderDecoderSplitIsSavedLoadedAndTrained) {
   config.backbone = mar_style_config(32, 1, 2, /*num_tokens=*/64, /*token_channels=*/8, 10, 4);
   config.decoder = mar_decoder_config(32, 1, 2, 64, /*encoder_width=*/32, 4);
   config.head.kind = HeadKind::flow_matching;
-  config.head.flow_matching.mlp = {.token_channels = 8, .hidden_width = 32, .width = 32,
-                                   .depth = 1, .frequency_embedding_size = 32};
+  config.head.flow_matching.mlp = {.token_channels = 8,
+                                   .hidden_width = 32,
+                                   .width = 32,
+                                   .depth = 1,
+                                   .frequency_embedding_size = 32};
   config.schedule.kind = ScheduleKind::mar;
   config.schedule.mar.buffer_size = 4;
   config.schedule.mar.steps = 4;
@@ -191,7 +207,8 @@ TEST(Generator, EncoderDecoderSplitIsSavedLoadedAndTrained) {
       original.encode_batch(at::zeros({2, 1, 32, 32}).uniform_(-1, 1), labels);
   at::Generator gen = make_cpu_generator(0);
   original.loss(batch, gen).loss.backward();
-  const at::Tensor grad = original.trainable_parameters().at("decoder.blocks.0.attn.proj.weight").grad();
+  const at::Tensor grad =
+      original.trainable_parameters().at("decoder.blocks.0.attn.proj.weight").grad();
   ASSERT_TRUE(grad.defined());
   EXPECT_GT(grad.abs().sum().item<double>(), 0.0);
 
@@ -225,56 +242,84 @@ TEST(DiffusionHeadOnShippedMar, UnclippedSamplesBlowUpAtLowSnr) {
   const at::Tensor labels = at::arange(10, at::kLong);
   const double clipped_std =
       generator.sample_tokens(labels, {.seed = 1}).scales[0].std().item<double>();
-  const double unclipped_std =
-      generator.sample_tokens(labels, {.seed = 1, .options = unclipped}).scales[0].std().item<double>();
+  const double unclipped_std = generator.sample_tokens(labels, {.seed = 1, .options = unclipped})
+                                   .scales[0]
+                                   .std()
+                                   .item<double>();
   std::printf("MAR-diffusion token deviation: %.3f clipped (clip_x_start %.1f), %.1f unclipped\n",
               clipped_std, defaults.head.diffusion.clip_x_start, unclipped_std);
   EXPECT_LT(clipped_std, 2.0);
   EXPECT_GT(unclipped_std, 50.0);
 }
 
+// The generators models/ ships, one per family: the seven of docs/models.md's table (and of the
+// README's demo table). A file missing from models/, or one added without an entry here (and in
+// the docs), fails ShippedModelsFitTheBudgetAndLoad.
+const std::set<std::string> kShippedGenerators = {
+    "hi_mar_fashion_mnist",   "hmar_fashion_mnist",    "mar_diffusion_fashion_mnist",
+    "mar_flow_fashion_mnist", "maskgit_fashion_mnist", "raster_fashion_mnist",
+    "var_fashion_mnist"};
+
+// Every name a ConfigEnum lists (the enum's values, from its header).
+template <class Enum>
+std::set<std::string> every_value_name() {
+  std::set<std::string> names;
+  for (const auto& [value, name] : ConfigEnum<Enum>::values) names.insert(name);
+  return names;
+}
+
 // Every shipped generator config parses and builds a generator whose parts fit together (the
-// schedule's check_models against its tokenizer), so a config cannot rot unnoticed.
-TEST(Generator, ShippedConfigsBuild) {
+// schedule's check_models against its tokenizer), so a config cannot rot unnoticed; between them
+// the configs use every schedule and every head the enums name, so a family whose config went
+// missing fails here (the shipped models' configs are required by the test below).
+TEST(Generator, ShippedConfigsBuildAndCoverEveryScheduleAndHead) {
   const auto folder = std::filesystem::path(TESSERA_SOURCE_DIR) / "configs/generator";
-  int configs = 0;
+  std::set<std::string> schedules, heads;
   for (const auto& entry : std::filesystem::directory_iterator(folder)) {
     if (entry.path().extension() != ".json") continue;
     SCOPED_TRACE(entry.path().filename().string());
     const auto config = load_config<GeneratorTrainConfig>(entry.path());
     const auto tokenizer_path = std::filesystem::path(TESSERA_SOURCE_DIR) / config.tokenizer;
     EXPECT_NO_THROW(Generator(config.generator, load_tokenizer_checkpoint(tokenizer_path), 0));
-    ++configs;
+    schedules.insert(config_to_json(config.generator.schedule)["kind"].get<std::string>());
+    heads.insert(config_to_json(config.generator.head)["kind"].get<std::string>());
   }
-  EXPECT_GE(configs, 1);
+  EXPECT_EQ(schedules, every_value_name<ScheduleKind>());
+  EXPECT_EQ(heads, every_value_name<HeadKind>());
 }
 
 // models/ holds at most 40 MB of weights in all (the budget for the shipped tokenizers,
-// classifier and generators), and every generator file there loads and fits its tokenizer.
+// classifier and generators); its generator files are exactly kShippedGenerators, and each loads,
+// fits its tokenizer and samples with the schedule of its config in configs/generator/.
 TEST(Generator, ShippedModelsFitTheBudgetAndLoad) {
   const auto folder = std::filesystem::path(TESSERA_SOURCE_DIR) / "models";
   std::uintmax_t bytes = 0;
-  int generators = 0;
+  std::set<std::string> generators;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(folder)) {
     if (!entry.is_regular_file()) continue;
     bytes += entry.file_size();
     if (entry.path().extension() != ".safetensors") continue;
-    if (!SafetensorsFile::open(entry.path()).metadata().contains("tessera.generator_config")) continue;
+    if (!SafetensorsFile::open(entry.path()).metadata().contains("tessera.generator_config"))
+      continue;
     SCOPED_TRACE(entry.path().filename().string());
+    generators.insert(entry.path().stem().string());
     std::optional<Generator> generator;
     EXPECT_NO_THROW(generator.emplace(Generator::load(entry.path())));
     // docs/models.md reproduces each file from its config: the schedule a file samples with is
     // the config's (sampling defaults may differ: `tessera convert --sampling` retuned guidance).
     const auto config_path = std::filesystem::path(TESSERA_SOURCE_DIR) / "configs/generator" /
                              (entry.path().stem().string() + ".json");
-    if (generator && std::filesystem::exists(config_path)) {
+    if (!std::filesystem::exists(config_path)) {
+      ADD_FAILURE() << "no config " << config_path;
+      continue;
+    }
+    if (generator) {
       EXPECT_EQ(config_to_json(generator->config().schedule),
                 config_to_json(load_config<GeneratorTrainConfig>(config_path).generator.schedule));
     }
-    ++generators;
   }
   EXPECT_LE(bytes, std::uintmax_t{40} * 1000 * 1000) << "models/ holds " << bytes << " bytes";
-  EXPECT_GE(generators, 1);
+  EXPECT_EQ(generators, kShippedGenerators);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -26,8 +28,8 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() /
-                       ("tessera_pipeline_" + name + "_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("tessera_pipeline_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   return dir;
 }
@@ -299,9 +301,11 @@ TEST(Trainer, AccumulationEqualsOneLargeBatch) {
   ASSERT_EQ(mb.size(), 4u);
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_NEAR(ma[i]["grad_norm"].get<double>(), mb[i]["grad_norm"].get<double>(),
-                0.01 * mb[i]["grad_norm"].get<double>()) << i;
+                0.01 * mb[i]["grad_norm"].get<double>())
+        << i;
     EXPECT_NEAR(ma[i]["loss"].get<double>(), mb[i]["loss"].get<double>(),
-                0.01 * mb[i]["loss"].get<double>()) << i;
+                0.01 * mb[i]["loss"].get<double>())
+        << i;
   }
   EXPECT_TRUE(at::allclose(ta.w_, tb.w_, 0, 1e-3)) << (ta.w_ - tb.w_).abs().max().item<double>();
   fs::remove_all(a_dir);
@@ -345,14 +349,62 @@ TEST(Trainer, RejectsBadConfigsAndTasks) {
   fs::remove_all(dir);
 }
 
-TEST(Trainer, Bf16AutocastRuns) {
-  const fs::path dir = fresh_dir("bf16");
-  TrainerConfig c = base_config(dir);
-  c.bf16_autocast = true;
-  c.steps = 2;
-  RegressionTask task;
-  EXPECT_EQ(Trainer(c, task).run().steps, 2);
-  fs::remove_all(dir);
+// Note [bf16 tolerance of the regression task]
+// Under bf16 autocast the task's only low-precision operation is x·w (4 terms): autocast rounds x
+// and w to bf16 (8 significant bits: unit roundoff u = 2^-8 ≈ 0.0039), sums the products in
+// float32 and rounds the result to bf16; backward, the matmul's gradients are formed the same way.
+// The rest (+ b − y − noise, the square, the mean, the optimizer) stays float32. So
+//   loss: with S = Σ|x||w| per output, |Δ(x·w)| ≤ 3u·S, and for L = mean(r²),
+//     |ΔL|/L ≤ 2·mean(|r|·3u·S)/mean(r²) ≤ 6u·RMS(S)/RMS(r) (Cauchy–Schwarz). Here RMS(r) ≈ 1.6
+//     (L ≈ 2.5, and 6 steps lower it little) and RMS(S) ≤ 0.83 even if every |w| grew by the most
+//     6 steps of lr 0.03 allow: at most about 3u;
+//   weights: AdamW's step is lr·m̂/(√v̂ + ε), of magnitude about lr and relative error about that
+//     of the gradient, 3u, as no gradient component is near zero (the loss stays of order 1). Over
+//     N = 6 steps the runs drift apart by at most about N·lr·2·3u; allowed: N·lr·8u ≈ 0.0056, a
+//     fifth of one step. That drift moves the loss by |∂L/∂w|·Δw ≲ 2·RMS(r)·|x|·Δw: about 2u.
+// Hence 8u = 2^-5 per step for the loss. A loss in bf16 throughout would still pass; a lost
+// scaling or term (tens of percent) would not, and an autocast that did nothing fails the
+// inequality check below. The test prints the measured differences (far below: rounding errors
+// are not all of one sign).
+TEST(Trainer, Bf16AutocastMatchesFloat32WithinBf16Rounding) {
+  constexpr double kUnitRoundoff = 1.0 / 256.0;  // bf16: 2^-8
+  const fs::path fp32_dir = fresh_dir("fp32"), bf16_dir = fresh_dir("bf16");
+  TrainerConfig fp32 = base_config(fp32_dir);
+  fp32.log_every = 1;
+  TrainerConfig bf16 = fp32;
+  bf16.output_dir = bf16_dir.string();
+  bf16.bf16_autocast = true;
+  RegressionTask fp32_task, bf16_task;
+  reset_global_generator();  // the task draws from it: the same noise in both runs
+  Trainer(fp32, fp32_task).run();
+  reset_global_generator();
+  EXPECT_EQ(Trainer(bf16, bf16_task).run().steps, fp32.steps);
+
+  const auto a = read_metrics(fp32_dir), b = read_metrics(bf16_dir);
+  ASSERT_EQ(a.size(), static_cast<size_t>(fp32.steps));
+  ASSERT_EQ(b.size(), a.size());
+  double largest_loss_error = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double fp32_loss = a[i]["loss"].get<double>(), bf16_loss = b[i]["loss"].get<double>();
+    largest_loss_error = std::max(largest_loss_error, std::abs(bf16_loss / fp32_loss - 1));
+    EXPECT_NEAR(bf16_loss, fp32_loss, 8 * kUnitRoundoff * fp32_loss) << "step " << i + 1;
+  }
+  // Autocast was on: bf16 rounding changed the first loss (an fp32 rerun gives the same bits).
+  EXPECT_NE(a[0]["loss"].get<double>(), b[0]["loss"].get<double>());
+
+  const double weight_tolerance =
+      static_cast<double>(fp32.steps) * fp32.optimizer.learning_rate * 8 * kUnitRoundoff;
+  const double w_error = (bf16_task.w_ - fp32_task.w_).abs().max().item<double>();
+  const double b_error = (bf16_task.b_ - fp32_task.b_).abs().max().item<double>();
+  EXPECT_LE(w_error, weight_tolerance);
+  EXPECT_LE(b_error, weight_tolerance);
+  std::printf(
+      "bf16 against fp32 over %lld steps: loss %.2e relative (allowed %.2e), weights "
+      "%.2e, bias %.2e (allowed %.2e)\n",
+      static_cast<long long>(fp32.steps), largest_loss_error, 8 * kUnitRoundoff, w_error, b_error,
+      weight_tolerance);
+  fs::remove_all(fp32_dir);
+  fs::remove_all(bf16_dir);
 }
 
 }  // namespace

@@ -4,33 +4,37 @@
 // conversion) on small problems of every kind of mask the kernels distinguish: causal,
 // block-diagonal and block-causal over ragged segments (tiles cut at segment boundaries, full
 // chunks), random intervals with empty rows, a random dense mask (partial chunks with the dense
-// rule), fewer queries than keys. Used by tests/cuda/emulated_kernels_test.cpp (ctest -L cuda, a
-// few cases) and tests/cuda/emulation/emulate_kernels.cpp (all of them: tests/cuda/emulation/run).
+// rule), fewer queries than keys; each in bf16 and fp16 with head dims 64 and 128 (kVariants).
+// Used by tests/cuda/emulated_kernels_test.cpp (ctest -L cuda) and
+// tests/cuda/emulation/emulate_kernels.cpp (tests/cuda/emulation/run), both of which run every
+// problem in every variant.
 //
 // The work lists are built here the way kernels/cuda/schedule.cpp builds them (that file is
 // checked by tests/cuda/schedule_test.cpp), from query tiles cut at segment boundaries.
 
-#include "cuda_emulation.h"  // before the kernels
-// The kernels, compiled as C++ (TESSERA_CUDA_EMULATION must be defined by the includer).
-#include "../../../kernels/cuda/attention_backward.cu"
-#include "../../../kernels/cuda/attention_forward.cu"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "cuda_emulation.h"  // before the kernels
+
+// The kernels, compiled as C++ (TESSERA_CUDA_EMULATION must be defined by the includer).
+#include "../../../kernels/cuda/attention_backward.cu"
+#include "../../../kernels/cuda/attention_forward.cu"
 
 namespace tessera::cuda::emulation {
 
 struct Problem {
   std::string name;
   int bh = 2, lq = 0, lk = 0;
-  std::vector<int> segments;          // query tiles are cut at these boundaries (sum = lq)
-  std::vector<int32_t> begin, end;    // row intervals
-  std::vector<uint8_t> dense;         // [lq, lk] or empty
+  std::vector<int> segments;        // query tiles are cut at these boundaries (sum = lq)
+  std::vector<int32_t> begin, end;  // row intervals
+  std::vector<uint8_t> dense;       // [lq, lk] or empty
   bool allowed(int q, int k) const {
     if (k < begin[q] || k >= end[q]) return false;
     return dense.empty() || dense[static_cast<size_t>(q) * lk + k] != 0;
@@ -82,7 +86,7 @@ inline std::vector<Tile> plan(const Problem& p) {
 }
 
 inline void forward_lists(const std::vector<Tile>& tiles, std::vector<int32_t>& list,
-                   std::vector<int32_t>& chunks) {
+                          std::vector<int32_t>& chunks) {
   for (const Tile& t : tiles) {
     const int c0 = static_cast<int>(chunks.size() / 4);
     auto region = [&](int r0, int r1, bool full) {
@@ -90,8 +94,8 @@ inline void forward_lists(const std::vector<Tile>& tiles, std::vector<int32_t>& 
       if (len <= 0) return;
       const int pieces = (len + kTileKeys - 1) / kTileKeys;
       for (int j = 0; j < pieces; ++j) {
-        chunks.insert(chunks.end(), {r0 + j * len / pieces, r0 + (j + 1) * len / pieces,
-                                     full ? 1 : 0, 0});
+        chunks.insert(chunks.end(),
+                      {r0 + j * len / pieces, r0 + (j + 1) * len / pieces, full ? 1 : 0, 0});
       }
     };
     region(t.kb, t.fb, false);
@@ -102,7 +106,7 @@ inline void forward_lists(const std::vector<Tile>& tiles, std::vector<int32_t>& 
 }
 
 inline void backward_lists(const std::vector<Tile>& tiles, int lk, std::vector<int32_t>& blocks,
-                    std::vector<int32_t>& entries) {
+                           std::vector<int32_t>& entries) {
   for (int n0 = 0; n0 < lk; n0 += kTileKeys) {
     const int n1 = std::min(lk, n0 + kTileKeys);
     const int e0 = static_cast<int>(entries.size() / 4);
@@ -116,13 +120,17 @@ inline void backward_lists(const std::vector<Tile>& tiles, int lk, std::vector<i
 
 template <typename T>
 T to_type(float x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(x);
-  else return __float2half_rn(x);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16_rn(x);
+  else
+    return __float2half_rn(x);
 }
 template <typename T>
 float from_type(T x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(x);
-  else return __half2float(x);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else
+    return __half2float(x);
 }
 
 inline double rel_error(const std::vector<double>& got, const std::vector<double>& want) {
@@ -179,17 +187,20 @@ Outcome run(const Problem& p, uint64_t seed) {
       for (int j = 0; j < Lk; ++j) sum += p.allowed(i, j) ? std::exp(s[j] - mx) : 0;
       const size_t row = static_cast<size_t>(b) * Lq + i;
       lse_ref[row] = sum > 0 ? mx + std::log(sum) : -INFINITY;
-      for (int j = 0; j < Lk; ++j) pr[j] = (sum > 0 && p.allowed(i, j)) ? std::exp(s[j] - mx) / sum : 0;
+      for (int j = 0; j < Lk; ++j)
+        pr[j] = (sum > 0 && p.allowed(i, j)) ? std::exp(s[j] - mx) / sum : 0;
       std::vector<double> dp(static_cast<size_t>(Lk), 0);
       double delta = 0;
       for (int d = 0; d < D; ++d) {
         double o = 0;
-        for (int j = 0; j < Lk; ++j) o += pr[j] * from_type(v[(static_cast<size_t>(b) * Lk + j) * D + d]);
+        for (int j = 0; j < Lk; ++j)
+          o += pr[j] * from_type(v[(static_cast<size_t>(b) * Lk + j) * D + d]);
         out_ref[row * D + d] = o;
       }
       for (int j = 0; j < Lk; ++j) {
         for (int d = 0; d < D; ++d) {
-          dp[j] += from_type(go[row * D + d]) * from_type(v[(static_cast<size_t>(b) * Lk + j) * D + d]);
+          dp[j] +=
+              from_type(go[row * D + d]) * from_type(v[(static_cast<size_t>(b) * Lk + j) * D + d]);
         }
         delta += pr[j] * dp[j];
       }
@@ -289,8 +300,8 @@ Outcome run(const Problem& p, uint64_t seed) {
   std::snprintf(line, sizeof line,
                 "%-4s %-28s %s D=%-3d Lq=%-4d Lk=%-4d tiles=%-2d chunks=%-3d out %.1e lse %.1e dq "
                 "%.1e dk %.1e dv %.1e%s%s",
-                ok ? "ok" : "FAIL", p.name.c_str(), bf16 ? "bf16" : "fp16", D, Lq, Lk,
-                fp.num_tiles, static_cast<int>(chunks.size() / 4), e_out, e_lse, e_dq, e_dk, e_dv,
+                ok ? "ok" : "FAIL", p.name.c_str(), bf16 ? "bf16" : "fp16", D, Lq, Lk, fp.num_tiles,
+                static_cast<int>(chunks.size() / 4), e_out, e_lse, e_dq, e_dk, e_dv,
                 lse_inf_ok ? "" : " (lse -inf rows differ)",
                 empty_rows_zero ? "" : " (rows without keys not 0)");
   return {ok, line};
@@ -364,5 +375,24 @@ inline std::vector<Problem> problems() {
   return ps;
 }
 
+// The dtypes and head dims the kernels are instantiated for (kernels/cuda/attention_cuda.cpp).
+struct Variant {
+  bool bf16 = true;
+  int head_dim = 64;
+};
+inline constexpr Variant kVariants[] = {{true, 64}, {true, 128}, {false, 64}, {false, 128}};
+
+// The inputs' seed of problem i in variant v: one per case, the same in both runners.
+inline uint64_t case_seed(size_t problem, size_t variant) {
+  return 1 + problem * std::size(kVariants) + variant;
+}
+
+inline Outcome run(const Problem& p, Variant variant, uint64_t seed) {
+  if (variant.bf16) {
+    return variant.head_dim == 64 ? run<__nv_bfloat16, 64>(p, seed)
+                                  : run<__nv_bfloat16, 128>(p, seed);
+  }
+  return variant.head_dim == 64 ? run<__half, 64>(p, seed) : run<__half, 128>(p, seed);
+}
 
 }  // namespace tessera::cuda::emulation
