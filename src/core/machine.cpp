@@ -34,6 +34,7 @@ MachineDescription describe_machine() {
   std::set<std::string> flags;
   std::string line;
   bool first_processor_read = false;
+  std::string family, model, stepping;
   while (std::getline(cpuinfo, line)) {
     const size_t colon = line.find(':');
     if (colon == std::string::npos) continue;
@@ -43,11 +44,21 @@ MachineDescription describe_machine() {
       ++machine.logical_cpus;
     } else if (key == "model name" && !first_processor_read) {
       machine.cpu = value;
+    } else if (key == "cpu family" && !first_processor_read) {
+      family = value;
+    } else if (key == "model" && !first_processor_read) {
+      model = value;
+    } else if (key == "stepping" && !first_processor_read) {
+      stepping = value;
     } else if (key == "flags" && !first_processor_read) {
       std::istringstream words(value);
       for (std::string word; words >> word;) flags.insert(word);
       first_processor_read = true;  // the first processor speaks for all
     }
+  }
+  if (!family.empty() && !model.empty()) {
+    machine.cpu_model = fmt::format("family {} model {} stepping {}", family, model,
+                                    stepping.empty() ? "?" : stepping);
   }
   for (const std::string_view flag : kKernelFlags) {
     if (flags.contains(std::string(flag))) machine.cpu_flags.emplace_back(flag);
@@ -58,6 +69,7 @@ MachineDescription describe_machine() {
 nlohmann::ordered_json machine_json(const MachineDescription& machine) {
   nlohmann::ordered_json json;
   json["cpu"] = machine.cpu;
+  json["cpu_model"] = machine.cpu_model;
   json["cpu_flags"] = fmt::format("{}", fmt::join(machine.cpu_flags, " "));
   json["logical_cpus"] = machine.logical_cpus;
   json["threads"] = machine.threads;

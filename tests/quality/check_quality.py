@@ -12,10 +12,11 @@ with the recorded one, model by model (docs/evaluation.md, "The quality check", 
   * FID-FM:   |f − f₀| ≤ z·√(s₀² + s²)            (s: FID-FM's bootstrap standard error at N)
   * z = 3.5: with 7 models × 2 figures, a fresh, unchanged-in-distribution draw passes all 14 with
     probability ≥ 99.3 %.
-  * on the CPU the figures were recorded on (name and kernel flags), the samples themselves: their
-    digest must be equal, since sampling is bit-reproducible there (docs/determinism.md). A change
-    that alters any sample fails here, however small; re-record with scripts/update-results
-    --record-quality once the change is intended and its figures are within the bands.
+  * on the CPU the figures were recorded on (name, family/model/stepping, kernel flags), the
+    samples themselves: their digest must be equal, since sampling is bit-reproducible there
+    (docs/determinism.md). A change that alters any sample fails here, however small; re-record
+    with scripts/update-results --record-quality once the change is intended and its figures are
+    within the bands.
 
 The set of models must equal the recorded set. Exit status: 0 pass, 1 fail, 77 skipped for a
 missing prerequisite (the Fashion-MNIST data set) — a failure under TESSERA_REQUIRE_ALL.
@@ -43,7 +44,7 @@ def fid_band(recorded_se, measured_se):
 
 
 def same_cpu(a, b):
-    return a["cpu"] == b["cpu"] and a["cpu_flags"] == b["cpu_flags"]
+    return all(a.get(key) == b.get(key) for key in ("cpu", "cpu_model", "cpu_flags"))
 
 
 def compare(recorded, measured, compare_digests=None):

@@ -11,7 +11,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_quality  # noqa: E402
 
-MACHINE = {"cpu": "Test CPU", "cpu_flags": "avx2 fma", "logical_cpus": 2, "threads": 2}
+MACHINE = {"cpu": "Test CPU", "cpu_model": "family 6 model 207 stepping 2",
+           "cpu_flags": "avx2 fma", "logical_cpus": 2, "threads": 2}
 
 
 def results(**rows):
@@ -51,6 +52,9 @@ class Compare(unittest.TestCase):
         failures, lines = check_quality.compare(rec, other_cpu)
         self.assertEqual(failures, [])
         self.assertIn("not compared bit for bit", lines[-1])
+        other_model = copy.deepcopy(now)
+        other_model["machine"]["cpu_model"] = "family 6 model 143 stepping 8"
+        self.assertEqual(check_quality.compare(rec, other_model)[0], [])
 
     def test_accuracy_just_inside_passes_just_outside_fails(self):
         band = check_quality.accuracy_band(0.87, 1000)

@@ -16,6 +16,9 @@ namespace tessera {
 
 struct MachineDescription {
   std::string cpu;  ///< the CPU's "model name" (/proc/cpuinfo); "unknown" where it cannot be read
+  /// "family F model M stepping S" (/proc/cpuinfo): virtual machines often show only a generic
+  /// name ("Intel(R) Xeon(R) Processor"), which this tells apart. Empty where unknown.
+  std::string cpu_model;
   /// The instruction-set extensions that select LibTorch's and MKL's kernels (AVX2, FMA,
   /// AVX-512 and its VNNI/BF16 parts, AMX) which the CPU has, in a fixed order.
   std::vector<std::string> cpu_flags;
@@ -26,7 +29,7 @@ struct MachineDescription {
 /// This machine, now (the thread count is at::get_num_threads() at the call).
 MachineDescription describe_machine();
 
-/// {"cpu": …, "cpu_flags": "avx2 fma …", "logical_cpus": …, "threads": …}.
+/// {"cpu": …, "cpu_model": …, "cpu_flags": "avx2 fma …", "logical_cpus": …, "threads": …}.
 nlohmann::ordered_json machine_json(const MachineDescription& machine);
 
 }  // namespace tessera
