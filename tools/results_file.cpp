@@ -37,8 +37,9 @@ nlohmann::ordered_json generator_results(const std::string& model, Generator& ge
   row["ms_per_image"] = quality.milliseconds_per_image;
   row["fid_fm"] = quality.fid_fm;
   row["fid_fm_standard_error"] = quality.fid_fm_standard_error;
-  row["accuracy"] = quality.conditional_accuracy ? nlohmann::ordered_json(*quality.conditional_accuracy)
-                                                 : nlohmann::ordered_json(nullptr);
+  row["accuracy"] = quality.conditional_accuracy
+                        ? nlohmann::ordered_json(*quality.conditional_accuracy)
+                        : nlohmann::ordered_json(nullptr);
   row["samples_digest"] = samples_digest(samples);
   return row;
 }

@@ -4,9 +4,8 @@
 // docs/results/), and the quality check (tests/quality) compares a fresh demo's file with the
 // recorded one. Every file starts with the same header: what was run, when, on what.
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tessera/pipeline/generator.h"

@@ -15,8 +15,8 @@ namespace {
 
 // The extensions that change which kernels run, in the order they are listed.
 constexpr std::array<std::string_view, 14> kKernelFlags = {
-    "sse4_2",      "avx",         "avx2",        "fma",      "f16c",     "avx512f", "avx512bw",
-    "avx512vl",    "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"};
+    "sse4_2",   "avx",         "avx2",        "fma",      "f16c",     "avx512f",  "avx512bw",
+    "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"};
 
 std::string trimmed(const std::string& text) {
   const size_t first = text.find_first_not_of(" \t");

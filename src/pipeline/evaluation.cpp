@@ -34,9 +34,10 @@ double fid_fm(Classifier& classifier, const at::Tensor& images, const GaussianSt
 
 double fid_fm_bootstrap_standard_error(const at::Tensor& features, const GaussianStats& reference,
                                        int64_t replicates, uint64_t seed) {
-  TESSERA_CHECK(features.defined() && features.dim() == 2 && features.size(0) >= 2,
-                "fid_fm_bootstrap_standard_error: expected features [N, D] with N >= 2, got {}",
-                features.defined() ? fmt::format("{}", features.sizes()) : std::string("undefined"));
+  TESSERA_CHECK(
+      features.defined() && features.dim() == 2 && features.size(0) >= 2,
+      "fid_fm_bootstrap_standard_error: expected features [N, D] with N >= 2, got {}",
+      features.defined() ? fmt::format("{}", features.sizes()) : std::string("undefined"));
   TESSERA_CHECK(replicates >= 2, "fid_fm_bootstrap_standard_error: replicates must be >= 2, got {}",
                 replicates);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -99,8 +100,8 @@ std::string format_quality_report(std::optional<double> fid, std::optional<doubl
   std::string out;
   std::string floor_text = fmt::format("test vs train {:.3f}", floors.fid_test_vs_train);
   if (floors.fid_reconstruction_vs_train) {
-    floor_text += fmt::format(", reconstructions vs train {:.3f}",
-                              *floors.fid_reconstruction_vs_train);
+    floor_text +=
+        fmt::format(", reconstructions vs train {:.3f}", *floors.fid_reconstruction_vs_train);
   }
   if (fid) {
     out = fmt::format("FID-FM {:.3f} (floors: {})", *fid, floor_text);

@@ -87,8 +87,7 @@ BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& requ
     TESSERA_CHECK(c >= 0 && c < num_classes,
                   "sampling: class {} is outside the generator's classes [0, {})", c, num_classes);
   }
-  const at::Tensor labels =
-      at::tensor(classes, at::kLong).repeat_interleave(request.per_class);
+  const at::Tensor labels = at::tensor(classes, at::kLong).repeat_interleave(request.per_class);
   return sample_labels(generator, labels, labels.size(0), labels.size(0), request.seed,
                        request.options, request.reference_seeding);
 }

@@ -29,11 +29,11 @@ inline bool prerequisites_required() {
 /// Skips the current test, or fails it under TESSERA_REQUIRE_ALL, naming what is missing (anything
 /// streamable: `TESSERA_SKIP_FOR_MISSING("parity fixture " << dir)`). Returns from the enclosing
 /// function, like GTEST_SKIP and FAIL: use it in a TEST body, SetUp, or a void helper.
-#define TESSERA_SKIP_FOR_MISSING(what)                                                        \
-  do {                                                                                        \
-    if (::tessera::testing::prerequisites_required()) {                                       \
-      FAIL() << "missing prerequisite: " << what                                              \
-             << " (TESSERA_REQUIRE_ALL is set: CI needs every reference check to run)";      \
-    }                                                                                         \
-    GTEST_SKIP() << "missing prerequisite: " << what;                                         \
+#define TESSERA_SKIP_FOR_MISSING(what)                                                  \
+  do {                                                                                  \
+    if (::tessera::testing::prerequisites_required()) {                                 \
+      FAIL() << "missing prerequisite: " << what                                        \
+             << " (TESSERA_REQUIRE_ALL is set: CI needs every reference check to run)"; \
+    }                                                                                   \
+    GTEST_SKIP() << "missing prerequisite: " << what;                                   \
   } while (false)

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "common/prerequisite.h"
 #include "common/error_message.h"
+#include "common/prerequisite.h"
 #include "common/temporary_folder.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fashion_mnist.h"
@@ -334,7 +334,7 @@ class FashionMnistReal : public ::testing::Test {
   void SetUp() override {
     if (!fs::exists(default_fashion_mnist_directory() / "train-images-idx3-ubyte.gz")) {
       TESSERA_SKIP_FOR_MISSING("Fashion-MNIST at " << default_fashion_mnist_directory()
-                                                    << " (set TESSERA_FASHION_MNIST_DIR)");
+                                                   << " (set TESSERA_FASHION_MNIST_DIR)");
     }
   }
 };

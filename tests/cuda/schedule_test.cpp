@@ -140,7 +140,8 @@ TEST(CudaSchedule, EveryRuleAndRaggedLengths) {
 }
 
 TEST(CudaSchedule, QueryLengthDiffersFromKeyLength) {
-  for (auto [lq, lk] : std::vector<std::pair<int64_t, int64_t>>{{1, 97}, {5, 97}, {64, 700}, {70, 3}}) {
+  for (auto [lq, lk] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 97}, {5, 97}, {64, 700}, {70, 3}}) {
     const BlockMask mask = BlockMask::causal_tail(lq, std::max(lq, lk));
     const std::string label = "causal_tail " + std::to_string(lq) + "x" + std::to_string(lk);
     check_forward(mask, mask.to_dense(), label);
@@ -156,8 +157,8 @@ TEST(CudaSchedule, RowsThatSeeNoKeyGetATileWithoutChunks) {
   const int64_t lq = 9, lk = 20;
   const BlockMask mask =
       BlockMask::from_intervals(std::vector<int64_t>(lq, 4), std::vector<int64_t>(lq, 4), lk);
-  const cuda::ForwardSchedule f = cuda::make_forward_schedule(mask.plan(cuda::kTileRows).tiles,
-                                                              cuda::kTileKeys);
+  const cuda::ForwardSchedule f =
+      cuda::make_forward_schedule(mask.plan(cuda::kTileRows).tiles, cuda::kTileKeys);
   ASSERT_EQ(f.num_tiles(), 1);
   EXPECT_EQ(f.tiles[2], f.tiles[3]);  // no chunk: output 0, lse -inf
   const cuda::BackwardSchedule b =
@@ -169,8 +170,9 @@ TEST(CudaSchedule, RowsThatSeeNoKeyGetATileWithoutChunks) {
 #else
 
 TEST(CudaSchedule, BuiltWithoutCuda) {
-  TESSERA_SKIP_FOR_MISSING("nvcc: this build has no CUDA kernels (the CUDA toolkit was not found "
-                           "at configure time)");
+  TESSERA_SKIP_FOR_MISSING(
+      "nvcc: this build has no CUDA kernels (the CUDA toolkit was not found "
+      "at configure time)");
 }
 
 #endif

@@ -75,7 +75,7 @@ TEST(TokenizerTraining, TrainConfigValidation) {
 TEST(TokenizerTraining, TinyEndToEndRunWritesCheckpointAndMetrics) {
   if (!std::filesystem::exists(default_fashion_mnist_directory() / "train-images-idx3-ubyte.gz")) {
     TESSERA_SKIP_FOR_MISSING("Fashion-MNIST at " << default_fashion_mnist_directory()
-                                                  << " (set TESSERA_FASHION_MNIST_DIR)");
+                                                 << " (set TESSERA_FASHION_MNIST_DIR)");
   }
   const auto out_dir = std::filesystem::temp_directory_path() /
                        ("tessera-train-tokenizer-test-" + std::to_string(::getpid()));

@@ -6,9 +6,8 @@
 // figures, and the quality check compares samples bit for bit only on the CPU they were recorded
 // on (docs/evaluation.md, "The quality check").
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -24,7 +23,7 @@ struct MachineDescription {
   std::vector<std::string> cpu_flags;
   int64_t logical_cpus = 0;  ///< processors the OS shows (0 when unknown)
   int64_t threads = 0;       ///< LibTorch's intra-op threads when described
-};  ///< The CPU and thread count behind a measurement.
+};                           ///< The CPU and thread count behind a measurement.
 
 /// This machine, now (the thread count is at::get_num_threads() at the call).
 MachineDescription describe_machine();
