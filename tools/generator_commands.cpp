@@ -284,8 +284,9 @@ void run_eval(const EvalOptions& options) {
               format_quality_report(quality.fid_fm, quality.conditional_accuracy, floors).c_str());
   if (!options.json.empty()) {
     nlohmann::ordered_json results = results_header(options.command_line);
-    results["sampling"] = options.sampling.empty() ? nlohmann::ordered_json(nullptr)
-                                                   : nlohmann::ordered_json::parse(options.sampling);
+    results["sampling"] = options.sampling.empty()
+                              ? nlohmann::ordered_json(nullptr)
+                              : nlohmann::ordered_json::parse(options.sampling);
     results["batch_size"] = options.batch_size;
     results["result"] = generator_results(std::filesystem::path(options.model).stem().string(),
                                           generator, samples, quality, options.seed);
