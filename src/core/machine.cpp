@@ -42,18 +42,21 @@ MachineDescription describe_machine() {
     const std::string value = trimmed(line.substr(colon + 1));
     if (key == "processor") {
       ++machine.logical_cpus;
-    } else if (key == "model name" && !first_processor_read) {
+      continue;
+    }
+    if (first_processor_read) continue;  // the first processor speaks for all
+    if (key == "model name") {
       machine.cpu = value;
-    } else if (key == "cpu family" && !first_processor_read) {
+    } else if (key == "cpu family") {
       family = value;
-    } else if (key == "model" && !first_processor_read) {
+    } else if (key == "model") {
       model = value;
-    } else if (key == "stepping" && !first_processor_read) {
+    } else if (key == "stepping") {
       stepping = value;
-    } else if (key == "flags" && !first_processor_read) {
+    } else if (key == "flags") {
       std::istringstream words(value);
       for (std::string word; words >> word;) flags.insert(word);
-      first_processor_read = true;  // the first processor speaks for all
+      first_processor_read = true;
     }
   }
   if (!family.empty() && !model.empty()) {

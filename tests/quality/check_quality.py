@@ -97,6 +97,17 @@ def compare(recorded, measured, compare_digests=None):
     return failures, lines
 
 
+def run_demo(source, tessera, samples, out):
+    """`tessera demo --samples N` from `source` (models/ and the classifier there), its grids into
+    `out`; returns its results file, parsed."""
+    results = os.path.join(out, "quality.json")
+    command = [tessera, "demo", "--samples", str(samples), "--out", out, "--json", results]
+    print("running:", " ".join(command), flush=True)
+    subprocess.run(command, cwd=source, check=True)
+    with open(results) as f:
+        return json.load(f)
+
+
 def main():
     args = sys.argv[1:]
     if len(args) not in (2, 4) or (len(args) == 4 and args[2] != "--recorded"):
@@ -115,13 +126,7 @@ def main():
     with open(recorded_path) as f:
         recorded = json.load(f)
     with tempfile.TemporaryDirectory(prefix="tessera-quality-") as out:
-        results = os.path.join(out, "quality.json")
-        command = [tessera, "demo", "--samples", str(recorded["samples"]), "--out", out,
-                   "--json", results]
-        print("running:", " ".join(command), flush=True)
-        subprocess.run(command, cwd=source, check=True)
-        with open(results) as f:
-            measured = json.load(f)
+        measured = run_demo(source, tessera, recorded["samples"], out)
     if measured["seed"] != recorded["seed"]:
         print(f"FAILED: the demo sampled with seed {measured['seed']}, recorded "
               f"{recorded['seed']}")

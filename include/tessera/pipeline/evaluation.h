@@ -53,7 +53,7 @@ double classifier_accuracy(Classifier& classifier, const at::Tensor& images,
 
 struct QualityFloors {
   int64_t reference_images = 0;  ///< training images in the reference statistics
-  int64_t test_images = 0;       ///< test images measured
+  int64_t test_images = 0;  ///< test images measured
   double fid_test_vs_train = 0;  ///< FID-FM of the test set against the reference
   std::optional<double> fid_reconstruction_vs_train{};  ///< when a tokenizer was given
   std::optional<double> test_accuracy{};                ///< when test labels were given

@@ -16,9 +16,9 @@
 namespace tessera {
 
 struct BulkSampleOptions {
-  int64_t count = 1000;                        ///< samples in all
-  int64_t batch_size = 100;                    ///< samples per sample() call
-  uint64_t seed = 0;                           ///< the request's seed
+  int64_t count = 1000;      ///< samples in all
+  int64_t batch_size = 100;  ///< samples per sample() call
+  uint64_t seed = 0;  ///< the request's seed
   std::optional<GenerationOptions> options{};  ///< the generator's defaults when unset
   /// When > 0, the first class_rows_first·num_classes samples ask for the classes class by class,
   /// class_rows_first each: with batch_size equal to that count they are exactly the grid
@@ -33,7 +33,7 @@ struct BulkSamples {
   Tokens tokens{};      ///< what the schedule produced, every scale [count, ...]
   double seconds = 0;   ///< wall time of sampling and decoding
   double milliseconds_per_image() const;  ///< Wall time per image, in milliseconds.
-};                                        ///< Samples with their classes and timing.
+};  ///< Samples with their classes and timing.
 
 /// Class-balanced requests: sample i asks for class i mod num_classes (after the class rows, if
 /// BulkSampleOptions::class_rows_first asks for them; each class still gets the same count when
@@ -49,7 +49,7 @@ struct ClassRowsRequest {
   /// SampleRequest::reference_seeding (the whole grid is one batch either way).
   bool reference_seeding = false;
   std::optional<GenerationOptions> options{};  ///< the generator's defaults when unset
-};                                             ///< What sample_class_rows draws.
+};  ///< What sample_class_rows draws.
 
 /// per_class samples of each requested class, class by class (one grid row per class), as one
 /// batch. Throws tessera::Error naming a class outside the generator's range.
@@ -57,13 +57,13 @@ BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& requ
 
 struct GeneratorQuality {
   int64_t samples = 0;  ///< samples judged
-  double fid_fm = 0;    ///< their FID-FM
+  double fid_fm = 0;  ///< their FID-FM
   /// FID-FM's bootstrap standard error at this sample count (fid_fm_bootstrap_standard_error, 200
   /// resamples, seed 0).
   double fid_fm_standard_error = 0;
   std::optional<double> conditional_accuracy{};  ///< conditional generators only
-  double milliseconds_per_image = 0;             ///< sampling time per image
-};                                               ///< What judge_samples measured.
+  double milliseconds_per_image = 0;  ///< sampling time per image
+};  ///< What judge_samples measured.
 
 /// FID-FM of `samples` against `reference` (e.g. the training images' statistics) with its
 /// bootstrap standard error and, when the samples have labels, the classifier's accuracy on them.
