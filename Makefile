@@ -47,8 +47,8 @@ bench: build
 # suite but the CUDA one (no GPU, and its CPU emulation is not Tessera's run-time code) and the
 # packaging tests (they rebuild outside projects); docs/fuzzing.md, "Sanitizers".
 SANITIZE_DIR ?= build-sanitize
-SANITIZE_SUITES ?= core attention nn tokenizer head schedule next_scale pipeline compat hardening
-SANITIZE_LABELS ?= core|attention|backbone|tokenizer|head|schedule|pipeline|compat|hardening
+SANITIZE_SUITES ?= core io data attention nn tokenizer head schedule next_scale pipeline train eval compat hardening
+SANITIZE_LABELS ?= core|io|data|attention|backbone|tokenizer|head|schedule|pipeline|train|eval|compat|hardening
 SANITIZE_FLAGS = -fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=all -fno-omit-frame-pointer
 test-sanitize: bootstrap
 	@if [ ! -f $(SANITIZE_DIR)/CMakeCache.txt ]; then \
@@ -70,7 +70,7 @@ test-sanitize: bootstrap
 # FUZZ_SECONDS from its committed seed corpus after replaying the kept reproducers.
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors config idx image image_codecs png_nocrc
+FUZZ_TARGETS ?= safetensors config idx image png jpeg
 fuzz:
 	@scripts/bootstrap --fuzz >/dev/null
 	@if [ ! -f $(FUZZ_DIR)/CMakeCache.txt ]; then \

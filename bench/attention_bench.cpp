@@ -1,4 +1,4 @@
-// attention_bench: block-sparse attention against PyTorch's SDPA (DESIGN.md §4, issue 3).
+// attention_bench: block-sparse attention against PyTorch's SDPA (docs/architecture.md, "Attention masks and the benchmark protocol", issue 3).
 //
 // For each configuration (mask rule x length x batch x pass) it times, interleaved round-robin:
 //   (A) at::scaled_dot_product_attention with the boolean mask (mask.to_dense(), true = attend);
@@ -98,7 +98,7 @@ Options parse_options(int argc, char** argv) {
       }
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
-          "attention_bench: Tessera's block-sparse attention against SDPA (DESIGN.md 4)\n"
+          "attention_bench: Tessera's block-sparse attention against SDPA (docs/architecture.md)\n"
           "  --out DIR           where attention.json goes (default %s)\n"
           "  --runs N            timed runs per variant, median reported (default 30; 5 with "
           "--quick)\n"
@@ -430,7 +430,7 @@ Result run_config(const Config& config, int runs) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// KV-cache decoding steps (Note [Strided heads] in kernels/cpu/attention_cpu.h)
+// KV-cache decoding steps (Note [Strided heads] in kernels/cpu/attention_kernels.h)
 //
 // A step's queries against slots [0, L) of [B, H, capacity, D] cache buffers, causal_tail mask:
 //   (E) tessera::attention on the cache views, read in place;

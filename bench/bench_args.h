@@ -2,6 +2,15 @@
 // Command-line parsing shared by the bench/ programs: flags as `--flag VALUE` or `--flag=VALUE`,
 // errors as "<program>: <message>" plus the usage line and exit status 2.
 //
+// Note [Why the benchmarks do not use Google Benchmark]
+// Every speed claim is a ratio against a baseline timed in the same run (docs/performance.md), so
+// each program times the baseline and the candidate on the same inputs one call at a time,
+// alternating round-robin, and reports the medians and their ratio per configuration, with the
+// machine, in one JSON file. Google Benchmark times each benchmark as its own loop of iterations;
+// its random interleaving shuffles whole repetitions, not single calls, and a ratio between two of
+// its benchmarks is left to post-processing. It was linked but unused, so it was dropped rather
+// than kept as a dependency that measures nothing.
+//
 //   BenchArgs args("attention_bench", "[--out DIR] [--runs N]", argc, argv);
 //   while (args.next()) {
 //     if (args.flag() == "--runs") options.runs = args.positive_value();

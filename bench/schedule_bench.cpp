@@ -271,7 +271,7 @@ ScheduleCase make_var_case(const BenchSetup& setup) {
 
 ScheduleCase make_var_no_cache_case(const BenchSetup& setup) {
   NextScaleScheduleConfig config;
-  config.use_kv_cache = false;
+  config.sampling.use_kv_cache = false;
   ScheduleCase c =
       next_scale_family_case(setup, std::make_unique<NextScaleSchedule>(config), 0);
   c.name = "next_scale, no cache";
@@ -288,7 +288,7 @@ ScheduleCase make_hmar_case(const BenchSetup& setup) {
 
 ScheduleCase make_hmar_refined_case(const BenchSetup& setup) {
   HmarScheduleConfig config;
-  config.refinement_steps = {0, 1, 2, 2, 2, 2, 2, 2, 2, 2};  // 17 extra unguided calls
+  config.sampling.refinement_steps = {0, 1, 2, 2, 2, 2, 2, 2, 2, 2};  // 17 extra unguided calls
   ScheduleCase c = next_scale_family_case(setup, std::make_unique<HmarSchedule>(config), 1);
   c.name = "hmar + refinement";
   c.note = "refinement_steps 0,1,2,...,2 (unguided), indicator channel";
@@ -339,7 +339,7 @@ ScheduleCase make_maskgit_case(const BenchSetup& setup) {
       Guidance::constant(kCfg));
   c.name = "maskgit";
   c.note = fmt::format("bidirectional, {} steps over every row",
-                       MaskGitScheduleConfig{}.steps);
+                       MaskGitScheduleConfig{}.sampling.steps);
   return c;
 }
 
@@ -369,7 +369,7 @@ ScheduleCase make_mar_diffusion_case(const BenchSetup& setup) {
   ScheduleCase c = mar_case(setup, HeadKind::diffusion);
   c.name = "mar + diffusion";
   c.note = fmt::format("bidirectional, {} steps; DDPM {} steps on the predicted rows",
-                       MarScheduleConfig{}.steps, c.options.head.diffusion.steps);
+                       MarScheduleConfig{}.sampling.steps, c.options.head.diffusion.steps);
   return c;
 }
 
@@ -377,7 +377,7 @@ ScheduleCase make_mar_flow_case(const BenchSetup& setup) {
   ScheduleCase c = mar_case(setup, HeadKind::flow_matching);
   c.name = "mar + flow";
   c.note = fmt::format("bidirectional, {} steps; Euler {} steps on the predicted rows",
-                       MarScheduleConfig{}.steps, c.options.head.flow.steps);
+                       MarScheduleConfig{}.sampling.steps, c.options.head.flow.steps);
   return c;
 }
 
@@ -395,7 +395,7 @@ ScheduleCase make_mar_encoder_decoder_case(const BenchSetup& setup) {
   c.decoder->set_training(false);
   c.name = "mar + diffusion, enc-dec";
   c.note = fmt::format("MAE split {}+{} blocks; {} steps; DDPM {} steps", kDepth / 2, kDepth / 2,
-                       config.steps, c.options.head.diffusion.steps);
+                       config.sampling.steps, c.options.head.diffusion.steps);
   return c;
 }
 
@@ -408,8 +408,8 @@ ScheduleCase make_hi_mar_case(const BenchSetup& setup) {
   ScheduleCase c = flat_case(setup, std::make_unique<HiMarSchedule>(config), backbone,
                              continuous_head(HeadKind::diffusion), Guidance::mar_token_ramp(kCfg));
   c.name = "hi_mar + diffusion";
-  c.note = fmt::format("{} pivot + {} dense steps; DDPM {} steps", config.pivot_steps,
-                       config.dense_steps, c.options.head.diffusion.steps);
+  c.note = fmt::format("{} pivot + {} dense steps; DDPM {} steps", config.sampling.pivot_steps,
+                       config.sampling.dense_steps, c.options.head.diffusion.steps);
   return c;
 }
 

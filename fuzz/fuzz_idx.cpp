@@ -1,4 +1,4 @@
-// The IDX readers (tessera/core/fashion_mnist.h) on arbitrary bytes, plain or gzip: the magic
+// The IDX readers (tessera/data/fashion_mnist.h) on arbitrary bytes, plain or gzip: the magic
 // number, the dimensions and the payload's length are the file's word.
 #include <ATen/ATen.h>
 
@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "fuzz_input.h"
-#include "tessera/core/fashion_mnist.h"
+#include "tessera/data/fashion_mnist.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto& path = tessera::fuzz::write_input(data, size, ".idx");

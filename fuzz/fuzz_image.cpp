@@ -1,12 +1,12 @@
-// The image loader (tessera/core/image_io.h: Tessera's own PNG, JPEG and BMP decoders) on
-// arbitrary bytes, kept as decoded and converted to each channel count.
+// The image loader (tessera/io/image_io.h: libpng and libjpeg-turbo) on arbitrary bytes as a user
+// hands them over, in a file: kept as decoded and converted to each channel count.
 #include <ATen/ATen.h>
 
 #include <cstddef>
 #include <cstdint>
 
 #include "fuzz_input.h"
-#include "tessera/core/image_io.h"
+#include "tessera/io/image_io.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto& path = tessera::fuzz::write_input(data, size, ".img");

@@ -2,6 +2,7 @@
 // What every fuzz target shares: the input written to a file (the readers under test take paths,
 // as users give them), and the rule that bad input may only end in a tessera::Error.
 
+#include <ATen/ATen.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -52,18 +53,16 @@ void expect_clean_outcome(Read&& read) {
   }
 }
 
-// A decoder's result must hold exactly width * height * channels samples, 1..4 channels; anything
-// else is a finding.
-template <class Image>
-void expect_consistent_image(const Image& image) {
-  const size_t expected =
-      static_cast<size_t>(image.width * image.height) * static_cast<size_t>(image.channels);
-  if (image.channels < 1 || image.channels > 4 || image.pixels.size() != expected) {
-    std::fprintf(stderr, "finding: %lldx%lld x %d channels but %zu samples\n",
-                 static_cast<long long>(image.width), static_cast<long long>(image.height),
-                 image.channels, image.pixels.size());
+// A decoded image must be uint8 [C, H, W] with 1..4 channels, contiguous, and every sample
+// readable (the sum touches them all); anything else is a finding.
+inline void expect_consistent_tensor(const at::Tensor& image) {
+  if (!image.defined() || image.dim() != 3 || image.scalar_type() != at::kByte ||
+      image.size(0) < 1 || image.size(0) > 4 || image.size(1) < 1 || image.size(2) < 1 ||
+      !image.is_contiguous()) {
+    std::fprintf(stderr, "finding: a decoded image that is not uint8 [1..4, H, W]\n");
     std::abort();
   }
+  (void)image.sum().item<int64_t>();
 }
 
 }  // namespace tessera::fuzz

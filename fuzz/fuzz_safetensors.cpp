@@ -1,4 +1,4 @@
-// The safetensors reader (tessera/core/safetensors.h) on arbitrary bytes: the header's length,
+// The safetensors reader (tessera/io/safetensors.h) on arbitrary bytes: the header's length,
 // JSON, dtypes, shapes and offsets are all the file's word. Every tensor it accepts is read in
 // full, so that an offset or size it failed to check shows as an out-of-bounds read.
 #include <ATen/ATen.h>
@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "fuzz_input.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto& path = tessera::fuzz::write_input(data, size, ".safetensors");

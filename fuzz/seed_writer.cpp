@@ -1,9 +1,16 @@
 // Writes the committed seed corpora (fuzz/corpus/<target>/): small valid inputs of every kind the
-// readers accept, made with Tessera's own writers (and stb_image_write for JPEG and BMP), so that
+// readers accept, made with Tessera's own writers (and stb_image_write for JPEG), so that
 // the fuzzers start from the formats' interesting paths. Run once when the readers learn a new
 // kind of input: build-fuzz/fuzz_seed_writer fuzz/corpus
 #include <ATen/ATen.h>
+// stb_image_write's implementation, for the JPEG seeds only (the library writes PNGs with libpng
+// and has no JPEG writer); third-party C, its warnings are not ours.
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Weverything"
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
 #include <stb_image_write.h>
+#pragma clang diagnostic pop
 #include <zlib.h>
 
 #include <cstdint>
@@ -14,7 +21,8 @@
 #include <vector>
 
 #include "tessera/core/config.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/image_io.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/nn/backbone_config.h"
 
 namespace fs = std::filesystem;
@@ -89,14 +97,14 @@ int main(int argc, char** argv) {
   write_gzip(root / "idx" / "images.idx.gz", idx({3, 2, 2}));
   write_gzip(root / "idx" / "labels.idx.gz", idx({4}));
 
-  // images: 4x3 grey, RGB and RGBA as PNG, JPEG and BMP.
+  // images: 4x3 grey, RGB and RGBA as PNG and JPEG (BMP is not read).
   for (int channels : {1, 3, 4}) {
     std::vector<uint8_t> pixels(static_cast<size_t>(4 * 3 * channels));
     for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 29);
     const std::string stem = (root / "image" / ("c" + std::to_string(channels))).string();
-    stbi_write_png((stem + ".png").c_str(), 4, 3, channels, pixels.data(), 4 * channels);
+    tessera::write_png(stem + ".png", at::from_blob(pixels.data(), {3, 4, channels}, at::kByte)
+                                          .permute({2, 0, 1}));
     stbi_write_jpg((stem + ".jpg").c_str(), 4, 3, channels, pixels.data(), 80);
-    stbi_write_bmp((stem + ".bmp").c_str(), 4, 3, channels, pixels.data());
   }
   std::printf("seed corpora written under %s\n", root.c_str());
   return 0;

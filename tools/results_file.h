@@ -9,7 +9,7 @@
 #include <string>
 
 #include "tessera/pipeline/generator.h"
-#include "tessera/pipeline/generator_evaluation.h"
+#include "tessera/eval/generator_evaluation.h"
 
 namespace tessera::cli {
 

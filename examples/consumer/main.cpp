@@ -9,7 +9,7 @@
 #include "tessera/attention/attention.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/attention/token_layout.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/version.h"
 
 int main(int argc, char** argv) {

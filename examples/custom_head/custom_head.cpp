@@ -17,7 +17,7 @@
 #include <string>
 
 #include "tessera/core/error.h"
-#include "tessera/core/image_io.h"
+#include "tessera/io/image_io.h"
 #include "tessera/core/rng.h"
 #include "tessera/head/guidance.h"
 #include "tessera/head/head.h"
@@ -63,9 +63,11 @@ class MinPHead final : public tessera::Head {
     return {loss, {{"cross_entropy", loss.item<double>()}}};
   }
 
-  tessera::HeadSample sample(const at::Tensor& hidden, const tessera::Guidance& guidance,
-                             const tessera::HeadSamplingOptions& options, tessera::SampleRngs& rngs,
-                             const tessera::HeadStep& step) override {
+  // Head::sample validated `guidance` and `options` (once per request when a schedule calls).
+  tessera::HeadSample sample_impl(const at::Tensor& hidden, const tessera::Guidance& guidance,
+                                  const tessera::HeadSamplingOptions& options,
+                                  tessera::SampleRngs& rngs,
+                                  const tessera::HeadStep& step) override {
     at::NoGradGuard no_grad;
     at::Tensor logits = net_->head(hidden);
     // Under guidance the schedule sends the conditional rows, then the same rows unconditional

@@ -22,12 +22,12 @@
 #include <vector>
 
 #include "tessera/core/error.h"
-#include "tessera/core/fashion_mnist.h"
-#include "tessera/core/image_io.h"
+#include "tessera/data/fashion_mnist.h"
+#include "tessera/io/image_io.h"
 #include "tessera/core/rng.h"
 #include "tessera/nn/guidance_batch.h"
-#include "tessera/pipeline/generator_training.h"
-#include "tessera/pipeline/optimizer.h"
+#include "tessera/train/generator_training.h"
+#include "tessera/train/optimizer.h"
 #include "tessera/schedule/schedule.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
@@ -94,9 +94,6 @@ class NextRowSchedule final : public tessera::Schedule {
     return tessera::BlockMask::block_causal(row_layout(grids.at(0)));
   }
 
-  int64_t num_steps(const std::vector<tessera::TokenGridSize>& grids) const override {
-    return grids.at(0).height;
-  }
 
   // Teacher forcing: every row is predicted from the true rows above it, in one forward pass.
   tessera::ScheduleLoss loss(const tessera::ScheduleModels& models,
@@ -118,11 +115,20 @@ class NextRowSchedule final : public tessera::Schedule {
     return {head.loss, head.terms, B * L};
   }
 
-  tessera::Tokens sample(const tessera::ScheduleModels& models, const at::Tensor& labels,
-                         const std::vector<tessera::TokenGridSize>& grids,
-                         const tessera::GenerationOptions& options,
-                         tessera::SampleRngs& rngs) override {
-    check_models(models, grids);
+ protected:
+  // One row per step. Schedule::sample has checked the request (options, check_models) once; each
+  // step draws through `head`, which does not check again. This schedule has no sampling options
+  // of its own, so the default check_sampling refuses any in options.schedule.
+  int64_t num_steps_impl(const std::vector<tessera::TokenGridSize>& grids,
+                         const tessera::GenerationOptions&) const override {
+    return grids.at(0).height;
+  }
+
+  tessera::Tokens sample_impl(const tessera::ScheduleModels& models, const at::Tensor& labels,
+                              const std::vector<tessera::TokenGridSize>& grids,
+                              const tessera::GenerationOptions& options,
+                              const tessera::CheckedHeadOptions& head,
+                              tessera::SampleRngs& rngs) override {
     const int64_t B = rngs.size(), h = grids[0].height, w = grids[0].width;
     TESSERA_CHECK(labels.defined() && labels.size(0) == B,
                   "next-row schedule: needs one label per sample generator ({})", B);
@@ -155,8 +161,7 @@ class NextRowSchedule final : public tessera::Schedule {
       tessera::HeadStep step;
       step.progress.step = r;
       step.progress.num_steps = h;
-      previous = models.head.sample(hidden, options.guidance, options.head, rngs, step)
-                     .values.view({B, w});
+      previous = head.draw(models.head, hidden, rngs, step).values.view({B, w});
       rows.push_back(previous);
     }
     return {{at::cat(rows, 1)}, grids};

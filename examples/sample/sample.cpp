@@ -10,7 +10,7 @@
 #include <exception>
 #include <string>
 
-#include "tessera/core/image_io.h"
+#include "tessera/io/image_io.h"
 #include "tessera/pipeline/generator.h"
 
 int main(int argc, char** argv) {

@@ -9,7 +9,7 @@
 // A Generator is the four parts in one object: the tokenizer (frozen here), a backbone and a head
 // (trained) and a schedule (MaskGIT's order; no parameters). `tessera train` runs the same loss
 // inside a Trainer that adds EMA, a learning-rate schedule, gradient clipping and resumable
-// checkpoints (include/tessera/pipeline/trainer.h); this loop keeps only what is essential.
+// checkpoints (include/tessera/train/trainer.h); this loop keeps only what is essential.
 #include <ATen/ATen.h>
 
 #include <cstdio>
@@ -20,12 +20,12 @@
 #include <string>
 #include <vector>
 
-#include "tessera/core/fashion_mnist.h"
-#include "tessera/core/image_io.h"
+#include "tessera/data/fashion_mnist.h"
+#include "tessera/io/image_io.h"
 #include "tessera/core/rng.h"
 #include "tessera/pipeline/generator.h"
-#include "tessera/pipeline/generator_training.h"
-#include "tessera/pipeline/optimizer.h"
+#include "tessera/train/generator_training.h"
+#include "tessera/train/optimizer.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
 

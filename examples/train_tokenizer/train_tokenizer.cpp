@@ -6,8 +6,8 @@
 // The default 200 steps took 6.5 minutes on the project's busy 2-core machine and reached a test
 // PSNR of 20.0 dB; `ctest -L packaging` runs 10.
 //
-// The loop is the one `tessera train-tokenizer` runs (src/tokenizer/tokenizer_training.cpp) cut to
-// its parts: a tokenizer's training_forward() gives a differentiable reconstruction and its
+// `tessera train-tokenizer` runs these steps through Trainer (src/train/tokenizer_task.cpp, with
+// checkpoints, resume and a metrics log); here they are cut to their parts: a tokenizer's training_forward() gives a differentiable reconstruction and its
 // regularisation (here the VQ loss); the optimizer updates the parameters by name. The dataset is
 // read from $TESSERA_FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist.
 #include <ATen/ATen.h>
@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "tessera/core/fashion_mnist.h"
-#include "tessera/core/image_io.h"
+#include "tessera/data/fashion_mnist.h"
+#include "tessera/io/image_io.h"
 #include "tessera/core/rng.h"
-#include "tessera/pipeline/optimizer.h"
+#include "tessera/train/optimizer.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
 

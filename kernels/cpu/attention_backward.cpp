@@ -2,16 +2,12 @@
 // log-sum-exp. See Note [CPU attention tiling] in attention_tile.h and Note [CPU attention
 // backward] below.
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/util/BFloat16.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
-#include "cpu/attention_cpu.h"
+#include "cpu/attention_kernels.h"
 #include "cpu/attention_tile.h"
 #include "tessera/core/error.h"
 
@@ -36,13 +32,12 @@ namespace {
 // The key ranges: the number of (row, key) pairs each key is visible to, from the rows'
 // intervals, is cut into equal parts; that balances causal masks, whose first keys are seen by
 // every row and the last keys by one.
-std::vector<int64_t> key_ranges(const BlockMask& mask, int64_t parts) {
-  const int64_t lk = mask.key_length();
+std::vector<int64_t> key_ranges(const MaskView& mask, int64_t lk, int64_t parts) {
   std::vector<int64_t> bounds{0};
   if (parts > 1) {
     std::vector<int64_t> seen(static_cast<size_t>(lk + 1), 0);  // difference array
-    for (int64_t q = 0; q < mask.query_length(); ++q) {
-      const int64_t b = mask.key_begin()[q], e = mask.key_end()[q];
+    for (size_t q = 0; q < mask.row_begin.size(); ++q) {
+      const int64_t b = mask.row_begin[q], e = mask.row_end[q];
       if (b < e) ++seen[b], --seen[e];
     }
     int64_t total = 0, running = 0;
@@ -70,37 +65,38 @@ struct BackwardScratch {
 };
 
 template <typename T>
-void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& out, const at::Tensor& lse, const at::Tensor& grad_out,
-                     const BlockMask& mask, float scale, TileSizes sizes, at::Tensor& dq,
-                     at::Tensor& dk, at::Tensor& dv) {
-  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3), Lk = k.size(2);
-  const int64_t BH = B * H;
+void backward_kernel(const BackwardParams& p) {
+  const int64_t Lq = p.lq, D = p.head_dim, Lk = p.lk;
+  const int64_t BH = p.batch * p.heads;
   if (BH == 0 || D == 0) return;
-  const T* q_data = q.const_data_ptr<T>();
-  const T* k_data = k.const_data_ptr<T>();
-  const T* v_data = v.const_data_ptr<T>();
-  const T* o_data = out.const_data_ptr<T>();
-  const T* go_data = grad_out.const_data_ptr<T>();
-  const float* lse_data = lse.const_data_ptr<float>();
-  T* dq_data = dq.mutable_data_ptr<T>();
-  T* dk_data = dk.mutable_data_ptr<T>();
-  T* dv_data = dv.mutable_data_ptr<T>();
+  const MaskView& mask = p.mask;
+  const TileSizes sizes = p.tiles;
+  const float scale = p.scale;
+  const T* q_data = static_cast<const T*>(p.q);
+  const T* k_data = static_cast<const T*>(p.k);
+  const T* v_data = static_cast<const T*>(p.v);
+  const T* o_data = static_cast<const T*>(p.out);
+  const T* go_data = static_cast<const T*>(p.grad_out);
+  const float* lse_data = p.lse;
+  T* dq_data = static_cast<T*>(p.dq);
+  T* dk_data = static_cast<T*>(p.dk);
+  T* dv_data = static_cast<T*>(p.dv);
 
-  const std::vector<QueryTile>& tiles = mask.plan(sizes.rows).tiles;
+  const std::span<const QueryTile> tiles = mask.tiles;
   int64_t max_rows = 0;
   for (const QueryTile& t : tiles) max_rows = std::max(max_rows, t.q_end - t.q_begin);
   const int64_t chunk = std::min(sizes.chunk, Lk);
 
-  const bool dense = mask.rule() == MaskRule::dense;
-  const bool* allowed = dense ? mask.dense_mask().const_data_ptr<bool>() : nullptr;
+  const bool* allowed = mask.dense;
+  const bool dense = allowed != nullptr;
   const float alpha = scale * kLog2e;  // base-2 scores, as in the forward pass
   constexpr bool kFloat = std::is_same_v<T, float>;
 
   // Key ranges per head; see Note [CPU attention backward].
-  const int64_t threads = std::max(1, at::get_num_threads());
+  const int64_t threads = std::max(1, p.threads.num_threads);
   const int64_t wanted = BH >= 2 * threads ? 1 : (4 * threads + BH - 1) / BH;
-  const std::vector<int64_t> ranges = key_ranges(mask, std::min(wanted, (Lk + chunk - 1) / chunk));
+  const std::vector<int64_t> ranges =
+      key_ranges(mask, Lk, std::min(wanted, (Lk + chunk - 1) / chunk));
   const auto G = static_cast<int64_t>(ranges.size()) - 1;
   // With several ranges, each (head, range) task writes its dQ share here: [BH, G, Lq, D].
   std::vector<float> dq_shares(G > 1 ? static_cast<size_t>(BH * G * Lq * D) : 0);
@@ -224,21 +220,19 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     }
   };
 
-  run_tasks(BH * G, make_scratch, run);
+  run_tasks(BH * G, p.threads, make_scratch, run);
 
   if (G > 1) {
-    // dQ = the sum of the ranges' shares, in range order.
-    at::parallel_for(0, BH, 1, [&](int64_t bh0, int64_t bh1) {
-      std::vector<float> row(static_cast<size_t>(D));
-      for (int64_t bh = bh0; bh < bh1; ++bh) {
-        for (int64_t i = 0; i < Lq; ++i) {
-          std::fill(row.begin(), row.end(), 0.f);
-          for (int64_t r = 0; r < G; ++r) {
-            const float* share = dq_shares.data() + ((bh * G + r) * Lq + i) * D;
-            for (int64_t d = 0; d < D; ++d) row[d] += share[d];
-          }
-          store(row.data(), D, dq_data + (bh * Lq + i) * D);
+    // dQ = the sum of the ranges' shares, in range order; one task per (batch, head).
+    auto row_buffer = [D] { return std::vector<float>(static_cast<size_t>(D)); };
+    run_tasks(BH, p.threads, row_buffer, [&](int64_t bh, std::vector<float>& row) {
+      for (int64_t i = 0; i < Lq; ++i) {
+        std::fill(row.begin(), row.end(), 0.f);
+        for (int64_t r = 0; r < G; ++r) {
+          const float* share = dq_shares.data() + ((bh * G + r) * Lq + i) * D;
+          for (int64_t d = 0; d < D; ++d) row[d] += share[d];
         }
+        store(row.data(), D, dq_data + (bh * Lq + i) * D);
       }
     });
   }
@@ -246,59 +240,22 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 }  // namespace
 
-AttentionGradients attention_backward_tiled(const at::Tensor& q_in, const at::Tensor& k_in,
-                                            const at::Tensor& v_in, const at::Tensor& out_in,
-                                            const at::Tensor& lse_in, const at::Tensor& grad_in,
-                                            const BlockMask& mask, double scale, TileSizes sizes) {
-  TESSERA_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4,
-                "cpu::attention_backward: expected q, k, v of shape [B, H, L, D], got {}, {} and "
-                "{} dimensions",
-                q_in.dim(), k_in.dim(), v_in.dim());
-  TESSERA_CHECK(q_in.size(2) == mask.query_length() && k_in.size(2) == mask.key_length(),
-                "cpu::attention_backward: the mask is {}x{} but q has {} rows and k has {}",
-                mask.query_length(), mask.key_length(), q_in.size(2), k_in.size(2));
-  TESSERA_CHECK(out_in.sizes() == q_in.sizes() && grad_in.sizes() == q_in.sizes(),
-                "cpu::attention_backward: out and grad_out must have q's shape");
-  TESSERA_CHECK(lse_in.dim() == 3 && lse_in.numel() == q_in.size(0) * q_in.size(1) * q_in.size(2),
-                "cpu::attention_backward: expected lse of shape [B, H, Lq]");
-  TESSERA_CHECK(sizes.rows >= 1 && sizes.chunk >= 1 && sizes.group >= 1,
-                "cpu::attention_backward: tile sizes must be >= 1, got {} rows x {} keys, groups "
-                "of {} rows",
-                sizes.rows, sizes.chunk, sizes.group);
-  const at::ScalarType dtype = q_in.scalar_type();
-  // grad_out often arrives expanded or in another layout (e.g. from a sum), and in the output's
-  // dtype; the kernel wants contiguous rows of q's dtype.
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const at::Tensor out = out_in.to(dtype).contiguous();
-  const at::Tensor grad_out = grad_in.to(dtype).contiguous();
-  const at::Tensor lse = lse_in.to(at::kFloat).contiguous();
-  at::Tensor dq = at::empty(q.sizes(), q.options());
-  at::Tensor dk = at::empty(k.sizes(), k.options());
-  at::Tensor dv = at::empty(v.sizes(), v.options());
-  switch (dtype) {
-    case at::kFloat:
-      backward_kernel<float>(q, k, v, out, lse, grad_out, mask, static_cast<float>(scale), sizes,
-                             dq, dk, dv);
-      break;
-    case at::kBFloat16:
-      backward_kernel<c10::BFloat16>(q, k, v, out, lse, grad_out, mask, static_cast<float>(scale),
-                                     sizes, dq, dk, dv);
-      break;
-    default:
-      TESSERA_FAIL("cpu::attention_backward: expected float32 or bfloat16 inputs, got {}",
-                   c10::toString(dtype));
-  }
-  return {dq, dk, dv};
-}
-
 }  // namespace detail
 
-AttentionGradients attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const at::Tensor& out, const at::Tensor& lse,
-                                      const at::Tensor& grad_out, const BlockMask& mask,
-                                      double scale) {
-  return detail::attention_backward_tiled(q, k, v, out, lse, grad_out, mask, scale,
-                                          detail::kBackwardTiles);
+void launch_attention_backward(const BackwardParams& params, DType dtype) {
+  const TileSizes& sizes = params.tiles;
+  TESSERA_CHECK(sizes.rows >= 1 && sizes.chunk >= 1 && sizes.group >= 1,
+                "cpu::launch_attention_backward: tile sizes must be >= 1, got {} rows x {} keys, "
+                "groups of {} rows",
+                sizes.rows, sizes.chunk, sizes.group);
+  switch (dtype) {
+    case DType::float32:
+      detail::backward_kernel<float>(params);
+      break;
+    case DType::bfloat16:
+      detail::backward_kernel<detail::BFloat16>(params);
+      break;
+  }
 }
 
 }  // namespace tessera::cpu

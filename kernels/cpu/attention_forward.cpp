@@ -1,10 +1,6 @@
 // The tiled CPU attention forward pass: online softmax over the key chunks of each query tile.
 // See Note [CPU attention tiling] and Note [Tile GEMMs] in attention_tile.h.
 
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/util/BFloat16.h>
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -13,7 +9,7 @@
 #include <numeric>
 #include <vector>
 
-#include "cpu/attention_cpu.h"
+#include "cpu/attention_kernels.h"
 #include "cpu/attention_tile.h"
 #include "tessera/core/error.h"
 #include "tessera/core/logging.h"
@@ -52,15 +48,10 @@ void warn_serial_build() {
   static std::once_flag once;
   std::call_once(once, [] {
     TESSERA_LOG_WARN(
-        "tessera: the CPU attention kernels were compiled without OpenMP, so at::parallel_for "
-        "runs them on one thread; build the tessera target with OpenMP (see Note [Kernels need "
-        "OpenMP] in kernels/cpu/attention_tile.h)");
+        "tessera: the CPU attention kernels were compiled without OpenMP, so they run on one "
+        "thread; build the tessera target with OpenMP (see Note [Kernels need OpenMP] in "
+        "kernels/cpu/attention_tile.h)");
   });
-}
-
-at::Tensor with_contiguous_rows(const at::Tensor& t) {
-  const bool rows_contiguous = t.stride(3) == 1 && (t.stride(2) == t.size(3) || t.size(2) == 1);
-  return rows_contiguous ? t : t.contiguous();
 }
 
 namespace {
@@ -73,22 +64,22 @@ struct ForwardScratch {
 };
 
 template <typename T>
-void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                    const BlockMask& mask, float scale, TileSizes sizes, at::Tensor& out,
-                    at::Tensor& lse) {
-  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3), Lk = k.size(2);
-  const int64_t BH = B * H;
-  const T* q_data = q.const_data_ptr<T>();
-  const T* k_data = k.const_data_ptr<T>();
-  const T* v_data = v.const_data_ptr<T>();
+void forward_kernel(const ForwardParams& p) {
+  const int64_t H = p.heads, Lq = p.lq, D = p.head_dim, Lk = p.lk;
+  const int64_t BH = p.batch * p.heads;
+  const MaskView& mask = p.mask;
+  const TileSizes sizes = p.tiles;
+  const T* q_data = static_cast<const T*>(p.q);
+  const T* k_data = static_cast<const T*>(p.k);
+  const T* v_data = static_cast<const T*>(p.v);
   // Where (batch, head) bh's rows start: any batch and head strides (Note [Strided heads]).
-  auto rows_of = [H](const at::Tensor& t, int64_t bh) {
-    return (bh / H) * t.stride(0) + (bh % H) * t.stride(1);
+  auto rows_of = [H](const HeadStrides& st, int64_t bh) {
+    return (bh / H) * st.batch + (bh % H) * st.head;
   };
-  T* out_data = out.mutable_data_ptr<T>();
-  float* lse_data = lse.mutable_data_ptr<float>();
+  T* out_data = static_cast<T*>(p.out);
+  float* lse_data = p.lse;
 
-  const std::vector<QueryTile>& tiles = mask.plan(sizes.rows).tiles;
+  const std::span<const QueryTile> tiles = mask.tiles;
   const auto num_tiles = static_cast<int64_t>(tiles.size());
   int64_t max_rows = 0;
   for (const QueryTile& t : tiles) max_rows = std::max(max_rows, t.q_end - t.q_begin);
@@ -104,10 +95,10 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return cost(a) > cost(b); });
 
-  const bool dense = mask.rule() == MaskRule::dense;
-  const bool* allowed = dense ? mask.dense_mask().const_data_ptr<bool>() : nullptr;
+  const bool* allowed = mask.dense;
+  const bool dense = allowed != nullptr;
   // Scores are kept in base 2: S = (scale * log2 e) q.k, so that P = 2^(S - max).
-  const float alpha = scale * kLog2e;
+  const float alpha = p.scale * kLog2e;
   constexpr bool kFloat = std::is_same_v<T, float>;
 
   auto make_scratch = [&] {
@@ -128,7 +119,7 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     const QueryTile& tile = tiles[order[task / BH]];
     const int64_t bh = task % BH;
     const int64_t q0 = tile.q_begin, m = tile.q_end - tile.q_begin;
-    const float* Q = as_float(q_data + rows_of(q, bh) + q0 * D, m * D, w.q.data());
+    const float* Q = as_float(q_data + rows_of(p.q_strides, bh) + q0 * D, m * D, w.q.data());
     // A float32 output is its own accumulator; bfloat16 accumulates in w.o.
     float* O;
     if constexpr (kFloat) {
@@ -179,8 +170,10 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     };
     auto visit_chunk = [&](int64_t c0, int64_t c1, bool full) {
       // bfloat16 keys and values are converted once per chunk; blocks index into the copy.
-      const float* K = as_float(k_data + rows_of(k, bh) + c0 * D, (c1 - c0) * D, w.k.data());
-      const float* V = as_float(v_data + rows_of(v, bh) + c0 * D, (c1 - c0) * D, w.v.data());
+      const float* K =
+          as_float(k_data + rows_of(p.k_strides, bh) + c0 * D, (c1 - c0) * D, w.k.data());
+      const float* V =
+          as_float(v_data + rows_of(p.v_strides, bh) + c0 * D, (c1 - c0) * D, w.v.data());
       for_each_block(mask, q0, m, c0, c1, full, sizes.group,
                      [&](int64_t r0, int64_t r1, int64_t b0, int64_t b1, bool block_full) {
                        block(K, V, c0, r0, r1, b0, b1, block_full);
@@ -202,48 +195,27 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     if constexpr (!kFloat) store(O, m * D, out_data + (bh * Lq + q0) * D);
   };
 
-  run_tasks(num_tiles * BH, make_scratch, run);
+  run_tasks(num_tiles * BH, p.threads, make_scratch, run);
 }
 
 }  // namespace
 
-AttentionForward attention_forward_tiled(const at::Tensor& q_in, const at::Tensor& k_in,
-                                         const at::Tensor& v_in, const BlockMask& mask,
-                                         double scale, TileSizes sizes) {
-  TESSERA_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4,
-                "cpu::attention_forward: expected q, k, v of shape [B, H, L, D], got {}, {} and {} "
-                "dimensions",
-                q_in.dim(), k_in.dim(), v_in.dim());
-  TESSERA_CHECK(q_in.size(2) == mask.query_length() && k_in.size(2) == mask.key_length(),
-                "cpu::attention_forward: the mask is {}x{} but q has {} rows and k has {}",
-                mask.query_length(), mask.key_length(), q_in.size(2), k_in.size(2));
-  TESSERA_CHECK(sizes.rows >= 1 && sizes.chunk >= 1 && sizes.group >= 1,
-                "cpu::attention_forward: tile sizes must be >= 1, got {} rows x {} keys, groups of "
-                "{} rows",
-                sizes.rows, sizes.chunk, sizes.group);
-  const at::Tensor q = with_contiguous_rows(q_in), k = with_contiguous_rows(k_in),
-                   v = with_contiguous_rows(v_in);
-  at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
-  switch (q.scalar_type()) {
-    case at::kFloat:
-      forward_kernel<float>(q, k, v, mask, static_cast<float>(scale), sizes, out, lse);
-      break;
-    case at::kBFloat16:
-      forward_kernel<c10::BFloat16>(q, k, v, mask, static_cast<float>(scale), sizes, out, lse);
-      break;
-    default:
-      TESSERA_FAIL("cpu::attention_forward: expected float32 or bfloat16 inputs, got {}",
-                   c10::toString(q.scalar_type()));
-  }
-  return {out, lse};
-}
-
 }  // namespace detail
 
-AttentionForward attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                   const BlockMask& mask, double scale) {
-  return detail::attention_forward_tiled(q, k, v, mask, scale, detail::kForwardTiles);
+void launch_attention_forward(const ForwardParams& params, DType dtype) {
+  const TileSizes& sizes = params.tiles;
+  TESSERA_CHECK(sizes.rows >= 1 && sizes.chunk >= 1 && sizes.group >= 1,
+                "cpu::launch_attention_forward: tile sizes must be >= 1, got {} rows x {} keys, "
+                "groups of {} rows",
+                sizes.rows, sizes.chunk, sizes.group);
+  switch (dtype) {
+    case DType::float32:
+      detail::forward_kernel<float>(params);
+      break;
+    case DType::bfloat16:
+      detail::forward_kernel<detail::BFloat16>(params);
+      break;
+  }
 }
 
 }  // namespace tessera::cpu

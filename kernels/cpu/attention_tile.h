@@ -21,57 +21,47 @@
 // arbitrary boolean mask) does set masked scores to -inf, element by element, within each row's
 // first..last visible key. Full blocks do no per-element mask work at all.
 //
-// Tile sizes, measured on the 2-core AMD EPYC (Zen 3, AVX2, MKL) development machine, fp32,
-// B = 1, H = 16, D = 64, L in {680, 2240}, medians of 5-9 interleaved runs, relative to the best
-// (the machine was shared, so differences under ~5% are noise):
-//   forward, rows x chunk (group 64):
-//     bidirectional 2240: 32x64 1.81, 64x128 1.31, 128x256 1.11-1.21, 128x512 1.01-1.10,
-//                         256x256 1.04-1.15, 256x512 1.00-1.08, 512x512 1.00-1.02
-//     causal 2240: 64x256 1.14, 128x256 1.01, 128x512 1.00-1.04, 256x512 1.00
-//     bidirectional 680: 64x256 1.25, 128x256 1.15, 256x512 1.00-1.07, 512x512 1.02
-//     block-causal / block-diagonal 2240: 256x512 1.00-1.07, 128x256 1.09-1.17
-//   so the forward pass uses 256 x 512 (what ATen's own flash kernel uses for long sequences);
-//   larger tiles amortise MKL's packing of each operand and the per-chunk row bookkeeping.
-//   Groups in partial chunks, causal 2240 with 256 x 512: groups of 32 / 64 / 128 rows 1.00-1.02,
-//   no groups (256) 1.07; 64 rows chosen.
-//   backward, rows x chunk: bidirectional 2240 64x512 1.00, 128x512 1.02, 256x512 1.00;
-//     causal 2240: 64x256 1.00, 128x512 1.01, 256x512 1.10; causal 680: 128x512 1.01,
-//     256x512 1.31; block-causal 680: 128x512 1.05. The backward pass keeps five products and
-//     two m x chunk buffers per block in cache, and 256-row tiles waste more on the diagonal, so
-//     it uses 128 x 512.
+// Tile sizes (TileSizes in attention_kernels.h): larger tiles amortise the BLAS's packing of each
+// operand and the per-chunk row bookkeeping, so the forward pass uses 256 x 512 (what ATen's own
+// flash kernel uses for long sequences). Row groups in partial chunks pay off against no groups at
+// all, and their size matters little; 64 rows. The backward pass keeps five products and two
+// m x chunk buffers per block in cache, and 256-row tiles waste more on the diagonal, so it uses
+// 128 x 512. The measurements behind these: docs/performance.md, "Kernel tuning measurements
+// (moved from code comments)".
 // Note [Tile GEMMs]
 // The tile products go to the BLAS LibTorch was built with (MKL in the x86 wheels), through the
 // Fortran sgemm_ symbol that libtorch_cpu exports: at::native::cpublas::gemm is not exported from
 // the wheel's libtorch_cpu.so, and at::mm on wrapped tiles costs a dispatcher round trip per
 // product. Eigen maps are the fallback when no BLAS is linked (sgemm_ is declared weak, so the
-// library still links and runs against a BLAS-less LibTorch). Measured on one core, project
-// build flags (-O3, no -march: Eigen gets SSE2 only), D = 64, tiles from 32 x 64 to 256 x 512:
-// MKL sgemm 79-91 GFLOP/s, Eigen 21-32 GFLOP/s, so BLAS wins by ~2.8x. (Eigen built with
-// -mavx2 -mfma reaches 77-90 GFLOP/s, on par with MKL, but the library is not built that way.)
-// The products run inside at::parallel_for's OpenMP workers, where MKL's own threading does not
-// nest, and each worker also pins MKL to one thread (SequentialBlas below), so there is no
+// library still links and runs against a BLAS-less LibTorch). With the project's build flags
+// (-O3, no -march: Eigen gets SSE2 only) MKL's sgemm is several times faster on these tiles
+// (Eigen built with AVX2 + FMA would be on par, but the library is not built that way).
+// The products run inside the kernels' OpenMP team, where MKL's own threading does not nest, and
+// each worker also pins MKL to one thread (SequentialBlas below), so there is no
 // oversubscription: checked by counting the process's threads during a run (the OpenMP team
-// only, before and after).
-
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
+// only, before and after). Measurements: docs/performance.md (see above).
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <type_traits>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TESSERA_ATTENTION_X86 1
 #include <immintrin.h>
 #endif
 
-#include "tessera/attention/attention.h"
-#include "tessera/attention/block_mask.h"
+#include "attention_kernels.h"  // relative: tests include this header by path
 
 // Fortran BLAS (column-major), as exported by libtorch_cpu (MKL) or whatever BLAS it links.
 // Weak: a LibTorch without BLAS leaves it null and the kernels fall back to Eigen.
@@ -85,27 +75,23 @@ extern "C" int MKL_Set_Num_Threads_Local(int nth) __attribute__((weak));
 
 namespace tessera::cpu::detail {
 
-// Tile sizes: query tile rows (BlockMask::plan's max_rows), keys per chunk, and rows per group in
-// partial chunks. See Note [CPU attention tiling] for the measurements behind them. Kernel
-// scratch per thread: forward ~rows x chunk + 2 rows x D floats (0.6 MB at D = 64), backward
-// 2 x rows x chunk floats (0.5 MB) plus, for bfloat16, the head's dK and dV in float32.
-struct TileSizes {
-  int64_t rows = 256;
-  int64_t chunk = 512;
-  int64_t group = 64;
-};
-inline constexpr TileSizes kForwardTiles{256, 512, 64};
-inline constexpr TileSizes kBackwardTiles{128, 512, 64};
+// bfloat16 storage: the upper 16 bits of a float32. Conversions as c10::BFloat16 does them (round
+// to nearest even, NaN to the quiet NaN 0x7FC0), so the kernels' bits do not change with the type.
+struct BFloat16 {
+  uint16_t bits;
+  BFloat16() = default;
+  explicit BFloat16(float value) : bits(round_to_nearest_even(value)) {}
+  explicit operator float() const { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
 
-// The kernels with explicit tile sizes (attention_forward / attention_backward use the defaults);
-// for measuring tile sizes.
-AttentionForward attention_forward_tiled(const at::Tensor& q, const at::Tensor& k,
-                                         const at::Tensor& v, const BlockMask& mask, double scale,
-                                         TileSizes sizes);
-AttentionGradients attention_backward_tiled(const at::Tensor& q, const at::Tensor& k,
-                                            const at::Tensor& v, const at::Tensor& out,
-                                            const at::Tensor& lse, const at::Tensor& grad_out,
-                                            const BlockMask& mask, double scale, TileSizes sizes);
+ private:
+  static uint16_t round_to_nearest_even(float value) {
+    if (std::isnan(value)) return UINT16_C(0x7FC0);
+    const auto u = std::bit_cast<uint32_t>(value);
+    const uint32_t rounding_bias = ((u >> 16) & 1) + UINT32_C(0x7FFF);
+    return static_cast<uint16_t>((u + rounding_bias) >> 16);
+  }
+};
+static_assert(sizeof(BFloat16) == 2);
 
 inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;
@@ -352,10 +338,10 @@ void for_each_key_chunk(const QueryTile& tile, int64_t chunk, Visit&& visit, int
 
 // The visible columns [lo, hi) of query row q within the chunk [c0, c0 + n): the row's interval
 // clipped to the chunk (for the dense rule, its first and last visible key).
-inline void row_window(const BlockMask& mask, int64_t q, int64_t c0, int64_t n, int64_t& lo,
+inline void row_window(const MaskView& mask, int64_t q, int64_t c0, int64_t n, int64_t& lo,
                        int64_t& hi) {
-  lo = std::clamp<int64_t>(mask.key_begin()[q] - c0, 0, n);
-  hi = std::clamp<int64_t>(mask.key_end()[q] - c0, lo, n);
+  lo = std::clamp<int64_t>(mask.row_begin[q] - c0, 0, n);
+  hi = std::clamp<int64_t>(mask.row_end[q] - c0, lo, n);
 }
 
 // Calls block(r0, r1, b0, b1, full) for the work of one key chunk [c0, c1) of the query tile whose
@@ -364,7 +350,7 @@ inline void row_window(const BlockMask& mask, int64_t q, int64_t c0, int64_t n, 
 // of it sees within the chunk and skipped when it sees none: on the causal diagonal this halves
 // the wasted products as the groups get smaller (see Note [CPU attention tiling]).
 template <typename Block>
-void for_each_block(const BlockMask& mask, int64_t q0, int64_t m, int64_t c0, int64_t c1, bool full,
+void for_each_block(const MaskView& mask, int64_t q0, int64_t m, int64_t c0, int64_t c1, bool full,
                     int64_t group, Block&& block) {
   if (full) {
     block(int64_t{0}, m, c0, c1, true);
@@ -396,25 +382,17 @@ inline void apply_dense_mask(const bool* allowed_row, float* s, int64_t lo, int6
 // --- work distribution ---------------------------------------------------------------------------
 //
 // Note [Kernels need OpenMP]
-// at::parallel_for is a header template: with LibTorch's OpenMP backend it parallelises only in
-// translation units compiled with -fopenmp (it tests _OPENMP); elsewhere it quietly runs the whole
-// range on the calling thread. So the files calling it must be compiled with OpenMP (CMake:
-// OpenMP::OpenMP_CXX on the tessera target; GCC's -fopenmp links libgomp.so.1, the same soname as
-// the copy in the torch wheel, so one OpenMP runtime and one thread pool serve ATen and Tessera).
-// Without it the kernels are correct but use one core, and MKL, seeing no parallel region,
-// threads each small tile product itself, which on a loaded 2-core machine was ~10x slower
-// still; warn_serial_build() says so once.
+// The kernels run their tasks on an OpenMP team of their own (#pragma omp parallel), so their
+// sources must be compiled with OpenMP (CMake gives kernels/cpu/*.cpp the flag; GCC's -fopenmp
+// links libgomp.so.1, the same soname as the copy in the torch wheel, so one OpenMP runtime and one
+// thread pool serve ATen and Tessera). Without it the pragmas are ignored: the kernels are correct
+// but use one core, and MKL, seeing no parallel region, threads each small tile product itself,
+// which on a loaded machine was far slower still; warn_serial_build() says so once.
 
-// Runs run(task, scratch) for every task in [0, num_tasks), ordered by the caller from the most
-// to the least expensive, on at::parallel_for's threads. Each thread takes the next task from a
-// shared counter rather than a fixed contiguous share: tile costs differ widely under causal and
-// block masks, and on a machine shared with other work one core may fall behind, so dynamic
-// hand-out keeps both cores busy to the end. `make_scratch` builds one thread's buffers.
 // Keeps MKL on the calling thread while a kernel's worker runs: every tile product is small, and
-// the parallelism is across tiles. Inside at::parallel_for's OpenMP region MKL would not nest
-// anyway, but where the range runs on the caller (one task, a nested call, or a build without
-// OpenMP) MKL would otherwise start its own team for each product (measured ~7x slower per
-// product on 2 busy cores).
+// the parallelism is across tiles. Inside the kernels' OpenMP team MKL would not nest anyway, but
+// where the tasks run on the caller (one task, a nested call, or a build without OpenMP) MKL would
+// otherwise start its own team for each product (several times slower per product on busy cores).
 class SequentialBlas {
  public:
   SequentialBlas()
@@ -432,15 +410,54 @@ class SequentialBlas {
 // Logs once that the kernels run on one thread (see Note [Kernels need OpenMP]).
 void warn_serial_build();
 
+// Calls body(i) for i in [0, n) on `workers` threads of an OpenMP team, at most one call per
+// thread, or on the calling thread alone when workers <= 1, inside a parallel region already, or
+// without OpenMP; rethrows the first exception a call threw. The team is the calling thread's
+// default size (what at::get_num_threads() reports after LibTorch's initialisation), as
+// at::parallel_for would start it; a call with i >= the team size is not made, so `body` must not
+// rely on every i running (run_tasks hands out work dynamically for that reason).
+template <typename Body>
+void parallel_workers(int64_t workers, bool allow_parallel, Body&& body) {
+  if (workers <= 0) return;
+#ifdef _OPENMP
+  if (workers > 1 && allow_parallel && !omp_in_parallel()) {
+    std::exception_ptr error;
+    std::atomic_flag failed = ATOMIC_FLAG_INIT;
+#pragma omp parallel
+    {
+      const int64_t tid = omp_get_thread_num();
+      if (tid < workers) {
+        try {
+          body(tid);
+        } catch (...) {
+          if (!failed.test_and_set()) error = std::current_exception();
+        }
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+#else
+  (void)allow_parallel;
+#endif
+  body(int64_t{0});
+}
+
+// Runs run(task, scratch) for every task in [0, num_tasks), ordered by the caller from the most
+// to the least expensive, on up to threads.num_threads threads. Each thread takes the next task
+// from a shared counter rather than a fixed contiguous share: tile costs differ widely under
+// causal and block masks, and on a machine shared with other work one core may fall behind, so
+// dynamic hand-out keeps both cores busy to the end. Every task's result is its own, so which
+// thread runs it does not change a bit. `make_scratch` builds one thread's buffers.
 template <typename MakeScratch, typename Run>
-void run_tasks(int64_t num_tasks, MakeScratch&& make_scratch, Run&& run) {
+void run_tasks(int64_t num_tasks, const Threads& threads, MakeScratch&& make_scratch, Run&& run) {
   if (num_tasks <= 0) return;
 #ifndef _OPENMP
-  if (at::get_num_threads() > 1) warn_serial_build();
+  if (threads.num_threads > 1) warn_serial_build();
 #endif
   std::atomic<int64_t> next{0};
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_tasks);
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+  const int64_t workers = std::min<int64_t>(std::max(threads.num_threads, 1), num_tasks);
+  parallel_workers(workers, threads.allow_parallel, [&](int64_t) {
     const SequentialBlas sequential_blas;
     auto scratch = make_scratch();
     for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < num_tasks;

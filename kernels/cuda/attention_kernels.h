@@ -1,7 +1,8 @@
 #pragma once
 // The CUDA attention kernels' interface: parameter structs of raw device pointers, and launchers
-// that take a cudaStream_t. Free of LibTorch (the ATen adapter is attention_cuda.cpp). See
-// Note [CUDA attention design] in attention_forward.cu and docs/cuda.md.
+// that take a cudaStream_t. Free of LibTorch (the ATen adapter is
+// src/attention/backends/cuda_backend.cpp). See Note [CUDA attention design] in
+// attention_forward.cu and docs/cuda.md.
 //
 // Layout: q, k, v, out, grad_out and the gradients are contiguous [batch * heads, length, D] in
 // one dtype (bfloat16 or float16), 16-byte aligned; lse and delta are float32 [batch * heads, Lq].

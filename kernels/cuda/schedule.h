@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "tessera/attention/block_mask.h"
+#include "tessera/kernels/tile_plan.h"
 
 namespace tessera::cuda {
 

@@ -12,11 +12,8 @@
 #include <string>
 #include <utility>
 
+#include "attention/backends/backend.h"
 #include "attention/reference.h"
-#include "cpu/attention_cpu.h"
-#ifdef TESSERA_WITH_CUDA
-#include "cuda/attention_cuda.h"
-#endif
 #include "tessera/core/error.h"
 #include "tessera/core/logging.h"
 
@@ -38,7 +35,8 @@ const char* to_string(AttentionBackend backend) {
 
 namespace {
 
-// The CUDA kernels (kernels/cuda) are compiled into builds with TESSERA_WITH_CUDA.
+// The CUDA kernels (kernels/cuda, their adapter in backends/cuda_backend.cpp) are compiled into
+// builds with TESSERA_WITH_CUDA.
 #ifdef TESSERA_WITH_CUDA
 constexpr bool kCudaKernelBuilt = true;
 #else
@@ -287,7 +285,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (!needs_grad) {
     // Inference: nothing to save for a backward pass. Each backend takes the layouts it can: the
     // CPU kernel reads strided heads in place (Note [Strided heads] in
-    // kernels/cpu/attention_cpu.h), which spares a KV-cache decoding step a copy of the whole
+    // kernels/cpu/attention_kernels.h), which spares a KV-cache decoding step a copy of the whole
     // cache; the CUDA kernel makes its own contiguous copies; the reference is ATen math.
     return run_forward(backend, q, k, v, mask, scale).out;
   }

@@ -129,141 +129,6 @@ bool tiles_follow_segments(MaskRule rule) {
   }
 }
 
-// The keys visible to some row of a group of rows: [lo, hi), empty (lo >= hi) when no row sees
-// a key. Rows with an empty interval add nothing.
-struct Hull {
-  int64_t lo = std::numeric_limits<int64_t>::max();
-  int64_t hi = std::numeric_limits<int64_t>::min();
-  bool empty() const { return lo >= hi; }
-  int64_t width() const { return empty() ? 0 : hi - lo; }
-  Hull operator|(const Hull& o) const { return {std::min(lo, o.lo), std::max(hi, o.hi)}; }
-};
-
-Hull row_hull(const BlockMask& mask, int64_t q0, int64_t q1) {
-  Hull h;
-  const auto& b = mask.key_begin();
-  const auto& e = mask.key_end();
-  for (int64_t q = q0; q < q1; ++q) {
-    if (b[q] < e[q]) h = h | Hull{b[q], e[q]};
-  }
-  return h;
-}
-
-// Note [Query tile merging]
-// plan() first cuts the query rows at the segment boundaries of the query layout (for the rules
-// whose intervals change there, see tiles_follow_segments) and splits a segment longer than
-// max_rows into ceil(len / max_rows) tiles of near-equal size. A pyramid then starts with tiny
-// segments (1, 4, 9, ... rows) whose tiles would be mostly per-tile overhead: a 1-row tile is a
-// matrix-vector product. So consecutive pieces are merged greedily while
-//   (a) the merged tile still has at most max_rows rows, and
-//   (b) its computed area, rows x (key_end - key_begin), exceeds the sum of the areas of the
-//       pieces it absorbed by at most max(25% of that sum, 1024 elements).
-// The area is what the kernel pays for a tile (every key of [key_begin, key_end) is visited for
-// every row), so (b) bounds the extra work merging may add: 25% of a tile, or one 32 x 32 block,
-// which costs less than the fixed overhead of running a separate small tile. The bound is against
-// the pieces' own areas, not the running merged area, so waste cannot compound along a chain.
-// For VAR's 680-token pyramid and max_rows = 64 this merges scales 1-4 (30 rows) under the
-// block-diagonal and self+previous masks and scales 1-5 (55 rows) under block-causal, and leaves
-// every larger scale on tiles of its own; the computed area stays within 0.5% of the visible
-// elements (within 1.2% for every VAR mask, pyramid and max_rows in {32, 64, 128}). Merging stops
-// where the key range jumps: block-diagonal scales 5 and 6 in one 61-row tile would cost twice
-// the area of two tiles. Pieces of one split segment never merge: any two of them hold more than
-// max_rows rows together.
-constexpr double kMergeRelativeSlack = 0.25;
-constexpr int64_t kMergeAbsoluteSlack = 32 * 32;
-
-TilePlan build_plan(const BlockMask& mask, int64_t max_rows) {
-  const int64_t lq = mask.query_length();
-  std::vector<std::pair<int64_t, int64_t>> pieces;
-  auto split = [&](int64_t s0, int64_t s1) {
-    const int64_t n = s1 - s0;
-    const int64_t m = (n + max_rows - 1) / max_rows;
-    for (int64_t i = 0; i < m; ++i) pieces.emplace_back(s0 + i * n / m, s0 + (i + 1) * n / m);
-  };
-  const TokenLayout& layout = mask.query_layout();
-  if (tiles_follow_segments(mask.rule()) && layout.num_segments() > 1) {
-    for (int64_t s = 0; s < layout.num_segments(); ++s) {
-      split(layout.segment_begin(s), layout.segment_end(s));
-    }
-  } else {
-    split(0, lq);
-  }
-
-  // Greedy merging; see Note [Query tile merging].
-  std::vector<std::pair<int64_t, int64_t>> groups;
-  int64_t g0 = pieces[0].first, g1 = pieces[0].second;
-  Hull g_hull = row_hull(mask, g0, g1);
-  double g_piece_area = static_cast<double>((g1 - g0) * g_hull.width());
-  for (size_t i = 1; i < pieces.size(); ++i) {
-    const auto [p0, p1] = pieces[i];
-    const Hull p_hull = row_hull(mask, p0, p1);
-    const double p_area = static_cast<double>((p1 - p0) * p_hull.width());
-    const Hull merged = g_hull | p_hull;
-    const double merged_area = static_cast<double>((p1 - g0) * merged.width());
-    const double pieces_area = g_piece_area + p_area;
-    const double slack =
-        std::max(kMergeRelativeSlack * pieces_area, static_cast<double>(kMergeAbsoluteSlack));
-    if (p1 - g0 <= max_rows && merged_area <= pieces_area + slack) {
-      g1 = p1;
-      g_hull = merged;
-      g_piece_area = pieces_area;
-    } else {
-      groups.emplace_back(g0, g1);
-      g0 = p0, g1 = p1, g_hull = p_hull, g_piece_area = p_area;
-    }
-  }
-  groups.emplace_back(g0, g1);
-
-  TilePlan plan;
-  plan.max_rows = max_rows;
-  plan.tiles.reserve(groups.size());
-  const auto& b = mask.key_begin();
-  const auto& e = mask.key_end();
-  for (const auto& [q0, q1] : groups) {
-    QueryTile t;
-    t.q_begin = q0;
-    t.q_end = q1;
-    const Hull h = row_hull(mask, q0, q1);
-    if (!h.empty()) {
-      t.key_begin = h.lo;
-      t.key_end = h.hi;
-    }
-    int64_t full_begin = 0, full_end = 0;
-    if (mask.is_interval()) {
-      // Keys every row sees: [max begin, min end).
-      full_begin = std::numeric_limits<int64_t>::min();
-      full_end = std::numeric_limits<int64_t>::max();
-      for (int64_t q = q0; q < q1; ++q) {
-        full_begin = std::max(full_begin, b[q]);
-        full_end = std::min(full_end, e[q]);
-      }
-    } else if (!h.empty()) {
-      // Dense: the longest run of key columns that every row of the tile allows.
-      const at::Tensor all_rows = mask.dense_mask().slice(0, q0, q1).all(0).contiguous();
-      const bool* col = all_rows.data_ptr<bool>();
-      for (int64_t k = h.lo; k < h.hi;) {
-        if (!col[k]) {
-          ++k;
-          continue;
-        }
-        int64_t r = k;
-        while (r < h.hi && col[r]) ++r;
-        if (r - k > full_end - full_begin) full_begin = k, full_end = r;
-        k = r;
-      }
-    }
-    if (full_begin < full_end) {
-      t.full_begin = full_begin;
-      t.full_end = full_end;
-    } else {
-      // Keep key_begin <= full_begin <= full_end <= key_end even when no key is full.
-      t.full_begin = t.full_end = t.key_begin;
-    }
-    plan.tiles.push_back(t);
-  }
-  return plan;
-}
-
 }  // namespace
 
 // --- construction ----------------------------------------------------------------------------
@@ -513,7 +378,19 @@ const TilePlan& BlockMask::plan(int64_t max_rows) const {
   auto it = plans_->plans.find(max_rows);
   if (it == plans_->plans.end()) {
     // Built under the lock: O(L), and concurrent callers then never build the same plan twice.
-    it = plans_->plans.emplace(max_rows, build_plan(*this, max_rows)).first;
+    TilePlanMask view;
+    view.key_begin = begin_;
+    view.key_end = end_;
+    view.key_length = key_length_;
+    if (rule_ == MaskRule::dense) view.dense = dense_.const_data_ptr<bool>();
+    std::vector<int64_t> segment_starts;
+    if (tiles_follow_segments(rule_) && query_layout_.num_segments() > 1) {
+      for (int64_t s = 1; s < query_layout_.num_segments(); ++s) {
+        segment_starts.push_back(query_layout_.segment_begin(s));
+      }
+    }
+    view.segment_starts = segment_starts;
+    it = plans_->plans.emplace(max_rows, make_tile_plan(view, max_rows)).first;
   }
   return it->second;
 }

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <numbers>
 
-#include "head_modules.h"
-#include "head_util.h"
+#include "head/head_modules.h"
+#include "head/head_util.h"
 
 namespace tessera {
 namespace {
@@ -175,11 +175,10 @@ HeadLoss DiffusionHead::loss(const at::Tensor& hidden, const at::Tensor& targets
   return result;
 }
 
-HeadSample DiffusionHead::sample(const at::Tensor& hidden, const Guidance& guidance,
-                                 const HeadSamplingOptions& options, SampleRngs& rngs,
-                                 const HeadStep& step) {
-  options.validate();
-  guidance.validate();
+HeadSample DiffusionHead::sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                                      const HeadSamplingOptions& options, SampleRngs& rngs,
+                                      const HeadStep& step) {
+  // guidance and options were validated by Head::sample or the request's CheckedHeadOptions.
   const double weight = guidance.weight_at(step.progress);
   const int64_t steps = options.step_annealing.enabled
                             ? options.step_annealing.steps_at(step.progress)

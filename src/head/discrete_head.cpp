@@ -3,8 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "head_modules.h"
-#include "head_util.h"
+#include "head/head_modules.h"
+#include "head/head_util.h"
 #include "tessera/head/token_sampling.h"
 
 namespace tessera {
@@ -31,8 +31,13 @@ at::Tensor DiscreteHead::logits(const at::Tensor& hidden, const at::Tensor& cond
 
 at::Tensor DiscreteHead::distribution(const at::Tensor& hidden, const Guidance& guidance,
                                       const HeadSamplingOptions& options, const HeadStep& step) {
-  options.validate();
-  guidance.validate();
+  const CheckedHeadOptions checked(guidance, options);
+  return checked_distribution(hidden, checked.guidance(), checked.options(), step);
+}
+
+at::Tensor DiscreteHead::checked_distribution(const at::Tensor& hidden, const Guidance& guidance,
+                                              const HeadSamplingOptions& options,
+                                              const HeadStep& step) {
   const double weight = guidance.weight_at(step.progress);
   at::NoGradGuard no_grad;
   at::Tensor cond_logits, uncond_logits;
@@ -53,10 +58,10 @@ at::Tensor DiscreteHead::distribution(const at::Tensor& hidden, const Guidance& 
                             options.discrete);
 }
 
-HeadSample DiscreteHead::sample(const at::Tensor& hidden, const Guidance& guidance,
-                                const HeadSamplingOptions& options, SampleRngs& rngs,
-                                const HeadStep& step) {
-  at::Tensor probs = distribution(hidden, guidance, options, step);
+HeadSample DiscreteHead::sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                                     const HeadSamplingOptions& options, SampleRngs& rngs,
+                                     const HeadStep& step) {
+  at::Tensor probs = checked_distribution(hidden, guidance, options, step);
   head_detail::positions_per_sample(probs.size(0), rngs.size(), "DiscreteHead::sample");
   TokenDraw draw = draw_tokens(probs, options.discrete.gumbel_max, rngs);
   return {draw.ids, draw.probabilities, draw.log_probabilities};

@@ -3,8 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "head_modules.h"
-#include "head_util.h"
+#include "head/head_modules.h"
+#include "head/head_util.h"
 
 namespace tessera {
 namespace {
@@ -72,11 +72,10 @@ HeadLoss FlowMatchingHead::loss(const at::Tensor& hidden, const at::Tensor& targ
   return result;
 }
 
-HeadSample FlowMatchingHead::sample(const at::Tensor& hidden, const Guidance& guidance,
-                                    const HeadSamplingOptions& options, SampleRngs& rngs,
-                                    const HeadStep& step) {
-  options.validate();
-  guidance.validate();
+HeadSample FlowMatchingHead::sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                                         const HeadSamplingOptions& options, SampleRngs& rngs,
+                                         const HeadStep& step) {
+  // guidance and options were validated by Head::sample or the request's CheckedHeadOptions.
   const double weight = guidance.weight_at(step.progress);
   const int64_t steps = options.step_annealing.enabled
                             ? options.step_annealing.steps_at(step.progress)

@@ -12,7 +12,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/head/diffusion_head.h"
 #include "tessera/head/discrete_head.h"
 #include "tessera/head/flow_matching_head.h"
@@ -37,6 +37,28 @@ Head::Head(std::shared_ptr<torch::nn::Module> module) : module_(std::move(module
 }
 
 Head::~Head() = default;
+
+HeadSample Head::sample(const at::Tensor& hidden, const Guidance& guidance,
+                        const HeadSamplingOptions& options, SampleRngs& rngs,
+                        const HeadStep& step) {
+  return CheckedHeadOptions(guidance, options).draw(*this, hidden, rngs, step);
+}
+
+CheckedHeadOptions::CheckedHeadOptions(const Guidance& guidance,
+                                       const HeadSamplingOptions& options)
+    : guidance_(guidance), options_(options) {
+  options_.validate();
+  guidance_.validate();
+}
+
+CheckedHeadOptions CheckedHeadOptions::unguided() const {
+  return CheckedHeadOptions(Checked{}, Guidance::none(), options_);
+}
+
+HeadSample CheckedHeadOptions::draw(Head& head, const at::Tensor& hidden, SampleRngs& rngs,
+                                    const HeadStep& step) const {
+  return head.sample_impl(hidden, guidance_, options_, rngs, step);
+}
 
 std::vector<at::Tensor> Head::parameters() const { return module_->parameters(); }
 

@@ -1,6 +1,6 @@
 // The heads' torch::nn modules. See Note [Head module paths] in head_modules.h for the names.
 
-#include "head_modules.h"
+#include "head/head_modules.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>

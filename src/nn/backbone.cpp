@@ -13,7 +13,7 @@
 #include "nn/backbone_net.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 
 namespace tessera {
 

@@ -12,7 +12,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/core/rng.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/tokenizer/thread_invariant_decode.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
@@ -100,9 +100,9 @@ Generator::Generator(GeneratorConfig config, std::shared_ptr<Tokenizer> tokenize
                 "Generator: image_channels is {} but the tokenizer's images have {} channels",
                 config_.image_channels, tokenizer_->image_channels());
   grids_ = tokenizer_->token_grids(config_.image_size, config_.image_size);
-  config_.sampling.head.validate();
-  config_.sampling.guidance.validate();
   schedule_->check_models(models(), grids_);
+  // The defaults the file records must fit the models too (MaskGIT's steps within the tokens).
+  check_options(config_.sampling);
   tokenizer_->set_training(false);
 }
 
@@ -110,12 +110,10 @@ ScheduleModels Generator::models() {
   return {backbone_, *head_, tokenizer_.get(), decoder_.get(), refinement_head_.get()};
 }
 
-void Generator::set_schedule_config(const ScheduleConfig& schedule) {
-  check_schedule_sampling_change(config_.schedule, schedule);
-  std::unique_ptr<Schedule> replacement = make_schedule(schedule);
-  replacement->check_models(models(), grids_);
-  schedule_ = std::move(replacement);
-  config_.schedule = schedule;
+void Generator::check_options(const GenerationOptions& options) const {
+  options.head.validate();
+  options.guidance.validate();
+  schedule_->check_sampling(grids_, options);
 }
 
 Generator::~Generator() = default;
@@ -266,9 +264,8 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
                   "Generator::sample: labels must be in [0, {}), got values in [{}, {}]",
                   num_classes(), low, high);
   }
+  // Schedule::sample validates the options, once for the request.
   const GenerationOptions& options = request.options ? *request.options : config_.sampling;
-  options.head.validate();
-  options.guidance.validate();
   set_training(false);
   at::NoGradGuard no_grad;
   TESSERA_CHECK(!request.reference_seeding || request.first_index == 0,

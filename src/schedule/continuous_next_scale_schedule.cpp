@@ -5,8 +5,8 @@
 
 #include <optional>
 
-#include "next_scale_detail.h"
-#include "schedule_util.h"
+#include "schedule/next_scale_detail.h"
+#include "schedule/schedule_util.h"
 #include "tessera/core/error.h"
 #include "tessera/nn/guidance_batch.h"
 
@@ -45,10 +45,6 @@ ContinuousNextScaleSchedule::ContinuousNextScaleSchedule(ContinuousNextScaleSche
   config_.validate();
 }
 
-void ContinuousNextScaleSchedule::set_config(const ContinuousNextScaleScheduleConfig& config) {
-  config.validate();
-  config_ = config;
-}
 
 TokenLayout ContinuousNextScaleSchedule::layout() const {
   return TokenLayout::pyramid(config_.patch_nums);
@@ -92,8 +88,19 @@ BlockMask ContinuousNextScaleSchedule::training_mask(const std::vector<TokenGrid
   return BlockMask::block_causal(layout());
 }
 
-int64_t ContinuousNextScaleSchedule::num_steps(const std::vector<TokenGridSize>&) const {
+int64_t ContinuousNextScaleSchedule::num_steps_impl(const std::vector<TokenGridSize>&,
+                                                    const GenerationOptions&) const {
   return static_cast<int64_t>(config_.patch_nums.size());
+}
+
+const ContinuousNextScaleSamplingOptions& ContinuousNextScaleSchedule::sampling_options(
+    const GenerationOptions& options) const {
+  return resolve_sampling(options.schedule, config_.sampling, "continuous_next_scale");
+}
+
+void ContinuousNextScaleSchedule::check_sampling(const std::vector<TokenGridSize>&,
+                                                 const GenerationOptions& options) const {
+  sampling_options(options).validate();
 }
 
 std::vector<at::Tensor> ContinuousNextScaleSchedule::scales(const at::Tensor& latent) const {
@@ -165,13 +172,14 @@ ScheduleLoss ContinuousNextScaleSchedule::loss(const ScheduleModels& models,
   return result;
 }
 
-Tokens ContinuousNextScaleSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
-                                           const std::vector<TokenGridSize>& grids,
-                                           const GenerationOptions& options, SampleRngs& rngs) {
+Tokens ContinuousNextScaleSchedule::sample_impl(const ScheduleModels& models,
+                                                const at::Tensor& labels,
+                                                const std::vector<TokenGridSize>& grids,
+                                                const GenerationOptions& options,
+                                                const CheckedHeadOptions& head, SampleRngs& rngs) {
   at::NoGradGuard no_grad;
   EvalModeGuard eval(models);  // no condition dropout while sampling
-  check_models(models, grids);
-  options.head.validate();
+  const ContinuousNextScaleSamplingOptions& sampling = sampling_options(options);
   Backbone& backbone = models.backbone;
   const TokenLayout pyramid = layout();
   const SamplingLabels sl = sampling_labels(backbone, labels, options.guidance, rngs, kWho);
@@ -182,7 +190,7 @@ Tokens ContinuousNextScaleSchedule::sample(const ScheduleModels& models, const a
   const BlockMask full = training_mask(grids);
 
   std::optional<KVCache> cache;
-  if (config_.use_kv_cache) cache.emplace(backbone.make_kv_cache(run_batch, pyramid.length()));
+  if (sampling.use_kv_cache) cache.emplace(backbone.make_kv_cache(run_batch, pyramid.length()));
   std::vector<at::Tensor> prefix_inputs;  // without a cache: every scale's inputs so far
   at::Tensor previous;                    // the last drawn scale [B, n, C]
   for (int64_t s = 0; s < S; ++s) {
@@ -207,8 +215,8 @@ Tokens ContinuousNextScaleSchedule::sample(const ScheduleModels& models, const a
     step.progress.num_steps = S;
     step.progress.scale = s;
     step.progress.num_scales = S;
-    const HeadSample drawn = models.head.sample(hidden.reshape({run_batch * n, W}),
-                                                options.guidance, options.head, rngs, step);
+    const HeadSample drawn =
+        head.draw(models.head, hidden.reshape({run_batch * n, W}), rngs, step);
     previous = drawn.values.to(backbone.device(), at::kFloat).reshape({B, n, C});
   }
   return Tokens{{previous}, {grids[0]}};

@@ -2,8 +2,8 @@
 
 #include <ATen/ATen.h>
 
-#include "mar_decoding.h"
-#include "schedule_util.h"
+#include "schedule/mar_decoding.h"
+#include "schedule/schedule_util.h"
 
 namespace tessera {
 
@@ -13,20 +13,13 @@ void HiMarScheduleConfig::validate() const {
   TESSERA_CHECK(buffer_size >= 0, "hi_mar schedule: buffer_size must be >= 0, got {}", buffer_size);
   TESSERA_CHECK(pivot_factor >= 2, "hi_mar schedule: pivot_factor must be >= 2, got {}",
                 pivot_factor);
-  TESSERA_CHECK(pivot_steps >= 1 && dense_steps >= 1,
-                "hi_mar schedule: pivot_steps and dense_steps must be >= 1, got {} and {}",
-                pivot_steps, dense_steps);
   TESSERA_CHECK(pivot_loss_weight >= 0, "hi_mar schedule: pivot_loss_weight must be >= 0, got {}",
                 pivot_loss_weight);
   mask_ratio.validate();
+  sampling.validate();
 }
 
 HiMarSchedule::HiMarSchedule(HiMarScheduleConfig config) : config_(config) { config_.validate(); }
-
-void HiMarSchedule::set_config(const HiMarScheduleConfig& config) {
-  config.validate();
-  config_ = config;
-}
 
 TokenGridSize HiMarSchedule::pivot_grid(const TokenGridSize& dense) const {
   const int64_t f = config_.pivot_factor;
@@ -68,8 +61,20 @@ BlockMask HiMarSchedule::training_mask(const std::vector<TokenGridSize>& grids) 
   return BlockMask::block_causal(layout(single_grid(grids, "hi_mar schedule")));
 }
 
-int64_t HiMarSchedule::num_steps(const std::vector<TokenGridSize>&) const {
-  return config_.pivot_steps + config_.dense_steps;
+const HiMarSamplingOptions& HiMarSchedule::sampling_options(
+    const GenerationOptions& options) const {
+  return resolve_sampling(options.schedule, config_.sampling, "hi_mar");
+}
+
+void HiMarSchedule::check_sampling(const std::vector<TokenGridSize>&,
+                                   const GenerationOptions& options) const {
+  sampling_options(options).validate();
+}
+
+int64_t HiMarSchedule::num_steps_impl(const std::vector<TokenGridSize>&,
+                                      const GenerationOptions& options) const {
+  const HiMarSamplingOptions& sampling = sampling_options(options);
+  return sampling.pivot_steps + sampling.dense_steps;
 }
 
 ScheduleLoss HiMarSchedule::loss(const ScheduleModels& models, const TrainingBatch& batch,
@@ -126,10 +131,11 @@ ScheduleLoss HiMarSchedule::loss(const ScheduleModels& models, const TrainingBat
   return result;
 }
 
-Tokens HiMarSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
-                             const std::vector<TokenGridSize>& grids,
-                             const GenerationOptions& options, SampleRngs& rngs) {
-  check_models(models, grids);
+Tokens HiMarSchedule::sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                                  const std::vector<TokenGridSize>& grids,
+                                  const GenerationOptions& options,
+                                  const CheckedHeadOptions& head, SampleRngs& rngs) {
+  const HiMarSamplingOptions& sampling = sampling_options(options);
   sample_batch_size(models.backbone, labels, rngs, options, "hi_mar schedule");
   at::NoGradGuard no_grad;
   EvalModeGuard eval(models);
@@ -138,28 +144,28 @@ Tokens HiMarSchedule::sample(const ScheduleModels& models, const at::Tensor& lab
   const BlockMask full = training_mask(grids);
   const BlockMask pivot_rows = full.rows(0, c + P);
   const at::Tensor run_labels = backbone_labels(models.backbone, labels, options);
-  const int64_t total = config_.pivot_steps + config_.dense_steps;
+  const int64_t total = sampling.pivot_steps + sampling.dense_steps;
 
   MarPhase phase1;
   phase1.tokens = P;
   phase1.channels = models.head.token_channels();
-  phase1.steps = config_.pivot_steps;
-  phase1.curve = config_.curve;
+  phase1.steps = sampling.pivot_steps;
+  phase1.curve = sampling.curve;
   phase1.step_offset = 0;
   phase1.total_steps = total;
   phase1.mask = &pivot_rows;
   phase1.first_row = c;
-  const at::Tensor pivot = mar_decode(models, run_labels, options, rngs, phase1);
+  const at::Tensor pivot = mar_decode(models, run_labels, options, head, rngs, phase1);
 
   MarPhase phase2 = phase1;
   phase2.tokens = grid.count();
-  phase2.steps = config_.dense_steps;
-  phase2.step_offset = config_.pivot_steps;
+  phase2.steps = sampling.dense_steps;
+  phase2.step_offset = sampling.pivot_steps;
   phase2.mask = &full;
   phase2.first_row = c + P;
   phase2.prefix =
       mar_inputs(pivot, at::zeros({pivot.size(0), P}, pivot.options().dtype(at::kBool)));
-  const at::Tensor dense = mar_decode(models, run_labels, options, rngs, phase2);
+  const at::Tensor dense = mar_decode(models, run_labels, options, head, rngs, phase2);
   return Tokens{{dense}, {grid}};
 }
 

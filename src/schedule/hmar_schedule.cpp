@@ -7,8 +7,8 @@
 #include <cmath>
 #include <utility>
 
-#include "next_scale_detail.h"
-#include "schedule_util.h"
+#include "schedule/next_scale_detail.h"
+#include "schedule/schedule_util.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/nn/guidance_batch.h"
@@ -22,13 +22,13 @@ namespace {
 constexpr const char* kWho = "hmar";
 
 // Whether the backbone has the mask-indicator channel (Note [HMAR masked refinement]).
-bool has_mask_channel(const ScheduleModels& models, const MultiScaleVqVae& tokenizer) {
-  return models.backbone.config().input_channels == tokenizer.token_channels() + 1;
+bool has_mask_channel(const ScheduleModels& models) {
+  return models.backbone.config().input_channels == models.tokenizer->token_channels() + 1;
 }
 
 // area_down(Phi_s(up(embed(ids))), pn_s) as [B, n, Cvae]: a token's own share of f̂ seen at its
 // scale (HMAR's get_next_mask_input / idxBl_to_mask_input).
-at::Tensor own_contribution(MultiScaleVqVae& tokenizer, int64_t scale, const at::Tensor& ids) {
+at::Tensor own_contribution(MultiScaleTokenizer& tokenizer, int64_t scale, const at::Tensor& ids) {
   at::NoGradGuard no_grad;
   at::Tensor f = tokenizer.empty_f_hat(ids.size(0));
   tokenizer.add_scale_ids(f, scale, ids);
@@ -53,45 +53,41 @@ void HmarScheduleConfig::validate() const {
   TESSERA_CHECK(masked_training_fraction >= 0.0 && masked_training_fraction <= 1.0,
                 "hmar: masked_training_fraction must be in [0, 1], got {}",
                 masked_training_fraction);
-  for (size_t s = 0; s < refinement_steps.size(); ++s)
-    TESSERA_CHECK(refinement_steps[s] >= 0, "hmar: refinement_steps[{}] must be >= 0, got {}", s,
-                  refinement_steps[s]);
-  TESSERA_CHECK(mask_schedule.empty() || refinement_steps.empty(),
-                "hmar: give refinement steps either as refinement_steps or as mask_schedule, not "
-                "both");
-  for (size_t s = 0; s < mask_schedule.size(); ++s) {
-    TESSERA_CHECK(!mask_schedule[s].empty(),
-                  "hmar: mask_schedule[{}] is empty (it needs at least the next-scale pass)", s);
-    for (int64_t count : mask_schedule[s])
-      TESSERA_CHECK(count >= 1,
-                    "hmar: mask_schedule[{}] = [{}]: every step must commit at least one token", s,
-                    fmt::join(mask_schedule[s], ", "));
-  }
+  sampling.validate();
 }
 
 HmarSchedule::HmarSchedule(HmarScheduleConfig config) : config_(std::move(config)) {
   config_.validate();
 }
 
-void HmarSchedule::set_config(const HmarScheduleConfig& config) {
-  config.validate();
-  config_ = config;
+const HmarSamplingOptions& HmarSchedule::sampling_options(const GenerationOptions& options) const {
+  return resolve_sampling(options.schedule, config_.sampling, kWho);
 }
 
-std::vector<int64_t> HmarSchedule::refinement_plan(const std::vector<TokenGridSize>& grids) const {
+void HmarSchedule::check_sampling(const std::vector<TokenGridSize>& grids,
+                                  const GenerationOptions& options) const {
+  sampling_options(options).validate();
+  refinement_plan(grids, options);
+}
+
+std::vector<int64_t> HmarSchedule::refinement_plan(const std::vector<TokenGridSize>& grids,
+                                                   const GenerationOptions& options) const {
+  const HmarSamplingOptions& sampling = sampling_options(options);
   const std::vector<int64_t> sides = pyramid_sides(grids, kWho);
   const auto S = static_cast<int64_t>(sides.size());
-  TESSERA_CHECK(static_cast<int64_t>(config_.refinement_steps.size()) <= S,
+  TESSERA_CHECK(static_cast<int64_t>(sampling.refinement_steps.size()) <= S,
                 "hmar: refinement_steps has {} entries for a pyramid of {} scales",
-                config_.refinement_steps.size(), S);
+                sampling.refinement_steps.size(), S);
   std::vector<int64_t> plan(static_cast<size_t>(S), 0);
-  for (size_t s = 0; s < config_.refinement_steps.size(); ++s) plan[s] = config_.refinement_steps[s];
-  if (!config_.mask_schedule.empty()) {
-    TESSERA_CHECK(static_cast<int64_t>(config_.mask_schedule.size()) == S,
+  for (size_t s = 0; s < sampling.refinement_steps.size(); ++s) {
+    plan[s] = sampling.refinement_steps[s];
+  }
+  if (!sampling.mask_schedule.empty()) {
+    TESSERA_CHECK(static_cast<int64_t>(sampling.mask_schedule.size()) == S,
                   "hmar: mask_schedule has {} entries for a pyramid of {} scales",
-                  config_.mask_schedule.size(), S);
+                  sampling.mask_schedule.size(), S);
     for (int64_t s = 0; s < S; ++s) {
-      const std::vector<int64_t>& counts = config_.mask_schedule[static_cast<size_t>(s)];
+      const std::vector<int64_t>& counts = sampling.mask_schedule[static_cast<size_t>(s)];
       int64_t total = 0;
       for (int64_t c : counts) total += c;
       TESSERA_CHECK(total == sides[s] * sides[s],
@@ -114,12 +110,12 @@ std::vector<int64_t> HmarSchedule::refinement_plan(const std::vector<TokenGridSi
   return plan;
 }
 
-int64_t HmarSchedule::masked_after(int64_t s, int64_t n, int64_t r, int64_t T,
-                                   int64_t masked_before) const {
-  if (config_.mask_schedule.empty()) {
-    return masked_after_step(config_.refinement_curve, n, r, T, masked_before);
+int64_t HmarSchedule::masked_after(const HmarSamplingOptions& sampling, int64_t s, int64_t n,
+                                   int64_t r, int64_t T, int64_t masked_before) {
+  if (sampling.mask_schedule.empty()) {
+    return masked_after_step(sampling.refinement_curve, n, r, T, masked_before);
   }
-  const std::vector<int64_t>& counts = config_.mask_schedule[static_cast<size_t>(s)];
+  const std::vector<int64_t>& counts = sampling.mask_schedule[static_cast<size_t>(s)];
   int64_t committed = 0;
   for (int64_t k = 0; k <= r; ++k) committed += counts[static_cast<size_t>(k)];
   return n - committed;
@@ -158,9 +154,10 @@ BlockMask HmarSchedule::training_mask(const std::vector<TokenGridSize>& grids) c
   return BlockMask::block_diagonal(pyramid_layout(grids, kWho));
 }
 
-int64_t HmarSchedule::num_steps(const std::vector<TokenGridSize>& grids) const {
+int64_t HmarSchedule::num_steps_impl(const std::vector<TokenGridSize>& grids,
+                                     const GenerationOptions& options) const {
   int64_t steps = 0;
-  for (int64_t r : refinement_plan(grids)) steps += 1 + r;
+  for (int64_t r : refinement_plan(grids, options)) steps += 1 + r;
   return steps;
 }
 
@@ -168,19 +165,19 @@ ScheduleLoss HmarSchedule::loss(const ScheduleModels& models, const TrainingBatc
                                 at::Generator& generator) {
   const std::vector<at::Tensor> ids = batch_ids(batch, kWho);
   check_models(models, batch.tokens.grids);
-  MultiScaleVqVae& tokenizer = multiscale_tokenizer(models, kWho);
+  MultiScaleTokenizer& tokenizer = multiscale_tokenizer(models, kWho);
   const TokenLayout layout = pyramid_layout(batch.tokens.grids, kWho);
   const int64_t B = ids.front().size(0), S = layout.num_segments();
-  const at::Tensor tf = teacher_forcing_inputs(tokenizer, batch, ids, layout, kWho)
+  const at::Tensor tf = teacher_forcing_inputs(models, batch, ids, layout, kWho)
                             .to(models.backbone.device(), at::kFloat);
-  const bool indicator = has_mask_channel(models, tokenizer);
+  const bool indicator = has_mask_channel(models);
 
   bool masked_batch = false;
   if (config_.masked_training_fraction > 0) {
     TESSERA_CHECK(indicator,
                   "hmar: masked training needs the mask-indicator channel: a backbone with "
                   "input_channels = Cvae + 1 = {}, got {}",
-                  tokenizer.token_channels() + 1, models.backbone.config().input_channels);
+                  models.tokenizer->token_channels() + 1, models.backbone.config().input_channels);
     const double u = at::empty({1}, at::kDouble).uniform_(0.0, 1.0, generator).item<double>();
     masked_batch = u < config_.masked_training_fraction;
   }
@@ -226,36 +223,37 @@ ScheduleLoss HmarSchedule::loss(const ScheduleModels& models, const TrainingBatc
   return l;
 }
 
-Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
-                            const std::vector<TokenGridSize>& grids,
-                            const GenerationOptions& options, SampleRngs& rngs) {
+Tokens HmarSchedule::sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                                 const std::vector<TokenGridSize>& grids,
+                                 const GenerationOptions& options,
+                                 const CheckedHeadOptions& request, SampleRngs& rngs) {
   at::NoGradGuard no_grad;
   EvalModeGuard eval(models);  // no condition dropout while sampling
-  check_models(models, grids);
-  options.head.validate();
-  MultiScaleVqVae& tokenizer = multiscale_tokenizer(models, kWho);
+  const HmarSamplingOptions& sampling = sampling_options(options);
+  const CheckedHeadOptions unguided = request.unguided();
+  MultiScaleTokenizer& tokenizer = multiscale_tokenizer(models, kWho);
   Backbone& backbone = models.backbone;
   const TokenLayout layout = pyramid_layout(grids, kWho);
-  const std::vector<int64_t> plan = refinement_plan(grids);
+  const std::vector<int64_t> plan = refinement_plan(grids, options);
   const SamplingLabels sl = sampling_labels(backbone, labels, options.guidance, rngs, kWho);
   const int64_t B = sl.batch, S = layout.num_segments(), W = backbone.width();
-  const bool indicator = has_mask_channel(models, tokenizer);
+  const bool indicator = has_mask_channel(models);
   bool refining = false;
   for (int64_t r : plan) refining |= r > 0;
   TESSERA_CHECK(!refining || indicator,
                 "hmar: refinement needs the mask-indicator channel: a backbone with "
                 "input_channels = Cvae + 1 = {}, got {}",
-                tokenizer.token_channels() + 1, backbone.config().input_channels);
+                models.tokenizer->token_channels() + 1, backbone.config().input_channels);
   const BlockMask full = BlockMask::block_diagonal(layout);
-  const int64_t total_steps = num_steps(grids);
+  const int64_t total_steps = num_steps(grids, options);
 
   // One backbone call over the rows of one scale (no cache: the mask is block-diagonal), then
   // the head's draw for every row of the scale.
   auto run = [&](int64_t s, const at::Tensor& inputs, bool guided, bool masked_prediction,
                  const HeadStep& base) {
     const int64_t begin = layout.segment_begin(s), end = layout.segment_end(s), n = end - begin;
-    const Guidance guidance = guided ? options.guidance : Guidance::none();
-    const bool doubled = guidance.doubles_batch();
+    const CheckedHeadOptions& checked = guided ? request : unguided;
+    const bool doubled = checked.guidance().doubles_batch();
     at::Tensor x = inputs;
     if (x.defined() && doubled) x = repeat_for_guidance(x);
     const at::Tensor run_labels = doubled ? sl.run_labels : sl.labels;
@@ -267,7 +265,7 @@ Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labe
     HeadStep step = base;
     step.condition = head_condition_rows(head, out.condition, n);
     const int64_t rows = (doubled ? 2 * B : B) * n;
-    return head.sample(out.hidden.reshape({rows, W}), guidance, options.head, rngs, step);
+    return checked.draw(head, out.hidden.reshape({rows, W}), rngs, step);
   };
 
   at::Tensor f_hat = tokenizer.empty_f_hat(B);
@@ -290,7 +288,7 @@ Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labe
     base.progress.step = step_index;
     int64_t masked_count = n;
     if (plan[s] > 0) {
-      masked_count = masked_after(s, n, 0, T, n);
+      masked_count = masked_after(sampling, s, n, 0, T, n);
       base.progress.masked_after_step = masked_count;
     } else {
       masked_count = 0;
@@ -328,9 +326,9 @@ Tokens HmarSchedule::sample(const ScheduleModels& models, const at::Tensor& labe
       const at::Tensor own = own_contribution(tokenizer, s, ids).to(ns_input.device());
       const at::Tensor m = masked.to(ns_input.device());
       base.progress.step = step_index;
-      const int64_t after = masked_after(s, n, r, T, masked_count);
+      const int64_t after = masked_after(sampling, s, n, r, T, masked_count);
       base.progress.masked_after_step = after;
-      drawn = run(s, masked_inputs(ns_input, own, m.to(at::kFloat)), config_.refinement_guidance,
+      drawn = run(s, masked_inputs(ns_input, own, m.to(at::kFloat)), sampling.refinement_guidance,
                   /*masked_prediction=*/true, base);
       const at::Tensor new_ids = drawn.values.reshape({B, n}).to(ids.device(), at::kLong);
       const at::Tensor new_probs = drawn.probabilities.reshape({B, n}).to(probs.device(), at::kFloat);

@@ -1,9 +1,9 @@
-#include "mar_decoding.h"
+#include "schedule/mar_decoding.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "schedule_util.h"
+#include "schedule/schedule_util.h"
 
 namespace tessera::schedule_detail {
 
@@ -152,7 +152,8 @@ at::Tensor mar_training_mask(int64_t batch, int64_t tokens, double ratio,
 }
 
 at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels,
-                      const GenerationOptions& options, SampleRngs& rngs, const MarPhase& phase) {
+                      const GenerationOptions& options, const CheckedHeadOptions& head,
+                      SampleRngs& rngs, const MarPhase& phase) {
   const at::Device device = models.backbone.device();
   const int64_t B = rngs.size(), N = phase.tokens, C = phase.channels;
   const int64_t W = models.head.hidden_width();
@@ -185,7 +186,7 @@ at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels
     step.progress.num_steps = phase.total_steps;
     step.progress.num_tokens = N;
     step.progress.masked_after_step = mask_len;
-    HeadSample drawn = models.head.sample(z, options.guidance, options.head, rngs, step);
+    HeadSample drawn = head.draw(models.head, z, rngs, step);
     tokens.scatter_(1, positions.unsqueeze(-1).expand({B, K, C}),
                     drawn.values.to(device, at::kFloat).view({B, K, C}));
     mask = next;

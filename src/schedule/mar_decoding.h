@@ -63,8 +63,10 @@ struct MarPhase {
   at::Tensor prefix{};              // [B, P, C + 1] inputs before the phase's tokens, or undefined
 };
 
-// Runs a phase; returns the tokens [B, N, C].
+// Runs a phase; returns the tokens [B, N, C]. `head` is the request's validated guidance and head
+// options (Schedule::sample).
 at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels,
-                      const GenerationOptions& options, SampleRngs& rngs, const MarPhase& phase);
+                      const GenerationOptions& options, const CheckedHeadOptions& head,
+                      SampleRngs& rngs, const MarPhase& phase);
 
 }  // namespace tessera::schedule_detail

@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "mar_decoding.h"
-#include "schedule_util.h"
+#include "schedule/mar_decoding.h"
+#include "schedule/schedule_util.h"
 
 namespace tessera {
 
@@ -31,16 +31,11 @@ double MarMaskRatio::draw(at::Generator& generator) const {
 
 void MarScheduleConfig::validate() const {
   TESSERA_CHECK(buffer_size >= 0, "mar schedule: buffer_size must be >= 0, got {}", buffer_size);
-  TESSERA_CHECK(steps >= 1, "mar schedule: steps must be >= 1, got {}", steps);
   mask_ratio.validate();
+  sampling.validate();
 }
 
 MarSchedule::MarSchedule(MarScheduleConfig config) : config_(config) { config_.validate(); }
-
-void MarSchedule::set_config(const MarScheduleConfig& config) {
-  config.validate();
-  config_ = config;
-}
 
 TokenLayout MarSchedule::layout(int64_t tokens) const {
   return config_.buffer_size > 0 ? TokenLayout({config_.buffer_size, tokens})
@@ -51,10 +46,6 @@ void MarSchedule::check_models(const ScheduleModels& models,
                                const std::vector<TokenGridSize>& grids) const {
   check_no_hmar_tail(models, "mar schedule");
   const int64_t L = single_grid(grids, "mar schedule").count();
-  TESSERA_CHECK(config_.steps <= L,
-                "mar schedule: {} steps for {} tokens; each step must predict at least one, so "
-                "steps must be <= {}",
-                config_.steps, L, L);
   check_tokenizer_tokens(models, /*ids=*/false, "mar schedule");
   if (config_.encoder_decoder) {
     check_mar_encoder_decoder(models, config_.buffer_size, layout(L), "mar schedule");
@@ -72,7 +63,25 @@ BlockMask MarSchedule::training_mask(const std::vector<TokenGridSize>& grids) co
   return BlockMask::bidirectional(layout(single_grid(grids, "mar schedule").count()));
 }
 
-int64_t MarSchedule::num_steps(const std::vector<TokenGridSize>&) const { return config_.steps; }
+int64_t MarSchedule::num_steps_impl(const std::vector<TokenGridSize>&,
+                                    const GenerationOptions& options) const {
+  return sampling_options(options).steps;
+}
+
+const MarSamplingOptions& MarSchedule::sampling_options(const GenerationOptions& options) const {
+  return resolve_sampling(options.schedule, config_.sampling, "mar");
+}
+
+void MarSchedule::check_sampling(const std::vector<TokenGridSize>& grids,
+                                 const GenerationOptions& options) const {
+  const MarSamplingOptions& sampling = sampling_options(options);
+  sampling.validate();
+  const int64_t L = single_grid(grids, "mar schedule").count();
+  TESSERA_CHECK(sampling.steps <= L,
+                "mar schedule: {} steps for {} tokens; each step must predict at least one, so "
+                "steps must be <= {}",
+                sampling.steps, L, L);
+}
 
 ScheduleLoss MarSchedule::loss(const ScheduleModels& models, const TrainingBatch& batch,
                                at::Generator& generator) {
@@ -107,10 +116,11 @@ ScheduleLoss MarSchedule::loss(const ScheduleModels& models, const TrainingBatch
   return result;
 }
 
-Tokens MarSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
-                           const std::vector<TokenGridSize>& grids,
-                           const GenerationOptions& options, SampleRngs& rngs) {
-  check_models(models, grids);
+Tokens MarSchedule::sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                                const std::vector<TokenGridSize>& grids,
+                                const GenerationOptions& options, const CheckedHeadOptions& head,
+                                SampleRngs& rngs) {
+  const MarSamplingOptions& sampling = sampling_options(options);
   sample_batch_size(models.backbone, labels, rngs, options, "mar schedule");
   at::NoGradGuard no_grad;
   EvalModeGuard eval(models);
@@ -119,13 +129,14 @@ Tokens MarSchedule::sample(const ScheduleModels& models, const at::Tensor& label
   MarPhase phase;
   phase.tokens = grid.count();
   phase.channels = models.head.token_channels();
-  phase.steps = config_.steps;
-  phase.curve = config_.curve;
-  phase.total_steps = config_.steps;
+  phase.steps = sampling.steps;
+  phase.curve = sampling.curve;
+  phase.total_steps = sampling.steps;
   phase.mask = &full;
   phase.first_row = config_.buffer_size;
   at::Tensor tokens =
-      mar_decode(models, backbone_labels(models.backbone, labels, options), options, rngs, phase);
+      mar_decode(models, backbone_labels(models.backbone, labels, options), options, head,
+                 rngs, phase);
   return Tokens{{tokens}, {grid}};
 }
 

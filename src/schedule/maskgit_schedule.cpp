@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "schedule_util.h"
+#include "schedule/schedule_util.h"
 
 namespace tessera {
 
@@ -15,20 +15,13 @@ using namespace schedule_detail;
 void MaskGitScheduleConfig::validate() const {
   TESSERA_CHECK(condition_tokens >= 0, "maskgit schedule: condition_tokens must be >= 0, got {}",
                 condition_tokens);
-  TESSERA_CHECK(steps >= 1, "maskgit schedule: steps must be >= 1, got {}", steps);
-  TESSERA_CHECK(choice_temperature >= 0,
-                "maskgit schedule: choice_temperature must be >= 0, got {}", choice_temperature);
   TESSERA_CHECK(span_length >= 1, "maskgit schedule: span_length must be >= 1, got {}",
                 span_length);
+  sampling.validate();
 }
 
 MaskGitSchedule::MaskGitSchedule(MaskGitScheduleConfig config) : config_(config) {
   config_.validate();
-}
-
-void MaskGitSchedule::set_config(const MaskGitScheduleConfig& config) {
-  config.validate();
-  config_ = config;
 }
 
 TokenLayout MaskGitSchedule::layout(int64_t tokens) const {
@@ -64,19 +57,32 @@ void MaskGitSchedule::check_models(const ScheduleModels& models,
   TESSERA_CHECK(L % config_.span_length == 0,
                 "maskgit schedule: span_length {} must divide the {} tokens of the grid",
                 config_.span_length, L);
-  TESSERA_CHECK(config_.steps <= L / config_.span_length,
+  check_tokenizer_tokens(models, /*ids=*/true, "maskgit schedule");
+}
+
+const MaskGitSamplingOptions& MaskGitSchedule::sampling_options(
+    const GenerationOptions& options) const {
+  return resolve_sampling(options.schedule, config_.sampling, "maskgit");
+}
+
+void MaskGitSchedule::check_sampling(const std::vector<TokenGridSize>& grids,
+                                     const GenerationOptions& options) const {
+  const MaskGitSamplingOptions& sampling = sampling_options(options);
+  sampling.validate();
+  const int64_t units = single_grid(grids, "maskgit schedule").count() / config_.span_length;
+  TESSERA_CHECK(sampling.steps <= units,
                 "maskgit schedule: {} steps for {} units (tokens / span_length); each step must "
                 "commit at least one, so steps must be <= {}",
-                config_.steps, L / config_.span_length, L / config_.span_length);
-  check_tokenizer_tokens(models, /*ids=*/true, "maskgit schedule");
+                sampling.steps, units, units);
 }
 
 BlockMask MaskGitSchedule::training_mask(const std::vector<TokenGridSize>& grids) const {
   return BlockMask::bidirectional(layout(single_grid(grids, "maskgit schedule").count()));
 }
 
-int64_t MaskGitSchedule::num_steps(const std::vector<TokenGridSize>&) const {
-  return config_.steps;
+int64_t MaskGitSchedule::num_steps_impl(const std::vector<TokenGridSize>&,
+                                        const GenerationOptions& options) const {
+  return sampling_options(options).steps;
 }
 
 std::vector<int64_t> overlapping_span_starts_table(int64_t tokens, int64_t span_length) {
@@ -180,10 +186,11 @@ ScheduleLoss MaskGitSchedule::loss(const ScheduleModels& models, const TrainingB
   return result;
 }
 
-Tokens MaskGitSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
-                               const std::vector<TokenGridSize>& grids,
-                               const GenerationOptions& options, SampleRngs& rngs) {
-  check_models(models, grids);
+Tokens MaskGitSchedule::sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                                    const std::vector<TokenGridSize>& grids,
+                                    const GenerationOptions& options,
+                                    const CheckedHeadOptions& head, SampleRngs& rngs) {
+  const MaskGitSamplingOptions& sampling = sampling_options(options);
   const int64_t B = sample_batch_size(models.backbone, labels, rngs, options, "maskgit schedule");
   at::NoGradGuard no_grad;
   EvalModeGuard eval(models);
@@ -191,7 +198,7 @@ Tokens MaskGitSchedule::sample(const ScheduleModels& models, const at::Tensor& l
   const at::Device device = backbone.device();
   const TokenGridSize grid = grids[0];
   const int64_t L = grid.count(), W = backbone.width(), c = config_.condition_tokens;
-  const int64_t k = config_.span_length, units = L / k, T = config_.steps;
+  const int64_t k = config_.span_length, units = L / k, T = sampling.steps;
   const int64_t mask_id = models.head.vocab_size();
   const at::Tensor run_labels = backbone_labels(backbone, labels, options);
   const BlockMask full = training_mask(grids);
@@ -206,14 +213,14 @@ Tokens MaskGitSchedule::sample(const ScheduleModels& models, const at::Tensor& l
     BackboneOutput out = backbone.forward(maybe_double(ids, options), run_labels, full);
     const int64_t rows = out.hidden.size(0);
     const at::Tensor hidden = out.hidden.slice(1, c, c + L).reshape({rows * L, W});
-    const int64_t masked_after = masked_after_step(config_.curve, units, s, T, masked);
+    const int64_t masked_after = masked_after_step(sampling.curve, units, s, T, masked);
     HeadStep step;
     step.progress.step = s;
     step.progress.num_steps = T;
     step.progress.num_tokens = L;
     step.progress.masked_after_step = masked_after * k;
     step.condition = head_condition(models.head, out.condition, L);
-    HeadSample drawn = models.head.sample(hidden, options.guidance, options.head, rngs, step);
+    HeadSample drawn = head.draw(models.head, hidden, rngs, step);
     const at::Tensor values = drawn.values.to(device, at::kLong).view({B, L});
     const at::Tensor log_p = drawn.log_probabilities.to(device, at::kDouble).view({B, L});
     const at::Tensor unknown_tokens = unknown.repeat_interleave(k, 1);
@@ -221,12 +228,12 @@ Tokens MaskGitSchedule::sample(const ScheduleModels& models, const at::Tensor& l
     // One Gumbel per position per step, whatever the batch (Note [Schedule batch invariance]).
     const at::Tensor gumbel = rngs.gumbel({L}).to(device, at::kDouble);
     const double anneal =
-        config_.choice_temperature * (1.0 - static_cast<double>(s + 1) / static_cast<double>(T));
+        sampling.choice_temperature * (1.0 - static_cast<double>(s + 1) / static_cast<double>(T));
     at::Tensor confidence = log_p + anneal * gumbel;  // [B, L]; see Note [MaskGIT decoding]
     if (k > 1) {
       const at::Tensor chunks = confidence.view({B, units, k});
       confidence =
-          config_.span_scoring == SpanScoring::max ? std::get<0>(chunks.max(2)) : chunks.mean(2);
+          sampling.span_scoring == SpanScoring::max ? std::get<0>(chunks.max(2)) : chunks.mean(2);
     }
     const at::Tensor remask = lowest_confidence(confidence, unknown, masked_after);
     ids = at::where(remask.repeat_interleave(k, 1), at::full_like(ids, mask_id), sampled);

@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "next_scale_detail.h"
-#include "schedule_util.h"
+#include "schedule/next_scale_detail.h"
+#include "schedule/schedule_util.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/nn/guidance_batch.h"
@@ -62,12 +62,12 @@ std::vector<double> scale_loss_weights(ScaleLossWeighting weighting,
 
 namespace schedule_detail {
 
-MultiScaleVqVae& multiscale_tokenizer(const ScheduleModels& models, const char* who) {
+MultiScaleTokenizer& multiscale_tokenizer(const ScheduleModels& models, const char* who) {
   TESSERA_CHECK(models.tokenizer != nullptr,
                 "{}: needs the tokenizer (a MultiScaleVqVae): the inputs of scale s are "
                 "area_down(f_hat) of the earlier scales; ScheduleModels::tokenizer is null",
                 who);
-  auto* ms = dynamic_cast<MultiScaleVqVae*>(models.tokenizer);
+  MultiScaleTokenizer* ms = models.tokenizer->as_multiscale();
   TESSERA_CHECK(ms != nullptr,
                 "{}: the tokenizer must be a MultiScaleVqVae (VAR's multi-scale residual VQ), got "
                 "a '{}' tokenizer; for a continuous tokenizer use the continuous_next_scale "
@@ -98,7 +98,7 @@ TokenLayout pyramid_layout(const std::vector<TokenGridSize>& grids, const char* 
 void check_next_scale_models(const ScheduleModels& models, const std::vector<TokenGridSize>& grids,
                              const char* who, const std::vector<int64_t>& extra_channels) {
   check_no_decoder(models, who);
-  MultiScaleVqVae& ms = multiscale_tokenizer(models, who);
+  MultiScaleTokenizer& ms = multiscale_tokenizer(models, who);
   const std::vector<int64_t> sides = pyramid_sides(grids, who);
   TESSERA_CHECK(sides == ms.patch_nums(),
                 "{}: the grids' sides {} are not the tokenizer's patch_nums {}", who,
@@ -113,7 +113,7 @@ void check_next_scale_models(const ScheduleModels& models, const std::vector<Tok
   TESSERA_CHECK(bc.input == InputKind::vectors,
                 "{}: the backbone must take vectors (word_embed of f_hat features), not token ids",
                 who);
-  const int64_t cvae = ms.token_channels();
+  const int64_t cvae = models.tokenizer->token_channels();
   bool channels_ok = false;
   for (int64_t extra : extra_channels) channels_ok |= bc.input_channels == cvae + extra;
   TESSERA_CHECK(channels_ok,
@@ -129,9 +129,9 @@ void check_next_scale_models(const ScheduleModels& models, const std::vector<Tok
                 "{}: the head must be discrete (a softmax over the codebook); next-scale "
                 "schedules take discrete scales only, not a flow or diffusion head",
                 who);
-  TESSERA_CHECK(head.vocab_size() == ms.vocab_size(),
+  TESSERA_CHECK(head.vocab_size() == models.tokenizer->vocab_size(),
                 "{}: the head predicts {} ids but the tokenizer's codebook has {}", who,
-                head.vocab_size(), ms.vocab_size());
+                head.vocab_size(), models.tokenizer->vocab_size());
   TESSERA_CHECK(head.hidden_width() == bc.width,
                 "{}: the head takes hidden width {} but the backbone's width is {}", who,
                 head.hidden_width(), bc.width);
@@ -197,12 +197,13 @@ std::vector<at::Tensor> batch_ids(const TrainingBatch& batch, const char* who) {
   return batch.tokens.scales;
 }
 
-at::Tensor teacher_forcing_inputs(MultiScaleVqVae& tokenizer, const TrainingBatch& batch,
+at::Tensor teacher_forcing_inputs(const ScheduleModels& models, const TrainingBatch& batch,
                                   const std::vector<at::Tensor>& ids, const TokenLayout& layout,
                                   const char* who) {
   const int64_t B = ids.front().size(0);
   const int64_t rows = layout.length() - layout.segment_length(0);
-  const int64_t C = tokenizer.token_channels();
+  MultiScaleTokenizer& tokenizer = multiscale_tokenizer(models, who);
+  const int64_t C = models.tokenizer->token_channels();
   if (batch.scale_inputs.defined()) {
     const at::Tensor& x = batch.scale_inputs;
     TESSERA_CHECK(x.dim() == 3 && x.size(0) == B && x.size(1) == rows && x.size(2) == C &&
@@ -217,7 +218,7 @@ at::Tensor teacher_forcing_inputs(MultiScaleVqVae& tokenizer, const TrainingBatc
 
 SamplingLabels sampling_labels(const Backbone& backbone, const at::Tensor& labels,
                                const Guidance& guidance, const SampleRngs& rngs, const char* who) {
-  guidance.validate();
+  // `guidance` was validated once, by Schedule::sample.
   SamplingLabels out;
   out.batch = labels.defined() ? labels.size(0) : rngs.size();
   TESSERA_CHECK(out.batch == rngs.size(), "{}: {} labels but {} sample generators", who,

@@ -11,13 +11,13 @@
 #include "tessera/attention/token_layout.h"
 #include "tessera/schedule/next_scale_common.h"
 #include "tessera/schedule/schedule.h"
-#include "tessera/tokenizer/multiscale_vq_vae.h"
+#include "tessera/tokenizer/multiscale_tokenizer.h"
 
 namespace tessera::schedule_detail {
 
-// The MultiScaleVqVae behind models.tokenizer; throws naming `who` when there is none or it is
-// another kind of tokenizer.
-MultiScaleVqVae& multiscale_tokenizer(const ScheduleModels& models, const char* who);
+// The multi-scale interface of models.tokenizer (Tokenizer::as_multiscale); throws naming `who`
+// when there is no tokenizer or it has none.
+MultiScaleTokenizer& multiscale_tokenizer(const ScheduleModels& models, const char* who);
 
 // The square sides of the grids; throws unless every grid is square and the sides increase.
 std::vector<int64_t> pyramid_sides(const std::vector<TokenGridSize>& grids, const char* who);
@@ -48,7 +48,7 @@ std::vector<at::Tensor> batch_ids(const TrainingBatch& batch, const char* who);
 
 // The teacher-forcing inputs [B, L − n_0, Cvae]: batch.scale_inputs when given (checked), else the
 // tokenizer's teacher_forcing_input(ids); without autograd into the tokenizer.
-at::Tensor teacher_forcing_inputs(MultiScaleVqVae& tokenizer, const TrainingBatch& batch,
+at::Tensor teacher_forcing_inputs(const ScheduleModels& models, const TrainingBatch& batch,
                                   const std::vector<at::Tensor>& ids, const TokenLayout& layout,
                                   const char* who);
 

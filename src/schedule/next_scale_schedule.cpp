@@ -5,8 +5,8 @@
 
 #include <optional>
 
-#include "next_scale_detail.h"
-#include "schedule_util.h"
+#include "schedule/next_scale_detail.h"
+#include "schedule/schedule_util.h"
 #include "tessera/core/error.h"
 #include "tessera/nn/guidance_batch.h"
 
@@ -32,17 +32,27 @@ BlockMask NextScaleSchedule::training_mask(const std::vector<TokenGridSize>& gri
   return BlockMask::block_causal(pyramid_layout(grids, kWho));
 }
 
-int64_t NextScaleSchedule::num_steps(const std::vector<TokenGridSize>& grids) const {
+int64_t NextScaleSchedule::num_steps_impl(const std::vector<TokenGridSize>& grids,
+                                          const GenerationOptions&) const {
   return static_cast<int64_t>(pyramid_sides(grids, kWho).size());
+}
+
+const NextScaleSamplingOptions& NextScaleSchedule::sampling_options(
+    const GenerationOptions& options) const {
+  return resolve_sampling(options.schedule, config_.sampling, kWho);
+}
+
+void NextScaleSchedule::check_sampling(const std::vector<TokenGridSize>&,
+                                       const GenerationOptions& options) const {
+  sampling_options(options).validate();
 }
 
 ScheduleLoss NextScaleSchedule::loss(const ScheduleModels& models, const TrainingBatch& batch,
                                      at::Generator& generator) {
   const std::vector<at::Tensor> ids = batch_ids(batch, kWho);
   check_models(models, batch.tokens.grids);
-  MultiScaleVqVae& tokenizer = multiscale_tokenizer(models, kWho);
   const TokenLayout layout = pyramid_layout(batch.tokens.grids, kWho);
-  const at::Tensor inputs = teacher_forcing_inputs(tokenizer, batch, ids, layout, kWho);
+  const at::Tensor inputs = teacher_forcing_inputs(models, batch, ids, layout, kWho);
 
   BackboneForwardOptions fo;
   fo.generator = generator;  // condition dropout
@@ -54,14 +64,14 @@ ScheduleLoss NextScaleSchedule::loss(const ScheduleModels& models, const Trainin
                                                   pyramid_sides(batch.tokens.grids, kWho)));
 }
 
-Tokens NextScaleSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
-                                 const std::vector<TokenGridSize>& grids,
-                                 const GenerationOptions& options, SampleRngs& rngs) {
+Tokens NextScaleSchedule::sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                                      const std::vector<TokenGridSize>& grids,
+                                      const GenerationOptions& options,
+                                      const CheckedHeadOptions& head, SampleRngs& rngs) {
   at::NoGradGuard no_grad;
   EvalModeGuard eval(models);  // no condition dropout while sampling
-  check_models(models, grids);
-  options.head.validate();
-  MultiScaleVqVae& tokenizer = multiscale_tokenizer(models, kWho);
+  const NextScaleSamplingOptions& sampling = sampling_options(options);
+  MultiScaleTokenizer& tokenizer = multiscale_tokenizer(models, kWho);
   Backbone& backbone = models.backbone;
   const TokenLayout layout = pyramid_layout(grids, kWho);
   const SamplingLabels sl = sampling_labels(backbone, labels, options.guidance, rngs, kWho);
@@ -71,7 +81,7 @@ Tokens NextScaleSchedule::sample(const ScheduleModels& models, const at::Tensor&
   const BlockMask full = BlockMask::block_causal(layout);
 
   std::optional<KVCache> cache;
-  if (config_.use_kv_cache) cache.emplace(backbone.make_kv_cache(run_batch, layout.length()));
+  if (sampling.use_kv_cache) cache.emplace(backbone.make_kv_cache(run_batch, layout.length()));
   std::vector<at::Tensor> prefix_inputs;  // without a cache: every scale's inputs so far
 
   at::Tensor f_hat = tokenizer.empty_f_hat(B);
@@ -105,8 +115,8 @@ Tokens NextScaleSchedule::sample(const ScheduleModels& models, const at::Tensor&
     step.progress.scale = s;
     step.progress.num_scales = S;
     step.condition = head_condition_rows(models.head, condition, n);
-    const HeadSample drawn = models.head.sample(hidden.reshape({run_batch * n, W}),
-                                                options.guidance, options.head, rngs, step);
+    const HeadSample drawn =
+        head.draw(models.head, hidden.reshape({run_batch * n, W}), rngs, step);
     const at::Tensor ids = drawn.values.reshape({B, n}).to(at::kLong);
     tokenizer.add_scale_ids(f_hat, s, ids);
     result.scales.push_back(ids);

@@ -4,7 +4,7 @@
 
 #include <optional>
 
-#include "schedule_util.h"
+#include "schedule/schedule_util.h"
 
 namespace tessera {
 
@@ -67,8 +67,19 @@ BlockMask RasterSchedule::training_mask(const std::vector<TokenGridSize>& grids)
   return BlockMask::causal(raster_layout(single_grid(grids, "raster schedule").count()));
 }
 
-int64_t RasterSchedule::num_steps(const std::vector<TokenGridSize>& grids) const {
+int64_t RasterSchedule::num_steps_impl(const std::vector<TokenGridSize>& grids,
+                                       const GenerationOptions&) const {
   return single_grid(grids, "raster schedule").count();
+}
+
+const RasterSamplingOptions& RasterSchedule::sampling_options(
+    const GenerationOptions& options) const {
+  return resolve_sampling(options.schedule, config_.sampling, "raster");
+}
+
+void RasterSchedule::check_sampling(const std::vector<TokenGridSize>&,
+                                    const GenerationOptions& options) const {
+  sampling_options(options).validate();
 }
 
 ScheduleLoss RasterSchedule::loss(const ScheduleModels& models, const TrainingBatch& batch,
@@ -103,10 +114,11 @@ ScheduleLoss RasterSchedule::loss(const ScheduleModels& models, const TrainingBa
   return result;
 }
 
-Tokens RasterSchedule::sample(const ScheduleModels& models, const at::Tensor& labels,
-                              const std::vector<TokenGridSize>& grids,
-                              const GenerationOptions& options, SampleRngs& rngs) {
-  check_models(models, grids);
+Tokens RasterSchedule::sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                                   const std::vector<TokenGridSize>& grids,
+                                   const GenerationOptions& options,
+                                   const CheckedHeadOptions& head, SampleRngs& rngs) {
+  const RasterSamplingOptions& sampling = sampling_options(options);
   const int64_t B = sample_batch_size(models.backbone, labels, rngs, options, "raster schedule");
   at::NoGradGuard no_grad;
   EvalModeGuard eval(models);
@@ -120,7 +132,7 @@ Tokens RasterSchedule::sample(const ScheduleModels& models, const at::Tensor& la
 
   at::Tensor sequence = at::zeros({B, L}, at::TensorOptions().dtype(at::kLong).device(device));
   std::optional<KVCache> cache;
-  if (config_.kv_cache) cache.emplace(backbone.make_kv_cache(rows, L));
+  if (sampling.kv_cache) cache.emplace(backbone.make_kv_cache(rows, L));
   for (int64_t s = 0; s < L; ++s) {
     BackboneOutput out;
     at::Tensor hidden;
@@ -144,7 +156,7 @@ Tokens RasterSchedule::sample(const ScheduleModels& models, const at::Tensor& la
     step.condition = head_condition(models.head, out.condition, 1);
     // hidden [rows, width]: one row per sample, conditional half first (Note [Guidance batch
     // layout]).
-    HeadSample drawn = models.head.sample(hidden, options.guidance, options.head, rngs, step);
+    HeadSample drawn = head.draw(models.head, hidden, rngs, step);
     sequence.select(1, s).copy_(drawn.values.to(device, at::kLong));
   }
   // tokens[:, order[i]] = sequence[:, i]

@@ -4,6 +4,8 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "tessera/core/error.h"
 
@@ -11,76 +13,75 @@ namespace tessera {
 
 namespace {
 
-// The name of a kind, which is also the key of its section.
-std::string kind_name(ScheduleKind kind) {
+// Applies `f` to the sampling defaults of config.kind's section.
+template <class F>
+decltype(auto) with_sampling_defaults(ScheduleConfig& config, F&& f) {
+  switch (config.kind) {
+    case ScheduleKind::raster:
+      return f(config.raster.sampling);
+    case ScheduleKind::maskgit:
+      return f(config.maskgit.sampling);
+    case ScheduleKind::mar:
+      return f(config.mar.sampling);
+    case ScheduleKind::next_scale:
+      return f(config.next_scale.sampling);
+    case ScheduleKind::hmar:
+      return f(config.hmar.sampling);
+    case ScheduleKind::hi_mar:
+      return f(config.hi_mar.sampling);
+    case ScheduleKind::continuous_next_scale:
+      return f(config.continuous_next_scale.sampling);
+  }
+  TESSERA_FAIL("unknown schedule kind {}", static_cast<int>(config.kind));
+}
+
+}  // namespace
+
+std::string schedule_kind_name(ScheduleKind kind) {
   nlohmann::json name;
   config_detail::write_value(name, kind);
   return name.get<std::string>();
 }
 
-bool is_sampling_option(ScheduleKind kind, const std::string& key) {
-  const std::vector<std::string> options = schedule_sampling_options(kind);
-  return std::find(options.begin(), options.end(), key) != options.end();
+ScheduleSamplingOptions sampling_defaults(const ScheduleConfig& config) {
+  ScheduleConfig copy = config;
+  return with_sampling_defaults(copy,
+                                [](const auto& defaults) { return ScheduleSamplingOptions(defaults); });
 }
 
-}  // namespace
-
-std::vector<std::string> schedule_sampling_options(ScheduleKind kind) {
-  switch (kind) {
-    case ScheduleKind::raster:
-      return {"kv_cache"};
-    case ScheduleKind::maskgit:
-      return {"steps", "curve", "choice_temperature", "span_scoring"};
-    case ScheduleKind::mar:
-      return {"steps", "curve"};
-    case ScheduleKind::next_scale:
-      return {"use_kv_cache"};
-    case ScheduleKind::hmar:
-      return {"refinement_steps", "refinement_curve", "refinement_guidance", "mask_schedule"};
-    case ScheduleKind::hi_mar:
-      return {"pivot_steps", "dense_steps", "curve"};
-    case ScheduleKind::continuous_next_scale:
-      return {"use_kv_cache"};
-  }
-  TESSERA_CHECK(false, "schedule_sampling_options: unknown schedule kind {}",
-                static_cast<int>(kind));
-  return {};
+void set_sampling_defaults(ScheduleConfig& config, const ScheduleSamplingOptions& options) {
+  if (options.empty()) return;
+  const std::string kind = schedule_kind_name(config.kind);
+  with_sampling_defaults(config, [&](auto& defaults) {
+    defaults = resolve_sampling(options, defaults, kind.c_str());
+  });
 }
 
-ScheduleConfig patched_schedule_sampling(const ScheduleConfig& config,
-                                         const nlohmann::json& patch) {
-  const std::string kind = kind_name(config.kind);
-  TESSERA_CHECK(patch.is_object(),
-                "schedule sampling options must be a JSON object such as {{\"steps\": 4}}, got {}",
-                config_detail::json_excerpt(patch));
-  nlohmann::json whole = config_to_json(config);
-  for (const auto& item : patch.items()) {
-    if (is_sampling_option(config.kind, item.key())) continue;
-    TESSERA_FAIL("schedule option '{}' {}; sampling may change the {} schedule's {}", item.key(),
-                 whole[kind].contains(item.key())
-                     ? fmt::format("of the {} schedule is fixed by training", kind)
-                     : fmt::format("is not an option of the {} schedule", kind),
-                 kind, fmt::join(schedule_sampling_options(config.kind), ", "));
+ScheduleSamplingOptions schedule_sampling_from_json(const ScheduleConfig& config,
+                                                    const nlohmann::json& json,
+                                                    const std::string& path) {
+  const std::string kind = schedule_kind_name(config.kind);
+  TESSERA_CHECK(json.is_object(),
+                "{}: the schedule's sampling options must be a JSON object such as "
+                "{{\"steps\": 4}}, got {}",
+                path, config_detail::json_excerpt(json));
+  ScheduleSamplingOptions options = sampling_defaults(config);
+  config_detail::KeyCollector sampling_keys;
+  options.visit(sampling_keys);
+  const std::vector<std::string>& names = sampling_keys.names;
+  const nlohmann::json section = config_to_json(config)[kind];
+  for (const auto& item : json.items()) {
+    if (std::find(names.begin(), names.end(), item.key()) != names.end() ||
+        !section.contains(item.key())) {
+      continue;
+    }
+    TESSERA_FAIL("{}: schedule option '{}' of the {} schedule is fixed by training; sampling "
+                 "may change the {} schedule's {}",
+                 path, item.key(), kind, kind, fmt::join(names, ", "));
   }
-  whole[kind].merge_patch(patch);
-  return config_from_json<ScheduleConfig>(whole, "schedule");
-}
-
-void check_schedule_sampling_change(const ScheduleConfig& trained, const ScheduleConfig& changed) {
-  const std::string kind = kind_name(trained.kind);
-  TESSERA_CHECK(changed.kind == trained.kind,
-                "the schedule is {}; sampling cannot change it to {} (the kind is fixed by "
-                "training)",
-                kind, kind_name(changed.kind));
-  const nlohmann::json before = config_to_json(trained)[kind];
-  const nlohmann::json after = config_to_json(changed)[kind];
-  for (const auto& item : before.items()) {
-    TESSERA_CHECK(is_sampling_option(trained.kind, item.key()) || after[item.key()] == item.value(),
-                  "schedule option '{}' of the {} schedule is fixed by training (trained with {}, "
-                  "asked for {}); sampling may change {}",
-                  item.key(), kind, item.value().dump(), after[item.key()].dump(),
-                  fmt::join(schedule_sampling_options(trained.kind), ", "));
-  }
+  // The config reader refuses the keys the kind does not know, naming them and the known ones.
+  config_detail::read_value(json, options, path);
+  return options;
 }
 
 std::unique_ptr<Schedule> make_schedule(const ScheduleConfig& config) {

@@ -2,7 +2,7 @@
 
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/tokenizer/kl_vae.h"
 #include "tessera/tokenizer/multiscale_vq_vae.h"
 #include "tessera/tokenizer/patch_tokenizer.h"
@@ -37,7 +37,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_checkpoint(const std::filesystem::path
   const auto it = file.metadata().find(kTokenizerConfigMetadataKey);
   TESSERA_CHECK(it != file.metadata().end(),
                 "{}: not a Tessera tokenizer checkpoint (no '{}' in __metadata__); a VAR vae "
-                "checkpoint loads with MultiScaleVqVae::load_var_checkpoint",
+                "checkpoint loads with tessera::load_var_vae (tessera/compat/var_vae.h)",
                 path.string(), kTokenizerConfigMetadataKey);
   nlohmann::json json;
   try {

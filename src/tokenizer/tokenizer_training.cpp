@@ -1,23 +1,14 @@
 #include "tessera/tokenizer/tokenizer_training.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
-#include <torch/optim/adam.h>
 
 #include <chrono>
 #include <cmath>
 #include <sstream>
 
 #include "tessera/core/error.h"
-#include "tessera/core/fashion_mnist.h"
 #include "tessera/core/format.h"
-#include "tessera/core/image_io.h"
-#include "tessera/core/logging.h"
-#include "tessera/core/progress.h"
-#include "tessera/core/rng.h"
-#include "tessera/core/safetensors.h"
-#include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera {
 
@@ -60,6 +51,8 @@ void TokenizerTrainConfig::validate() const {
                 adam_beta2);
   TESSERA_CHECK(weight_decay >= 0, "weight_decay must be >= 0, got {}", weight_decay);
   TESSERA_CHECK(grad_clip_norm >= 0, "grad_clip_norm must be >= 0, got {}", grad_clip_norm);
+  TESSERA_CHECK(ema_decay >= 0 && ema_decay < 1,
+                "ema_decay must be in [0, 1) (0: no moving average), got {}", ema_decay);
   TESSERA_CHECK(log_every > 0, "log_every must be positive, got {}", log_every);
   TESSERA_CHECK(checkpoint_every >= 0, "checkpoint_every must be >= 0, got {}", checkpoint_every);
   TESSERA_CHECK(eval_batch_size > 0, "eval_batch_size must be positive, got {}", eval_batch_size);
@@ -176,224 +169,6 @@ std::string format_reconstruction_metrics(const ReconstructionMetrics& metrics) 
     }
   }
   return out.str();
-}
-
-namespace {
-
-nlohmann::json metrics_to_json(const ReconstructionMetrics& metrics) {
-  nlohmann::json j;
-  j["images"] = metrics.images;
-  j["mse"] = metrics.mse;
-  j["psnr_db"] = metrics.psnr;
-  j["seconds"] = metrics.seconds;
-  if (metrics.token_std > 0) {
-    j["token_mean"] = metrics.token_mean;
-    j["token_std"] = metrics.token_std;
-  }
-  auto usage_json = [](const CodebookUsage& u) {
-    return nlohmann::json{{"codebook_size", u.codebook_size},
-                          {"tokens", u.tokens},
-                          {"used_codes", u.used_codes},
-                          {"used_fraction", u.used_fraction()},
-                          {"perplexity", u.perplexity}};
-  };
-  if (metrics.usage.codebook_size > 0) {
-    j["codebook_usage"] = usage_json(metrics.usage);
-    j["codebook_usage_per_scale"] = nlohmann::json::array();
-    for (const auto& u : metrics.usage_per_scale)
-      j["codebook_usage_per_scale"].push_back(usage_json(u));
-  }
-  return j;
-}
-
-// Scales every gradient so that their global L2 norm is at most max_norm.
-void clip_gradients(const std::vector<at::Tensor>& parameters, double max_norm) {
-  double squared = 0;
-  for (const auto& p : parameters) {
-    if (p.grad().defined()) squared += p.grad().to(at::kDouble).square().sum().item<double>();
-  }
-  const double norm = std::sqrt(squared);
-  if (norm <= max_norm || norm == 0) return;
-  const double scale = max_norm / norm;
-  for (const auto& p : parameters) {
-    if (p.grad().defined()) p.grad().mul_(scale);
-  }
-}
-
-}  // namespace
-
-TokenizerTrainResult train_tokenizer(const TokenizerTrainConfig& config) {
-  config.validate();
-  if (config.threads > 0) at::set_num_threads(static_cast<int>(config.threads));
-  const std::filesystem::path out_dir = config.output_dir;
-  std::filesystem::create_directories(out_dir);
-  write_json_file(out_dir / "config.json", config_to_json(config));
-
-  FashionMnistOptions data_options;
-  data_options.directory = config.data.directory;
-  const auto load_start = std::chrono::steady_clock::now();
-  LabeledImages train_data = load_fashion_mnist(DatasetSplit::train, data_options);
-  LabeledImages test_data = load_fashion_mnist(DatasetSplit::test, data_options);
-  auto first = [](const at::Tensor& t, int64_t n) { return n > 0 ? t.slice(0, 0, n) : t; };
-  train_data.images = first(train_data.images, config.data.train_images);
-  test_data.images = first(test_data.images, config.data.eval_images);
-  const at::Tensor train_images =
-      prepare_fashion_mnist_images(train_data, config.data.image_size, config.data.channels);
-  const at::Tensor test_images =
-      prepare_fashion_mnist_images(test_data, config.data.image_size, config.data.channels);
-  TESSERA_LOG_INFO("tokenizer data: {} training and {} test images of {}x{}x{} in {:.1f} s",
-                   train_images.size(0), test_images.size(0), train_images.size(1),
-                   train_images.size(2), train_images.size(3), seconds_since(load_start));
-
-  const std::filesystem::path checkpoint_path = out_dir / "tokenizer.safetensors";
-  std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(config.tokenizer, config.seed);
-  int64_t step = 0;
-  if (config.resume && std::filesystem::exists(checkpoint_path)) {
-    const SafetensorsFile file = SafetensorsFile::open(checkpoint_path);
-    tokenizer->load_state_dict(file.all());
-    if (auto it = file.metadata().find("tessera.step"); it != file.metadata().end()) {
-      step = std::stoll(it->second);
-    }
-    TESSERA_LOG_INFO("resumed from {} at step {}", checkpoint_path.string(), step);
-  }
-  // The image size must suit the tokenizer (divisibility, patch_nums): fail before training.
-  (void)tokenizer->token_grids(train_images.size(2), train_images.size(3));
-
-  const std::vector<at::Tensor> parameters = tokenizer->parameters();
-  int64_t parameter_count = 0;
-  for (const auto& p : parameters) parameter_count += p.numel();
-  TESSERA_LOG_INFO("tokenizer {}: {} trainable parameters, {} steps of batch {}",
-                   tokenizer_kind_name(config.tokenizer.kind), parameter_count, config.steps - step,
-                   config.batch_size);
-
-  auto save = [&]() {
-    save_tokenizer_checkpoint(checkpoint_path, *tokenizer,
-                              {{"tessera.step", std::to_string(step)}});
-  };
-
-  TokenizerTrainResult result;
-  const auto train_start = std::chrono::steady_clock::now();
-  if (!parameters.empty() && step < config.steps) {
-    torch::optim::Adam optimizer(parameters, torch::optim::AdamOptions(config.learning_rate)
-                                                 .betas({config.adam_beta1, config.adam_beta2})
-                                                 .weight_decay(config.weight_decay));
-    at::Generator batch_generator = make_cpu_generator(derive_seed(config.seed, 1));
-    tokenizer->set_training(true);
-    ProgressBar progress(config.steps - step, "train-tokenizer");
-    double loss_sum = 0;
-    int64_t loss_count = 0;
-    std::vector<std::pair<std::string, double>> term_sums;
-    std::vector<std::pair<std::string, int64_t>> counter_sums;
-    while (step < config.steps) {
-      const double lr_scale = config.warmup_steps > 0
-                                  ? std::min(1.0, static_cast<double>(step + 1) /
-                                                      static_cast<double>(config.warmup_steps))
-                                  : 1.0;
-      for (auto& group : optimizer.param_groups()) {
-        static_cast<torch::optim::AdamOptions&>(group.options())
-            .lr(config.learning_rate * lr_scale);
-      }
-      const at::Tensor rows = at::randint(train_images.size(0), {config.batch_size},
-                                          batch_generator, at::TensorOptions().dtype(at::kLong));
-      const at::Tensor batch = train_images.index_select(0, rows).to(tokenizer->device());
-      TokenizerTrainingOutput out = tokenizer->training_forward(batch);
-      const at::Tensor reconstruction_loss = config.reconstruction_loss == ReconstructionLoss::mse
-                                                 ? at::mse_loss(out.reconstruction, batch)
-                                                 : at::l1_loss(out.reconstruction, batch);
-      const at::Tensor loss = reconstruction_loss + out.regularization;
-      TESSERA_CHECK(std::isfinite(loss.item<double>()),
-                    "train-tokenizer: the loss became {} at step {} (lower the learning rate?)",
-                    loss.item<double>(), step);
-      optimizer.zero_grad();
-      loss.backward();
-      if (config.grad_clip_norm > 0) clip_gradients(parameters, config.grad_clip_norm);
-      optimizer.step();
-      ++step;
-
-      loss_sum += loss.item<double>();
-      ++loss_count;
-      if (term_sums.empty()) {
-        term_sums.emplace_back("recon", 0.0);
-        for (const auto& [name, value] : out.terms) term_sums.emplace_back(name, 0.0);
-      }
-      term_sums[0].second += reconstruction_loss.item<double>();
-      for (size_t i = 0; i < out.terms.size() && i + 1 < term_sums.size(); ++i) {
-        term_sums[i + 1].second += out.terms[i].second;
-      }
-      if (counter_sums.empty()) {
-        for (const auto& [name, count] : out.counters) counter_sums.emplace_back(name, 0);
-      }
-      for (size_t i = 0; i < out.counters.size() && i < counter_sums.size(); ++i) {
-        counter_sums[i].second += out.counters[i].second;
-      }
-      progress.advance();
-      if (step % config.log_every == 0 || step == config.steps) {
-        std::string line = fmt::format("step {}/{}  loss {:.5f}", step, config.steps,
-                                       loss_sum / static_cast<double>(loss_count));
-        for (const auto& [name, sum] : term_sums) {
-          line += fmt::format("  {} {:.5f}", name, sum / static_cast<double>(loss_count));
-        }
-        for (const auto& [name, count] : counter_sums) line += fmt::format("  {} {}", name, count);
-        if (!out.ids.empty()) {
-          at::Tensor all_ids = at::cat(out.ids, 1);
-          const auto usage =
-              codebook_usage_from_histogram(code_histogram(all_ids, tokenizer->vocab_size()));
-          line += fmt::format("  batch codes {}  perplexity {:.1f}", usage.used_codes,
-                              usage.perplexity);
-        }
-        TESSERA_LOG_INFO("{}", line);
-        result.final_loss = loss_sum / static_cast<double>(loss_count);
-        loss_sum = 0;
-        loss_count = 0;
-        for (auto& [name, sum] : term_sums) sum = 0;
-        for (auto& [name, count] : counter_sums) count = 0;
-      }
-      if (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) save();
-    }
-    progress.finish();
-    tokenizer->set_training(false);
-  }
-  result.train_seconds = seconds_since(train_start);
-  result.steps = step;
-  save();
-  result.checkpoint = checkpoint_path;
-
-  result.test = evaluate_reconstruction(*tokenizer, test_images, config.eval_batch_size,
-                                        fashion_mnist_region(config.data.image_size));
-  TESSERA_LOG_INFO("test reconstructions: {}", format_reconstruction_metrics(result.test));
-  if (config.tokenizer.kind == TokenizerKind::kl_vae && result.test.token_std > 0) {
-    TESSERA_LOG_INFO("KL-VAE tokens have std {:.4f}; latent_scale {:.4f} would make it 1",
-                     result.test.token_std,
-                     config.tokenizer.kl_vae_or_default().latent_scale / result.test.token_std);
-  }
-
-  nlohmann::json metrics = metrics_to_json(result.test);
-  metrics["steps"] = result.steps;
-  metrics["train_seconds"] = result.train_seconds;
-  metrics["final_train_loss"] = result.final_loss;
-  write_json_file(out_dir / "metrics.json", metrics);
-
-  // Eight test images over their reconstructions, twice.
-  {
-    at::NoGradGuard no_grad;
-    const int64_t shown = std::min<int64_t>(16, test_images.size(0));
-    const at::Tensor originals = test_images.slice(0, 0, shown);
-    const at::Tensor recon = tokenizer->reconstruct(originals).cpu();
-    std::vector<at::Tensor> rows;
-    for (int64_t begin = 0; begin < shown; begin += 8) {
-      const int64_t end = std::min(shown, begin + 8);
-      rows.push_back(originals.slice(0, begin, end));
-      rows.push_back(recon.slice(0, begin, end));
-    }
-    write_image_grid(out_dir / "reconstructions.png", at::cat(rows),
-                     {.columns = std::min<int64_t>(8, shown),
-                      .padding = 2,
-                      .pad_value = 128,
-                      .upscale = 2,
-                      .low = -1.0,
-                      .high = 1.0});
-  }
-  return result;
 }
 
 }  // namespace tessera

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "nn_modules.h"
+#include "tokenizer/nn_modules.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/core/rng.h"

@@ -2,7 +2,7 @@
 
 #include <ATen/core/grad_mode.h>
 
-#include "nn_modules.h"
+#include "tokenizer/nn_modules.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/core/rng.h"

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-// The CPU kernels are internal to the library; the tests read their log-sum-exp directly.
-#include "../../kernels/cpu/attention_cpu.h"
+// The kernels' ATen adapters (internal to the library): the tests read their log-sum-exp.
+#include "../../src/attention/backends/backend.h"
 #include "attention/attention_test_util.h"
 
 namespace tessera {
@@ -311,8 +311,8 @@ TEST(Attention, StridedHeadsAreReadInPlace) {
     const at::Tensor v = value_buffer.slice(2, 0, length).expand({2, 3, length, d});
     ASSERT_FALSE(k.is_contiguous());
     ASSERT_EQ(v.stride(1), 0);
-    ASSERT_TRUE(cpu::detail::with_contiguous_rows(k).is_same(k));
-    ASSERT_TRUE(cpu::detail::with_contiguous_rows(v).is_same(v));
+    ASSERT_TRUE(cpu::with_contiguous_rows(k).is_same(k));
+    ASSERT_TRUE(cpu::with_contiguous_rows(v).is_same(v));
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
     const testing::DenseAttention want =
         dense_attention(q.to(at::kDouble), k.contiguous().to(at::kDouble),
@@ -333,8 +333,8 @@ TEST(Attention, StridedHeadsAreReadInPlace) {
   }
   // A view whose rows are not contiguous (D apart is not the row stride) is copied first.
   const at::Tensor transposed = randn({2, length, 3, d}, 14).transpose(1, 2);
-  EXPECT_FALSE(cpu::detail::with_contiguous_rows(transposed).is_same(transposed));
-  EXPECT_TRUE(cpu::detail::with_contiguous_rows(transposed).is_contiguous());
+  EXPECT_FALSE(cpu::with_contiguous_rows(transposed).is_same(transposed));
+  EXPECT_TRUE(cpu::with_contiguous_rows(transposed).is_contiguous());
 }
 
 // Gradients reach only the inputs that ask for them; without grad mode nothing is recorded.

@@ -84,7 +84,7 @@ TEST(BlockMask, PrefixLmSingleSegmentIsBidirectional) {
   expect_mask_matches(BlockMask::prefix_lm(TokenLayout::single(5)), at::ones({5, 5}, at::kBool));
 }
 
-// Element densities of DESIGN.md §4, against closed-form sums over the segments:
+// Element densities of docs/architecture.md, "Attention masks and the benchmark protocol", against closed-form sums over the segments:
 // block-diagonal sum n_s^2, self+previous sum n_s (n_{s-1} + n_s), block-causal
 // sum n_s (n_0 + ... + n_s), each over L^2.
 struct ClosedForm {
@@ -117,7 +117,7 @@ TEST(BlockMask, VarDensitiesAt680) {
   EXPECT_NEAR(diag, expected.block_diagonal, 1e-12);
   EXPECT_NEAR(prev, expected.self_and_previous, 1e-12);
   EXPECT_NEAR(causal, expected.block_causal, 1e-12);
-  // The figures quoted in DESIGN.md §4 (which rounds block-causal's 0.6194 up to 0.620; the
+  // The figures quoted in docs/architecture.md, "Attention masks and the benchmark protocol" (which rounds block-causal's 0.6194 up to 0.620; the
   // speedup bound it quotes, 1.61x, is 1/0.6194).
   EXPECT_NEAR(diag, 0.239, 0.0005);
   EXPECT_NEAR(prev, 0.391, 0.0005);
@@ -273,7 +273,7 @@ int64_t plan_area(const TilePlan& plan) {
   return area;
 }
 
-// Tiles cut at the pyramid's scale boundaries reach the element bound (DESIGN.md §4): the area
+// Tiles cut at the pyramid's scale boundaries reach the element bound (docs/architecture.md, "Attention masks and the benchmark protocol"): the area
 // the kernel computes stays within 2% of the visible elements for the three VAR masks.
 TEST(BlockMask, SegmentPlansReachTheElementBound) {
   for (const auto* patch_nums : {&testing::var_patch_nums_680(), &testing::var_patch_nums_2240()}) {
@@ -290,7 +290,7 @@ TEST(BlockMask, SegmentPlansReachTheElementBound) {
 }
 
 // Segment rules never put two scales in one tile when that would cost much more than tiling them
-// separately; see Note [Query tile merging] in block_mask.cpp.
+// separately; see Note [Query tile merging] in tile_plan.cpp.
 TEST(BlockMask, PlanMergesOnlyCheapSegments) {
   const TokenLayout var = TokenLayout::pyramid(testing::var_patch_nums_680());
   const BlockMask mask = BlockMask::block_diagonal(var);

@@ -1,8 +1,9 @@
 #pragma once
-// stb_image (Debian's libstb-dev) as the independent reference for Tessera's own image decoders:
-// on valid files, which is all the tests hand it, it is a widely used decoder written by someone
-// else. The library itself no longer decodes with it (Note [Own image decoders] in
-// src/core/image_io.cpp).
+// stb_image (Debian's libstb-dev) as the independent reference for the library's image reading
+// (libpng and libjpeg-turbo): on valid files, which is all the tests hand it, it is a widely used
+// decoder sharing no code with them, and it defines the sample conversion read_image has always
+// followed. The library itself does not use stb (Note [Image decoding with libpng and
+// libjpeg-turbo] in src/io/image_io.cpp).
 
 #include <cstdint>
 #include <span>

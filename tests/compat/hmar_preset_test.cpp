@@ -20,11 +20,11 @@
 #include "common/parity_dir.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/head/discrete_head.h"
 #include "tessera/nn/backbone.h"
 #include "tessera/pipeline/generator.h"
-#include "tessera/pipeline/presets.h"
+#include "tessera/compat/presets.h"
 #include "tessera/schedule/hmar_schedule.h"
 
 namespace tessera {
@@ -47,10 +47,10 @@ TEST(HmarPresets, SizesAreTheReferenceModules) {
     EXPECT_EQ(p.generator.backbone.branch_blocks, 8) << name;
     EXPECT_EQ(p.generator.schedule.kind, ScheduleKind::hmar) << name;
     // HMAR's default mask schedule: only the 2x2 and 3x3 scales are refined.
-    EXPECT_EQ(p.generator.schedule.hmar.mask_schedule[1], (std::vector<int64_t>{1, 3})) << name;
-    EXPECT_EQ(p.generator.schedule.hmar.mask_schedule[2], (std::vector<int64_t>{1, 1, 2, 5}))
+    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[1], (std::vector<int64_t>{1, 3})) << name;
+    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[2], (std::vector<int64_t>{1, 1, 2, 5}))
         << name;
-    EXPECT_EQ(p.generator.schedule.hmar.mask_schedule[9], (std::vector<int64_t>{256})) << name;
+    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[9], (std::vector<int64_t>{256})) << name;
   }
   EXPECT_DOUBLE_EQ(generator_preset("hmar-d20").generator.sampling.guidance.scale, 1.9);
   EXPECT_EQ(generator_preset("hmar-d24").generator.sampling.head.discrete.top_k, 900);
@@ -254,7 +254,7 @@ TEST(HmarPresets, SamplingFollowsHmarsMaskScheduleWithTheMaskTail) {
       first_refined = expected_schedule.size() - 1;
     }
   }
-  ASSERT_EQ(schedule.config().mask_schedule, expected_schedule);
+  ASSERT_EQ(schedule.config().sampling.mask_schedule, expected_schedule);
   std::map<int64_t, std::vector<int64_t>> masked_after;  // scale -> masked count after each step
   schedule.set_step_observer([&](const ScaleStepRecord& r) {
     masked_after[r.scale].push_back(r.masked[0].sum().item<int64_t>());
@@ -334,7 +334,7 @@ TEST(HmarPresets, MisuseOfTheTailsIsAClearError) {
   GeneratorPreset q = hmar_generator_preset(a, 1);
   const size_t last = a.patch_nums.size() - 1;
   const int64_t tokens = a.patch_nums[last] * a.patch_nums[last];
-  q.generator.schedule.hmar.mask_schedule[last] = {1, tokens - 2};
+  q.generator.schedule.hmar.sampling.mask_schedule[last] = {1, tokens - 2};
   const std::string expected = "mask_schedule[" + std::to_string(last) + "] = [1, " +
                                std::to_string(tokens - 2) + "] commits " +
                                std::to_string(tokens - 1) + " tokens, but scale " +
@@ -345,8 +345,8 @@ TEST(HmarPresets, MisuseOfTheTailsIsAClearError) {
   });
   EXPECT_NE(message.find(expected), std::string::npos) << message;
   HmarScheduleConfig both;
-  both.refinement_steps = {0, 1};
-  both.mask_schedule = {{1}, {1, 3}};
+  both.sampling.refinement_steps = {0, 1};
+  both.sampling.mask_schedule = {{1}, {1, 3}};
   EXPECT_NE(testing::error_message_of([&] { both.validate(); }).find("not both"),
             std::string::npos);
 }

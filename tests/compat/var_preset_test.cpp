@@ -17,10 +17,10 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "tessera/core/error.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/head/discrete_head.h"
 #include "tessera/nn/backbone.h"
-#include "tessera/pipeline/presets.h"
+#include "tessera/compat/presets.h"
 
 namespace tessera {
 namespace {

@@ -57,8 +57,10 @@ TEST(HeapReuse, RepeatedStepsReuseTheHeapInsteadOfFaultingItIn) {
   for (int step = 0; step < kSteps; ++step) allocate_touch_free();
   const int64_t faults = minor_page_faults() - before;
   // Without the settings every step faults its 23,040 pages in again (glibc trims the freed top
-  // of the heap); allow 2 % of them for whatever else the process touches.
-  EXPECT_LT(faults, kSteps * kPagesPerStep / 50) << faults << " minor page faults over " << kSteps
+  // of the heap). Allow 10 % of them for whatever else the process touches and for pages the
+  // kernel takes back under memory pressure: with `make test` running the quality check beside
+  // it, 2.3 % were seen (5,376 of 230,400).
+  EXPECT_LT(faults, kSteps * kPagesPerStep / 10) << faults << " minor page faults over " << kSteps
                                                  << " steps of " << kPagesPerStep << " pages";
 }
 

@@ -10,7 +10,7 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "tessera/core/error.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 
 namespace tessera {
 namespace {

@@ -19,17 +19,13 @@
 #include <string>
 #include <vector>
 
-#include "../../kernels/cpu/attention_cpu.h"
+#include "../../src/attention/backends/backend.h"
 #include "attention/attention_test_util.h"
 #include "common/dense_attention.h"
 #include "common/prerequisite.h"
 #include "tessera/attention/attention.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/core/error.h"
-
-#ifdef TESSERA_WITH_CUDA
-#include "../../kernels/cuda/attention_cuda.h"
-#endif
 
 namespace tessera {
 namespace {

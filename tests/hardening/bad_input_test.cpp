@@ -29,11 +29,11 @@
 #include "common/temporary_folder.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
-#include "tessera/core/fashion_mnist.h"
-#include "tessera/core/image_io.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/data/fashion_mnist.h"
+#include "tessera/io/image_io.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/pipeline/generator.h"
-#include "tessera/pipeline/generator_training.h"
+#include "tessera/train/generator_training.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera {
@@ -179,10 +179,10 @@ void write_idx(const std::filesystem::path& path, uint32_t magic,
 }
 
 // The error of loading the training split from a folder that `make` fills.
-// The bytes of a file under tests/data/images/, edited, decoded as read_image would decode them.
+// The bytes of a file under tests/io/images/, edited, decoded as read_image would decode them.
 std::string image_error(const char* fixture,
                         const std::function<void(std::vector<uint8_t>&)>& edit) {
-  std::ifstream in(std::filesystem::path(TESSERA_SOURCE_DIR) / "tests" / "data" / "images" / fixture,
+  std::ifstream in(std::filesystem::path(TESSERA_SOURCE_DIR) / "tests" / "io" / "images" / fixture,
                    std::ios::binary);
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_FALSE(bytes.empty()) << fixture << " is missing";
@@ -383,10 +383,10 @@ const std::vector<BadInput>& cases() {
       {"E43",
        [] {
          return image_error("jpeg/baseline_420_61x45.jpg", [](std::vector<uint8_t>& b) {
-           // The frame header's marker SOF0 (FF C0) made SOF9, arithmetic coding.
+           // The frame header's marker SOF0 (FF C0) made SOF3, lossless coding.
            for (size_t i = 2; i + 1 < b.size(); ++i) {
              if (b[i] == 0xFF && b[i + 1] == 0xC0) {
-               b[i + 1] = 0xC9;
+               b[i + 1] = 0xC3;
                break;
              }
            }
@@ -394,7 +394,7 @@ const std::vector<BadInput>& cases() {
        }},
       {"E44",
        [] {
-         // A BMP header of 4 x 4 pixels at 8 bits, compressed with RLE8 (1).
+         // A BMP header (4 x 4 pixels at 8 bits, RLE8): BMP is not read at all.
          return image_error("png/ct2_d8_adam7.png", [](std::vector<uint8_t>& b) {
            b.assign(54, 0);
            b[0] = 'B', b[1] = 'M', b[10] = 54, b[14] = 40, b[18] = 4, b[22] = 4, b[26] = 1;

@@ -61,7 +61,7 @@
 #include <vector>
 
 #include "common/temporary_folder.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/pipeline/generator.h"
 #include "tessera/tokenizer/thread_invariant_decode.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"

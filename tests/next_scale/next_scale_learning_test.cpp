@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "fixtures.h"
-#include "tessera/core/fashion_mnist.h"
+#include "tessera/data/fashion_mnist.h"
 #include "tessera/core/rng.h"
 #include "tessera/schedule/hmar_schedule.h"
 #include "tessera/schedule/next_scale_schedule.h"

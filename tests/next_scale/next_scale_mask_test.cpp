@@ -58,7 +58,7 @@ TEST(NextScaleMask, HmarIsBlockDiagonalOverScales) {
       visible += level[q] == level[k];
     }
   EXPECT_EQ(mismatches, 0);
-  // DESIGN.md §4: block-diagonal density 0.239 at 680 tokens.
+  // docs/architecture.md, "Attention masks and the benchmark protocol": block-diagonal density 0.239 at 680 tokens.
   EXPECT_NEAR(static_cast<double>(visible) / (680.0 * 680.0), 0.239, 5e-4);
 }
 
@@ -136,20 +136,29 @@ TEST(NextScaleModels, ChecksTokenizerBackboneAndHead) {
 TEST(HmarConfig, RefinementPlanLimits) {
   const auto grids = square_grids({1, 2, 3, 4});
   HmarScheduleConfig c;
-  c.refinement_steps = {0, 3, 2};
+  c.sampling.refinement_steps = {0, 3, 2};
   HmarSchedule ok(c);
   EXPECT_EQ(ok.refinement_plan(grids), (std::vector<int64_t>{0, 3, 2, 0}));
   EXPECT_EQ(ok.num_steps(grids), 4 + 3 + 2);
-  c.refinement_steps = {1};
+  // A request's options replace the defaults for that request only.
+  GenerationOptions request;
+  request.schedule = HmarSamplingOptions{.refinement_steps = {0, 1}};
+  EXPECT_EQ(ok.refinement_plan(grids, request), (std::vector<int64_t>{0, 1, 0, 0}));
+  EXPECT_EQ(ok.num_steps(grids, request), 4 + 1);
+  request.schedule = HmarSamplingOptions{.refinement_steps = {0, 4}};
+  EXPECT_NE(tessera::testing::error_message_of([&] { ok.check_sampling(grids, request); })
+                .find("at most 3"),
+            std::string::npos);
+  c.sampling.refinement_steps = {1};
   EXPECT_NE(tessera::testing::error_message_of([&] { HmarSchedule(c).refinement_plan(grids); }).find("scale 0"),
             std::string::npos);
-  c.refinement_steps = {0, 4};  // 4 tokens take at most 3 refinement steps
+  c.sampling.refinement_steps = {0, 4};  // 4 tokens take at most 3 refinement steps
   EXPECT_NE(tessera::testing::error_message_of([&] { HmarSchedule(c).refinement_plan(grids); })
                 .find("at most 3"),
             std::string::npos);
-  c.refinement_steps = {0, -1};
+  c.sampling.refinement_steps = {0, -1};
   EXPECT_THROW(HmarSchedule{c}, Error);
-  c.refinement_steps = {};
+  c.sampling.refinement_steps = {};
   c.masked_training_fraction = 1.5;
   EXPECT_THROW(HmarSchedule{c}, Error);
 }

@@ -95,11 +95,17 @@ TEST(NextScaleSampling, KvCacheMatchesFullRecomputationReference) {
   const Tokens reference = reference_sample(m, labels, 2.0, ref_rngs, Rule::block_causal);
   expect_same_tokens(cached, reference);
 
-  NextScaleScheduleConfig no_cache;
-  no_cache.use_kv_cache = false;
-  schedule.set_config(no_cache);
+  // Without the cache: asked for by the request (the schedule unchanged), or as the defaults.
+  GenerationOptions no_cache = ramp(2.0);
+  no_cache.schedule = NextScaleSamplingOptions{.use_kv_cache = false};
   SampleRngs rngs2(11, 0, 4);
-  expect_same_tokens(schedule.sample(m.models(), labels, m.grids(), ramp(2.0), rngs2), reference);
+  expect_same_tokens(schedule.sample(m.models(), labels, m.grids(), no_cache, rngs2), reference);
+  NextScaleScheduleConfig no_cache_defaults;
+  no_cache_defaults.sampling.use_kv_cache = false;
+  SampleRngs rngs3(11, 0, 4);
+  expect_same_tokens(NextScaleSchedule(no_cache_defaults)
+                         .sample(m.models(), labels, m.grids(), ramp(2.0), rngs3),
+                     reference);
 }
 
 TEST(NextScaleSampling, HiddenStatesWithCacheMatchRecomputationToFloatTolerance) {
@@ -192,7 +198,7 @@ int64_t expected_masked_after(int64_t n, int64_t s, int64_t T, int64_t before) {
 TEST(HmarSampling, RefinementRemasksLeastConfidentAndCommitsEachPositionOnce) {
   SmallModels m = test::make_small_models(8, /*extra_channels=*/1);
   HmarScheduleConfig c;
-  c.refinement_steps = {0, 2, 4, 6};
+  c.sampling.refinement_steps = {0, 2, 4, 6};
   HmarSchedule schedule(c);
   std::vector<ScaleStepRecord> records;
   schedule.set_step_observer([&](const ScaleStepRecord& r) { records.push_back(r); });
@@ -204,7 +210,7 @@ TEST(HmarSampling, RefinementRemasksLeastConfidentAndCommitsEachPositionOnce) {
 
   size_t i = 0;
   for (int64_t s = 0; s < 4; ++s) {
-    const int64_t n = m.grids()[s].count(), T = 1 + c.refinement_steps[s];
+    const int64_t n = m.grids()[s].count(), T = 1 + c.sampling.refinement_steps[s];
     at::Tensor commits = at::zeros({B, n}, at::kLong);
     at::Tensor committed_ids = at::full({B, n}, -1, at::kLong);
     int64_t masked_before = n;
@@ -244,7 +250,7 @@ TEST(HmarSampling, RefinementRemasksLeastConfidentAndCommitsEachPositionOnce) {
 TEST(HmarSampling, RefinementIsSeededAndBatchInvariant) {
   SmallModels m = test::make_small_models(9, /*extra_channels=*/1);
   HmarScheduleConfig c;
-  c.refinement_steps = {0, 1, 3, 5};
+  c.sampling.refinement_steps = {0, 1, 3, 5};
   HmarSchedule schedule(c);
   const at::Tensor labels = some_labels(8);
   SampleRngs a(5, 0, 8), b(5, 0, 8);

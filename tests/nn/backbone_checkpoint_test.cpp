@@ -17,9 +17,9 @@
 #include "common/parity_dir.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/core/error.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/nn/backbone.h"
-#include "tessera/pipeline/presets.h"
+#include "tessera/compat/presets.h"
 
 namespace tessera {
 namespace {

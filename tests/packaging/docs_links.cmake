@@ -10,3 +10,14 @@ if(Python3_Interpreter_FOUND)
 else()
   tessera_add_missing_prerequisite_test(docs_links packaging "Python 3 (scripts/bootstrap installs it)")
 endif()
+
+# docs/architecture.md's module table is the include graph of include/, src/ and kernels/, with no
+# cycle (scripts/check_module_graph.py).
+if(Python3_Interpreter_FOUND)
+  add_test(NAME docs_module_graph
+           COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/scripts/check_module_graph.py
+                   ${PROJECT_SOURCE_DIR})
+  set_tests_properties(docs_module_graph PROPERTIES LABELS packaging TIMEOUT 60)
+else()
+  tessera_add_missing_prerequisite_test(docs_module_graph packaging "Python 3 (scripts/bootstrap installs it)")
+endif()

@@ -21,9 +21,10 @@
 #include "pipeline/tiny_generator.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
-#include "tessera/core/safetensors.h"
-#include "tessera/pipeline/generator_evaluation.h"
-#include "tessera/pipeline/generator_training.h"
+#include "tessera/io/safetensors.h"
+#include "tessera/eval/generator_evaluation.h"
+#include "tessera/pipeline/sampling_request.h"
+#include "tessera/train/generator_training.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera {
@@ -89,46 +90,63 @@ TEST(Generator, BulkSamplingCanStartWithTheClassRowsGrid) {
             std::string::npos);
 }
 
-// Sampling options of the schedule change without retraining: a generator given MaskGIT's steps 2
-// samples what a generator built with steps 2 (and the same weights) samples; saved, the file keeps
-// them. Options training fixed, and steps beyond the token count, are refused by name and leave
-// the generator as it was.
+// Sampling options of the schedule change without retraining: a request asking for MaskGIT's
+// steps 2 samples what a generator whose file records steps 2 (and the same weights) samples,
+// with the generator itself unchanged. Options training fixed, unknown keys, and steps beyond the
+// token count are refused by name.
 TEST(Generator, ScheduleSamplingOptionsChangeWithoutRetraining) {
   const std::shared_ptr<Tokenizer> tokenizer = load_tokenizer_checkpoint(testing::kShippedVqVae);
   Generator generator(testing::tiny_maskgit_config(), tokenizer, 5);
   GeneratorConfig two_steps = testing::tiny_maskgit_config();
-  two_steps.schedule.maskgit.steps = 2;
+  two_steps.schedule.maskgit.sampling.steps = 2;
   Generator built_with_two_steps(two_steps, tokenizer, 5);
   const at::Tensor labels = at::tensor({3, 7, 0}, at::kLong);
   const at::Tensor four_step_tokens = generator.sample_tokens(labels, {.seed = 11}).scales[0];
 
-  generator.set_schedule_config(
-      patched_schedule_sampling(generator.config().schedule, nlohmann::json{{"steps", 2}}));
-  EXPECT_EQ(generator.schedule().num_steps(generator.token_grids()), 2);
-  EXPECT_EQ(generator.config().schedule.maskgit.steps, 2);
-  const at::Tensor two_step_tokens = generator.sample_tokens(labels, {.seed = 11}).scales[0];
+  const GenerationOptions request =
+      sampling_request(generator.config(), R"({"schedule": {"steps": 2}})");
+  ASSERT_NE(request.schedule.get<MaskGitSamplingOptions>(), nullptr);
+  EXPECT_EQ(request.schedule.get<MaskGitSamplingOptions>()->steps, 2);
+  EXPECT_EQ(generator.schedule().num_steps(generator.token_grids(), request), 2);
+  EXPECT_EQ(generator.schedule().num_steps(generator.token_grids()), 4);
+  const at::Tensor two_step_tokens =
+      generator.sample_tokens(labels, {.seed = 11, .options = request}).scales[0];
   EXPECT_TRUE(at::equal(two_step_tokens,
                         built_with_two_steps.sample_tokens(labels, {.seed = 11}).scales[0]));
   EXPECT_FALSE(at::equal(two_step_tokens, four_step_tokens));
+  // The generator is unchanged: its defaults still sample four steps.
+  EXPECT_EQ(generator.config().schedule.maskgit.sampling.steps, 4);
+  EXPECT_TRUE(at::equal(generator.sample_tokens(labels, {.seed = 11}).scales[0], four_step_tokens));
+  // The defaults as a full request sample what no request samples.
+  EXPECT_TRUE(at::equal(
+      generator.sample_tokens(labels, {.seed = 11, .options = default_request(generator.config())})
+          .scales[0],
+      four_step_tokens));
 
-  testing::TemporaryFolder folder("generator");
-  generator.save(folder / "g.safetensors");
-  EXPECT_EQ(Generator::load(folder / "g.safetensors").config().schedule.maskgit.steps, 2);
-
-  ScheduleConfig too_many = generator.config().schedule;
-  too_many.maskgit.steps = 65;  // 64 tokens: a step would commit none
+  const GenerationOptions too_many =
+      sampling_request(generator.config(), R"({"schedule": {"steps": 65}})");
+  EXPECT_NE(testing::error_message_of([&] { generator.check_options(too_many); })
+                .find("steps must be <= 64"),
+            std::string::npos);
   EXPECT_NE(testing::error_message_of([&] {
-              generator.set_schedule_config(too_many);
+              generator.sample_tokens(labels, {.seed = 11, .options = too_many});
             }).find("steps must be <= 64"),
             std::string::npos);
-  ScheduleConfig trained_option = generator.config().schedule;
-  trained_option.maskgit.condition_tokens = 0;
   EXPECT_NE(testing::error_message_of([&] {
-              generator.set_schedule_config(trained_option);
-            }).find("'condition_tokens'"),
+              sampling_request(generator.config(), R"({"schedule": {"condition_tokens": 0}})");
+            }).find("'condition_tokens' of the maskgit schedule is fixed by training"),
             std::string::npos);
-  EXPECT_EQ(generator.config().schedule.maskgit.steps, 2);
-  EXPECT_TRUE(at::equal(generator.sample_tokens(labels, {.seed = 11}).scales[0], two_step_tokens));
+  EXPECT_NE(testing::error_message_of([&] {
+              sampling_request(generator.config(), R"({"schedule": {"bogus": 1}})");
+            }).find("unknown key 'bogus' in sampling.schedule"),
+            std::string::npos);
+  // Options of another schedule are refused by the schedule.
+  GenerationOptions other;
+  other.schedule = MarSamplingOptions{.steps = 2};
+  EXPECT_NE(testing::error_message_of([&] {
+              generator.sample_tokens(labels, {.seed = 11, .options = other});
+            }).find("the maskgit schedule was given the sampling options of the mar schedule"),
+            std::string::npos);
 }
 
 TEST(Generator, BadInputsAreNamed) {
@@ -174,7 +192,7 @@ TEST(Generator, EncoderDecoderSplitIsSavedLoadedAndTrained) {
                                    .frequency_embedding_size = 32};
   config.schedule.kind = ScheduleKind::mar;
   config.schedule.mar.buffer_size = 4;
-  config.schedule.mar.steps = 4;
+  config.schedule.mar.sampling.steps = 4;
   config.schedule.mar.encoder_decoder = true;
   config.sampling.guidance = Guidance::mar_token_ramp(2.0);
   config.sampling.head.flow.steps = 3;

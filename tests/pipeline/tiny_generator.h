@@ -19,7 +19,7 @@ inline GeneratorConfig tiny_maskgit_config() {
   config.head.discrete.width = 32;
   config.head.discrete.vocab_size = 256;
   config.schedule.kind = ScheduleKind::maskgit;
-  config.schedule.maskgit.steps = 4;
+  config.schedule.maskgit.sampling.steps = 4;
   config.sampling.guidance = Guidance::constant(2.0);
   return config;
 }

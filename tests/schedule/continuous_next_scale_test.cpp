@@ -150,13 +150,12 @@ TEST(ContinuousNextScale, TrainingReadsThePreviousScaleOnly) {
 // scale) is 2 everywhere.
 TEST(ContinuousNextScale, ScriptedDecodingDrawsOneScalePerCall) {
   for (bool cache : {true, false}) {
-    ContinuousNextScaleScheduleConfig config = config_of({1, 2, 4});
-    config.use_kv_cache = cache;
-    ContinuousNextScaleSchedule schedule(config);
+    ContinuousNextScaleSchedule schedule(config_of({1, 2, 4}));
     Backbone backbone(backbone_for({1, 2, 4}, 3));
     ScriptedHead head(64, 0, 3);
     GenerationOptions options;
     options.guidance = Guidance::var_scale_ramp(2.0);
+    options.schedule = ContinuousNextScaleSamplingOptions{.use_kv_cache = cache};  // the request's
     SampleRngs rngs(1, 0, 2);
     const Tokens t = schedule.sample({backbone, head}, at::tensor({0, 9}, at::kLong), {{4, 4}},
                                      options, rngs);
@@ -178,7 +177,7 @@ TEST(ContinuousNextScale, ScriptedDecodingDrawsOneScalePerCall) {
 TEST(ContinuousNextScale, SeedsBatchInvarianceAndCacheAgreement) {
   ContinuousNextScaleSchedule schedule(config_of({1, 2, 4}));
   ContinuousNextScaleScheduleConfig no_cache_config = config_of({1, 2, 4});
-  no_cache_config.use_kv_cache = false;
+  no_cache_config.sampling.use_kv_cache = false;
   ContinuousNextScaleSchedule no_cache(no_cache_config);
   Backbone backbone(backbone_for({1, 2, 4}, 4), 2);
   auto head = flow_head(4);

@@ -58,14 +58,14 @@ TEST(ScheduleConfigs, ParseFromJson) {
   const auto raster = config_from_json<RasterScheduleConfig>(
       nlohmann::json::parse(R"({"order": "near_to_far", "kv_cache": false})"));
   EXPECT_EQ(raster.order, GenerationOrder::near_to_far);
-  EXPECT_FALSE(raster.kv_cache);
+  EXPECT_FALSE(raster.sampling.kv_cache);
   const auto maskgit = config_from_json<MaskGitScheduleConfig>(nlohmann::json::parse(
       R"({"steps": 12, "span_length": 3, "span_scoring": "mean", "curve": "arccos"})"));
-  EXPECT_EQ(maskgit.steps, 12);
+  EXPECT_EQ(maskgit.sampling.steps, 12);
   EXPECT_EQ(maskgit.span_length, 3);
-  EXPECT_EQ(maskgit.span_scoring, SpanScoring::mean);
-  EXPECT_EQ(maskgit.curve, MaskingCurve::arccos);
-  EXPECT_DOUBLE_EQ(maskgit.choice_temperature, 4.5);
+  EXPECT_EQ(maskgit.sampling.span_scoring, SpanScoring::mean);
+  EXPECT_EQ(maskgit.sampling.curve, MaskingCurve::arccos);
+  EXPECT_DOUBLE_EQ(maskgit.sampling.choice_temperature, 4.5);
   const auto mar = config_from_json<MarScheduleConfig>(
       nlohmann::json::parse(R"({"buffer_size": 0, "mask_ratio": {"min": 0.5}})"));
   EXPECT_EQ(mar.buffer_size, 0);

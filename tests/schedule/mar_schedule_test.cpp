@@ -54,7 +54,7 @@ BackboneConfig hi_mar_backbone(int64_t pivots, int64_t tokens, int64_t channels,
 MarScheduleConfig mar_config(int64_t steps, int64_t buffer = 4) {
   MarScheduleConfig c;
   c.buffer_size = buffer;
-  c.steps = steps;
+  c.sampling.steps = steps;
   return c;
 }
 
@@ -446,8 +446,8 @@ TEST(MarEncoderDecoder, LearnsFashionMnistPatches) {
 HiMarScheduleConfig hi_mar_config(int64_t pivot_steps, int64_t dense_steps, int64_t buffer = 4) {
   HiMarScheduleConfig c;
   c.buffer_size = buffer;
-  c.pivot_steps = pivot_steps;
-  c.dense_steps = dense_steps;
+  c.sampling.pivot_steps = pivot_steps;
+  c.sampling.dense_steps = dense_steps;
   return c;
 }
 

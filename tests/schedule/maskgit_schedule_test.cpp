@@ -55,7 +55,7 @@ TEST(MaskGitSchedule, CheckModelsNeedsTheMaskId) {
   spans.span_length = 3;  // does not divide 16
   EXPECT_THROW(MaskGitSchedule(spans).check_models({with_mask, *head}, {{4, 4}}), Error);
   MaskGitScheduleConfig bad;
-  bad.steps = 0;
+  bad.sampling.steps = 0;
   EXPECT_THROW(MaskGitSchedule{bad}, Error);
 }
 
@@ -190,12 +190,11 @@ TEST(MaskGitSchedule, ScriptedDecodingCommitsByConfidence) {
     Backbone backbone(maskgit_style_config(64, 2, 4, 16, 65, 10));
     ScriptedHead head(64, 64, 0);
     head.log_p = -at::arange(16, at::kFloat);
-    MaskGitScheduleConfig config;
-    config.steps = 4;
-    config.choice_temperature = 0.0;
-    MaskGitSchedule schedule(config);
+    // The sampling options travel with the request; the schedule keeps its defaults (8 steps).
+    MaskGitSchedule schedule;
     SampleRngs rngs(5, 0, 3);
     GenerationOptions options;
+    options.schedule = MaskGitSamplingOptions{.steps = 4, .choice_temperature = 0.0};
     if (guided) options.guidance = Guidance::mar_token_ramp(3.0);
     const at::Tensor ids =
         schedule.sample({backbone, head}, at::tensor({0, 1, 2}, at::kLong), {{4, 4}}, options, rngs)
@@ -222,7 +221,7 @@ TEST(MaskGitSchedule, RandomisedDecodingCommitsEachPositionOnce) {
   ScriptedHead head(64, 64, 0);
   head.log_p = at::zeros({64});
   MaskGitScheduleConfig config;
-  config.steps = 8;
+  config.sampling.steps = 8;
   MaskGitSchedule schedule(config);
   SampleRngs rngs(5, 0, 4);
   const at::Tensor ids =
@@ -245,14 +244,14 @@ TEST(MaskGitSchedule, SpanScoringMaxAndMean) {
     head.log_p = at::tensor({0.f, -10.f, -10.f, -10.f, -1.f, -1.f, -1.f, -1.f, -2.f, -2.f, -2.f,
                              -2.f, -3.f, -3.f, -3.f, -3.f});
     MaskGitScheduleConfig config;
-    config.steps = 4;
-    config.choice_temperature = 0.0;
-    config.span_length = 4;
-    config.span_scoring = scoring;
+    config.span_length = 4;  // fixed by training; the rest is the request's
     MaskGitSchedule schedule(config);
     SampleRngs rngs(5, 0, 1);
+    GenerationOptions options;
+    options.schedule =
+        MaskGitSamplingOptions{.steps = 4, .choice_temperature = 0.0, .span_scoring = scoring};
     const at::Tensor ids =
-        schedule.sample({backbone, head}, at::tensor({0}, at::kLong), {{4, 4}}, {}, rngs)
+        schedule.sample({backbone, head}, at::tensor({0}, at::kLong), {{4, 4}}, options, rngs)
             .scales[0][0];
     // floor(4·cos(π/8·(s+1))) = 3, 2, 1, 0: one chunk per step.
     const std::vector<int64_t> chunk_step = scoring == SpanScoring::max
@@ -266,7 +265,7 @@ TEST(MaskGitSchedule, SeedsAndBatchInvariance) {
   Backbone backbone(maskgit_style_config(64, 2, 4, 16, 17, 10), 3);
   auto head = discrete_head(64, 16, 4);
   MaskGitScheduleConfig config;
-  config.steps = 6;
+  config.sampling.steps = 6;
   MaskGitSchedule schedule(config);
   GenerationOptions options;
   options.guidance = Guidance::constant(2.0);

@@ -123,14 +123,20 @@ TEST(RasterSchedule, CacheMatchesRecomputationSeedsAndBatchInvariance) {
     GenerationOptions options;
     options.guidance = Guidance::constant(1.5);
     const at::Tensor labels = at::arange(8, at::kLong);
-    RasterSchedule cached({order, true}), recomputed({order, false});
-    SampleRngs a(11, 0, 8), b(11, 0, 8), c(11, 0, 8);
+    RasterSchedule cached({.order = order}),
+        recomputed({.order = order, .sampling = {.kv_cache = false}});
+    SampleRngs a(11, 0, 8), b(11, 0, 8), c(11, 0, 8), d(11, 0, 8);
     const at::Tensor x = cached.sample({backbone, *head}, labels, {{4, 4}}, options, a).scales[0];
     const at::Tensor y =
         recomputed.sample({backbone, *head}, labels, {{4, 4}}, options, b).scales[0];
     const at::Tensor z = cached.sample({backbone, *head}, labels, {{4, 4}}, options, c).scales[0];
+    // The same without the cache when the request asks for it (the schedule's default is on).
+    GenerationOptions no_cache = options;
+    no_cache.schedule = RasterSamplingOptions{.kv_cache = false};
+    const at::Tensor w = cached.sample({backbone, *head}, labels, {{4, 4}}, no_cache, d).scales[0];
     EXPECT_TRUE(at::equal(x, y));
     EXPECT_TRUE(at::equal(x, z));
+    EXPECT_TRUE(at::equal(y, w));
     for (int64_t i : {0, 5}) {
       SampleRngs alone(11, i, 1);
       const at::Tensor one =

@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "tessera/core/fashion_mnist.h"
+#include "tessera/data/fashion_mnist.h"
 #include "tessera/core/rng.h"
 #include "tessera/head/head.h"
 #include "tessera/nn/backbone.h"
@@ -94,8 +94,9 @@ class ScriptedHead final : public Head {
     loss_weights.push_back(options.weights.defined() ? options.weights.clone() : at::Tensor());
     return {hidden.mean(), {}};
   }
-  HeadSample sample(const at::Tensor& hidden, const Guidance& guidance, const HeadSamplingOptions&,
-                    SampleRngs& rngs, const HeadStep& step) override {
+  HeadSample sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                         const HeadSamplingOptions&, SampleRngs& rngs,
+                         const HeadStep& step) override {
     calls.push_back({hidden.size(0), step.progress, hidden.clone()});
     const int64_t rows = guidance.doubles_batch() ? hidden.size(0) / 2 : hidden.size(0);
     const int64_t per_sample = rows / rngs.size();

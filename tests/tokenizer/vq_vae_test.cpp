@@ -10,7 +10,7 @@
 
 #include "common/temporary_folder.h"
 #include "tessera/core/error.h"
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "tessera/kernels/tile_plan.h"  // QueryTile, TilePlan
 #include "tessera/attention/token_layout.h"
 
 namespace tessera {
@@ -38,28 +39,6 @@ enum class MaskRule {
 };
 
 const char* to_string(MaskRule rule);  ///< The rule's name ("causal", "block_causal", ...).
-
-/// One query tile of a TilePlan. Keys outside [key_begin, key_end) are invisible to every row of
-/// the tile; keys inside [full_begin, full_end) are visible to every row (full_begin >= full_end
-/// when no key is). Always key_begin <= full_begin <= full_end <= key_end; a tile whose rows see no
-/// key has key_begin == key_end. For a dense mask the full range is the longest run of keys that
-/// every row of the tile allows.
-struct QueryTile {  /// Query rows; keys some row may see; keys every row sees. @{
-  int64_t q_begin = 0, q_end = 0;
-  int64_t key_begin = 0, key_end = 0;
-  int64_t full_begin = 0, full_end = 0;  /** @} */
-};
-
-/// How a kernel walks the mask: query tiles of at most `max_rows` rows, in order, covering every
-/// query row. For the rules whose intervals change at segment boundaries (block-causal,
-/// block-diagonal, self+previous, prefix-LM, intervals with a layout) tiles are cut at the query
-/// layout's boundaries, and consecutive small segments share a tile when that adds little work
-/// (Note [Query tile merging] in block_mask.cpp); other masks get ceil(Lq / max_rows) near-equal
-/// tiles.
-struct TilePlan {
-  int64_t max_rows = 0;  ///< largest number of query rows in one tile
-  std::vector<QueryTile> tiles;  ///< in query order, covering every row once
-};
 
 /// Counts on a fixed square grid of tile x tile elements, for reporting and benchmarks.
 struct TileStats {  /// Tile side; counts of empty, full and partial tiles. @{

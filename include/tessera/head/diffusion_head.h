@@ -68,9 +68,10 @@ class DiffusionHead final : public Head {
   int64_t token_channels() const override { return config_.mlp.token_channels; }
   HeadLoss loss(const at::Tensor& hidden, const at::Tensor& targets,
                 const HeadLossOptions& options = {}) override;
-  HeadSample sample(const at::Tensor& hidden, const Guidance& guidance,
-                    const HeadSamplingOptions& options, SampleRngs& rngs,
-                    const HeadStep& step = {}) override;
+ protected:
+  HeadSample sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                         const HeadSamplingOptions& options, SampleRngs& rngs,
+                         const HeadStep& step) override;
 
  private:
   DiffusionHead(const DiffusionHeadConfig& config, std::shared_ptr<head_detail::AdaLnMlpNet> net);

@@ -44,13 +44,17 @@ class DiscreteHead final : public Head {
   /// Cross-entropy (with the configured label smoothing) of int64 [N] targets; weighted mean.
   HeadLoss loss(const at::Tensor& hidden, const at::Tensor& targets,
                 const HeadLossOptions& options = {}) override;
-  HeadSample sample(const at::Tensor& hidden, const Guidance& guidance,
-                    const HeadSamplingOptions& options, SampleRngs& rngs,
-                    const HeadStep& step = {}) override;
+ protected:
+  HeadSample sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                         const HeadSamplingOptions& options, SampleRngs& rngs,
+                         const HeadStep& step) override;
 
  private:
   DiscreteHead(const DiscreteHeadConfig& config,
                std::shared_ptr<head_detail::DiscreteProjectionNet> net);
+  // distribution() for options already validated (sample_impl's path).
+  at::Tensor checked_distribution(const at::Tensor& hidden, const Guidance& guidance,
+                                  const HeadSamplingOptions& options, const HeadStep& step);
 
   DiscreteHeadConfig config_;
   std::shared_ptr<head_detail::DiscreteProjectionNet> net_;

@@ -44,9 +44,10 @@ class FlowMatchingHead final : public Head {
   int64_t token_channels() const override { return config_.mlp.token_channels; }
   HeadLoss loss(const at::Tensor& hidden, const at::Tensor& targets,
                 const HeadLossOptions& options = {}) override;
-  HeadSample sample(const at::Tensor& hidden, const Guidance& guidance,
-                    const HeadSamplingOptions& options, SampleRngs& rngs,
-                    const HeadStep& step = {}) override;
+ protected:
+  HeadSample sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                         const HeadSamplingOptions& options, SampleRngs& rngs,
+                         const HeadStep& step) override;
 
  private:
   FlowMatchingHead(const FlowMatchingHeadConfig& config,

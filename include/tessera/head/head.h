@@ -95,10 +95,12 @@ class Head {
                         const HeadLossOptions& options = {}) = 0;
 
   /// Runs without autograd. Throws tessera::Error for out-of-range options, shapes that do not fit,
-  /// or a row count that the guidance layout and rngs.size() do not divide.
-  virtual HeadSample sample(const at::Tensor& hidden, const Guidance& guidance,
-                            const HeadSamplingOptions& options, SampleRngs& rngs,
-                            const HeadStep& step = {}) = 0;
+  /// or a row count that the guidance layout and rngs.size() do not divide. Validates `guidance`
+  /// and `options`, then draws (sample_impl); a schedule's steps draw through
+  /// CheckedHeadOptions::draw instead, which skips the check its request already made.
+  HeadSample sample(const at::Tensor& hidden, const Guidance& guidance,
+                    const HeadSamplingOptions& options, SampleRngs& rngs,
+                    const HeadStep& step = {});
 
   // --- parameters and persistence ---
   std::vector<at::Tensor> parameters() const;  ///< Trainable parameters.
@@ -124,9 +126,45 @@ class Head {
  protected:
   explicit Head(std::shared_ptr<torch::nn::Module> module);  ///< For subclasses: the root module.
 
+  /// The draw itself, for `guidance` and `options` already validated (Head::sample or a
+  /// CheckedHeadOptions did it); checks what depends on the head and the call (shapes, row counts,
+  /// top_k against the vocabulary).
+  virtual HeadSample sample_impl(const at::Tensor& hidden, const Guidance& guidance,
+                                 const HeadSamplingOptions& options, SampleRngs& rngs,
+                                 const HeadStep& step) = 0;
+
  private:
+  friend class CheckedHeadOptions;
   std::shared_ptr<torch::nn::Module> module_;
 };  ///< Turns backbone hidden states into tokens: a loss in training, draws in sampling.
+
+/// A request's guidance and head options, validated once, when constructed. A schedule builds one
+/// per sampling request (Schedule::sample does) and draws every step through it: the options
+/// cannot change within a request, so Head::sample's check at each of a request's steps (up to
+/// hundreds: raster's one per token) would repeat the same comparisons; the type says the check
+/// was made, so no path reaches sample_impl unchecked.
+class CheckedHeadOptions {
+ public:
+  /// Throws tessera::Error naming the first invalid option (Guidance::validate,
+  /// HeadSamplingOptions::validate).
+  CheckedHeadOptions(const Guidance& guidance, const HeadSamplingOptions& options);
+
+  const Guidance& guidance() const { return guidance_; }  ///< The request's guidance.
+  const HeadSamplingOptions& options() const { return options_; }  ///< How the head samples.
+  /// The same head options without guidance (HMAR's unguided refinement passes).
+  CheckedHeadOptions unguided() const;
+
+  /// head.sample(hidden, guidance(), options(), rngs, step) without validating the options again.
+  HeadSample draw(Head& head, const at::Tensor& hidden, SampleRngs& rngs,
+                  const HeadStep& step = {}) const;
+
+ private:
+  struct Checked {};
+  CheckedHeadOptions(Checked, const Guidance& guidance, const HeadSamplingOptions& options)
+      : guidance_(guidance), options_(options) {}
+  Guidance guidance_;
+  HeadSamplingOptions options_;
+};
 
 /// A fresh head of the configured kind; `seed` drives its initialisation.
 std::unique_ptr<Head> make_head(const HeadConfig& config, uint64_t seed = 0);

@@ -48,9 +48,12 @@ struct GeneratorConfig {
   /// and masked training batches use it instead of `head` (Note [HMAR masked refinement]). null:
   /// one head.
   std::optional<HeadConfig> refinement_head{};
-  ScheduleConfig schedule{};  ///< the schedule and its options
+  /// The schedule: its training options and, in its section, its sampling defaults (MaskGIT's
+  /// steps, ...; schedule_sampling.h), which a request may override (GenerationOptions::schedule).
+  ScheduleConfig schedule{};
   /// Sampling defaults (guidance, temperature, top-k/top-p, diffusion/flow steps); a sample call
-  /// may override them.
+  /// may override them. Its `schedule` member is not recorded (GenerationOptions::visit): the
+  /// schedule's defaults live in `schedule`'s section.
   GenerationOptions sampling{};
   /// Side of the square images the tokenizer encodes and decodes (Fashion-MNIST: 32, padded).
   int64_t image_size = 32;
@@ -80,7 +83,8 @@ struct SampleRequest {
   /// the same seed, batch and settings, but sample i then depends on the batch. Needs
   /// first_index 0 (the reference numbers nothing).
   bool reference_seeding = false;
-  /// Overrides config().sampling when set.
+  /// Overrides config().sampling when set; its `schedule` member, when not empty, overrides the
+  /// schedule's sampling defaults (sampling_request.h makes one from a JSON patch).
   std::optional<GenerationOptions> options{};
 };  ///< How Generator::sample numbers and seeds its samples.
 
@@ -107,12 +111,11 @@ class Generator {
   /// The refinement head, or nullptr (GeneratorConfig::refinement_head).
   Head* refinement_head() { return refinement_head_.get(); }
   Schedule& schedule() { return *schedule_; }  ///< The schedule.
-  /// Replaces the schedule's sampling options (MaskGIT's or MAR's steps, ...; the options
-  /// schedule_sampling_options names), e.g. patched_schedule_sampling(config().schedule,
-  /// {{"steps", 4}}); config() and save() record them. Throws tessera::Error, leaving the
-  /// generator as it was, when another option or the kind differs (those are fixed by training)
-  /// or the new options do not fit the models (MaskGIT's steps beyond the token count).
-  void set_schedule_config(const ScheduleConfig& schedule);
+  /// Throws tessera::Error naming what is wrong unless `options` can sample from this generator:
+  /// valid guidance and head options, schedule options of its schedule's kind that fit its token
+  /// grids (MaskGIT's steps at most the token count, ...). sample() checks the same; this lets a
+  /// caller refuse a request before any work.
+  void check_options(const GenerationOptions& options) const;
   const std::vector<TokenGridSize>& token_grids() const { return grids_; }  ///< One image's grids.
   int64_t num_classes() const { return config_.backbone.num_classes; }  ///< 0: unconditional.
 

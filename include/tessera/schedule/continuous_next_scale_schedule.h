@@ -58,17 +58,17 @@ struct ContinuousNextScaleScheduleConfig {
   std::vector<int64_t> patch_nums = {1, 2, 4, 8, 16};
   /// How scale s − 1 is brought to scale s's grid as its input (align_corners false).
   ScaleUpsampling upsampling = ScaleUpsampling::bilinear;
-  /// Sampling: decode against a KV cache; false recomputes the prefix at every scale.
-  bool use_kv_cache = true;
   /// Training: how the scales share the loss (Note [Scale loss weighting]).
   ScaleLossWeighting loss_weighting = ScaleLossWeighting::per_token;
+  /// Sampling defaults (use_kv_cache); a request may override them (GenerationOptions::schedule).
+  ContinuousNextScaleSamplingOptions sampling{};
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("patch_nums", patch_nums);
     v("upsampling", upsampling);
-    v("use_kv_cache", use_kv_cache);
     v("loss_weighting", loss_weighting);
+    sampling.visit(v);  // flat: the sampling keys sit beside the training ones
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
 };  ///< ContinuousNextScaleSchedule's scales and upsampling.
@@ -78,7 +78,6 @@ class ContinuousNextScaleSchedule final : public Schedule {
   explicit ContinuousNextScaleSchedule(ContinuousNextScaleScheduleConfig config = {});
   ///< A schedule with these options.
   const ContinuousNextScaleScheduleConfig& config() const { return config_; }  ///< The options.
-  void set_config(const ContinuousNextScaleScheduleConfig& config);  ///< Replaces the options.
 
   std::string name() const override { return "continuous_next_scale"; }
   /// Requires one square grid of side patch_nums.back(); a backbone over vectors of the head's C
@@ -90,16 +89,25 @@ class ContinuousNextScaleSchedule final : public Schedule {
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
-  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                SampleRngs& rngs) override;
-  /// One call per scale.
-  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+  void check_sampling(const std::vector<TokenGridSize>& grids,
+                      const GenerationOptions& options) const override;
+  /// The sampling options a request's `options.schedule` means (empty: config().sampling).
+  /// Throws tessera::Error for options of another schedule.
+  const ContinuousNextScaleSamplingOptions& sampling_options(
+      const GenerationOptions& options) const;
 
   /// The scales of latents [B, h·w, C] (h = w = patch_nums.back()): [B, pn_s², C] each.
   std::vector<at::Tensor> scales(const at::Tensor& latent) const;
   /// The input rows of scale s >= 1 from scale s − 1 [B, pn_{s−1}², C]: [B, pn_s², C].
   at::Tensor scale_input(const at::Tensor& previous, int64_t s) const;
+
+ protected:
+  Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                     const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                     const CheckedHeadOptions& head, SampleRngs& rngs) override;
+  /// One call per scale.
+  int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                         const GenerationOptions& options) const override;
 
  private:
   TokenLayout layout() const;

@@ -37,10 +37,9 @@ struct HiMarScheduleConfig {
   // --- training ---
   MarMaskRatio mask_ratio{};  ///< training: the mask ratio's distribution
   double pivot_loss_weight = 1.0;  ///< training: weight of the pivot grid's loss
-  // --- sampling ---
-  int64_t pivot_steps = 8;  ///< sampling: steps on the pivot grid
-  int64_t dense_steps = 32;  ///< sampling: steps on the dense grid
-  MaskingCurve curve = MaskingCurve::cosine;  ///< sampling: how many tokens each step commits
+  /// Sampling defaults (pivot_steps, dense_steps, curve); a request may override them
+  /// (GenerationOptions::schedule).
+  HiMarSamplingOptions sampling{};
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -48,9 +47,7 @@ struct HiMarScheduleConfig {
     v("pivot_factor", pivot_factor);
     v("mask_ratio", mask_ratio);
     v("pivot_loss_weight", pivot_loss_weight);
-    v("pivot_steps", pivot_steps);
-    v("dense_steps", dense_steps);
-    v("curve", curve);
+    sampling.visit(v);  // flat: the sampling keys sit beside the training ones
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
 };  ///< HiMarSchedule's options.
@@ -59,8 +56,7 @@ class HiMarSchedule final : public Schedule {
  public:
   explicit HiMarSchedule(HiMarScheduleConfig config = {});  ///< A schedule with these options.
 
-  const HiMarScheduleConfig& config() const { return config_; }  ///< The current options.
-  void set_config(const HiMarScheduleConfig& config);  ///< Replaces the options (validated).
+  const HiMarScheduleConfig& config() const { return config_; }  ///< Its options.
 
   std::string name() const override { return "hi_mar"; }
   /// Requires vector inputs of C + 1 channels, condition_tokens = buffer_size, segments
@@ -72,16 +68,24 @@ class HiMarSchedule final : public Schedule {
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
-  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                SampleRngs& rngs) override;
-  /// pivot_steps + dense_steps.
-  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+  void check_sampling(const std::vector<TokenGridSize>& grids,
+                      const GenerationOptions& options) const override;
+  /// The sampling options a request's `options.schedule` means (empty: config().sampling).
+  /// Throws tessera::Error for options of another schedule.
+  const HiMarSamplingOptions& sampling_options(const GenerationOptions& options) const;
 
   /// The pivot grid of a dense grid.
   TokenGridSize pivot_grid(const TokenGridSize& dense) const;
   /// Area-downsampled pivots of dense tokens [B, h·w, C] → [B, (h/f)·(w/f), C].
   at::Tensor pivots(const at::Tensor& dense, const TokenGridSize& grid) const;
+
+ protected:
+  Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                     const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                     const CheckedHeadOptions& head, SampleRngs& rngs) override;
+  /// pivot_steps + dense_steps.
+  int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                         const GenerationOptions& options) const override;
 
  private:
   TokenLayout layout(const TokenGridSize& dense) const;

@@ -24,7 +24,7 @@
 // next-scale pass, so they depend only on (n, T, step). HMAR's sampler takes explicit counts per
 // step (mask_schedule [[1], [1, 3], [1, 1, 2, 5], [16], …]); a curve gives the same kind of
 // decreasing masked fraction from one number per scale. R_s is chosen at sampling time
-// (HmarScheduleConfig::refinement_steps), no retraining. HMAR runs its refinement with the
+// (HmarSamplingOptions::refinement_steps, per request), no retraining. HMAR runs its refinement with the
 // guidance weight 1 + cfg·1e-6, i.e. unguided: refinement_guidance false (the default) runs it on
 // the conditional batch alone.
 // Inputs: HMAR embeds a position of a scale under refinement as
@@ -72,30 +72,15 @@ struct HmarScheduleConfig {
   /// Probability that a training batch is a masked-prediction batch (Note [HMAR masked
   /// refinement]); 0: plain next-scale training. Needs a backbone with Cvae + 1 input channels.
   double masked_training_fraction = 0.0;
-
-  // --- sampling (may change between calls without retraining) ---
-  /// Refinement steps per scale, coarse to fine; empty or all zero: none (plain HMAR sampling).
-  /// Scale 0 (the condition rows) takes none; scale s takes at most pn_s² − 1. Fewer entries than
-  /// scales: the rest are 0.
-  std::vector<int64_t> refinement_steps{};
-  MaskingCurve refinement_curve = MaskingCurve::cosine;  ///< how refinement steps commit tokens
-  /// Run refinement steps under the generation's guidance (doubling the batch) rather than
-  /// unguided as HMAR does.
-  bool refinement_guidance = false;
-  /// HMAR's own form (utils/sampling_arg_util.py mask_schedule, e.g. [[1], [1, 3], [1, 1, 2, 5],
-  /// [16], …]): per scale, the tokens committed at each step, the next-scale pass first; a scale's
-  /// entries sum to its token count. Non-empty: one entry per scale, used instead of
-  /// refinement_steps and refinement_curve.
-  std::vector<std::vector<int64_t>> mask_schedule{};
+  /// Sampling defaults (refinement_steps, refinement_curve, refinement_guidance, mask_schedule); a
+  /// request may override them (GenerationOptions::schedule).
+  HmarSamplingOptions sampling{};
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("loss_weighting", loss_weighting);
     v("masked_training_fraction", masked_training_fraction);
-    v("refinement_steps", refinement_steps);
-    v("refinement_curve", refinement_curve);
-    v("refinement_guidance", refinement_guidance);
-    v("mask_schedule", mask_schedule);
+    sampling.visit(v);  // flat: the sampling keys sit beside the training ones
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   /// Ranges that do not depend on the pyramid.
   void validate() const;
@@ -105,8 +90,7 @@ class HmarSchedule final : public Schedule {
  public:
   explicit HmarSchedule(HmarScheduleConfig config = {});  ///< A schedule with these options.
 
-  const HmarScheduleConfig& config() const { return config_; }  ///< The current options.
-  void set_config(const HmarScheduleConfig& config);  ///< Replaces the options (validated).
+  const HmarScheduleConfig& config() const { return config_; }  ///< Its options.
   void set_step_observer(ScaleStepObserver observer) { observer_ = std::move(observer); }
   ///< Called with every step of sample(); empty: none.
   std::string name() const override { return "hmar"; }
@@ -118,18 +102,29 @@ class HmarSchedule final : public Schedule {
   /// "mask_ratio" (the batch's p; 0 for a next-scale batch).
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
-  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                SampleRngs& rngs) override;
-  /// One call per scale plus one per refinement step.
-  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+  /// Validates the options and their refinement plan against the pyramid (refinement_plan).
+  void check_sampling(const std::vector<TokenGridSize>& grids,
+                      const GenerationOptions& options) const override;
+  /// The sampling options a request's `options.schedule` means (empty: config().sampling).
+  /// Throws tessera::Error for options of another schedule.
+  const HmarSamplingOptions& sampling_options(const GenerationOptions& options) const;
 
-  /// The refinement steps of each scale for these grids (refinement_steps padded with zeros);
-  /// throws tessera::Error for a count the grids cannot take.
-  std::vector<int64_t> refinement_plan(const std::vector<TokenGridSize>& grids) const;
-  /// Positions of scale s (n tokens, T steps) still masked after step r; `masked_before` is the
-  /// count after step r − 1 (n before the first).
-  int64_t masked_after(int64_t s, int64_t n, int64_t r, int64_t T, int64_t masked_before) const;
+  /// The refinement steps of each scale for these grids under these options (refinement_steps
+  /// padded with zeros); throws tessera::Error for a count the grids cannot take.
+  std::vector<int64_t> refinement_plan(const std::vector<TokenGridSize>& grids,
+                                       const GenerationOptions& options = {}) const;
+  /// Positions of scale s (n tokens, T steps) still masked after step r under `sampling`;
+  /// `masked_before` is the count after step r − 1 (n before the first).
+  static int64_t masked_after(const HmarSamplingOptions& sampling, int64_t s, int64_t n, int64_t r,
+                              int64_t T, int64_t masked_before);
+
+ protected:
+  Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                     const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                     const CheckedHeadOptions& head, SampleRngs& rngs) override;
+  /// One call per scale plus one per refinement step.
+  int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                         const GenerationOptions& options) const override;
 
  private:
   HmarScheduleConfig config_;

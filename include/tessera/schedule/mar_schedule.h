@@ -85,20 +85,18 @@ struct MarScheduleConfig {
   int64_t buffer_size = 64;  ///< the backbone's condition_tokens (MAR's buffer_size)
   // --- training ---
   MarMaskRatio mask_ratio{};  ///< training: the mask ratio's distribution
-  // --- sampling ---
-  int64_t steps = 64;  ///< MAR's num_iter; at most L
-  MaskingCurve curve = MaskingCurve::cosine;  ///< how many tokens each step commits
   // --- architecture ---
   /// MAR's MAE encoder–decoder split (Note [MAR encoder–decoder split]): needs a decoder backbone.
   bool encoder_decoder = false;
+  /// Sampling defaults (steps, curve); a request may override them (GenerationOptions::schedule).
+  MarSamplingOptions sampling{};
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("buffer_size", buffer_size);
     v("mask_ratio", mask_ratio);
-    v("steps", steps);
-    v("curve", curve);
     v("encoder_decoder", encoder_decoder);
+    sampling.visit(v);  // flat: the sampling keys sit beside the training ones
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
 };  ///< MarSchedule's options.
@@ -107,8 +105,7 @@ class MarSchedule final : public Schedule {
  public:
   explicit MarSchedule(MarScheduleConfig config = {});  ///< A schedule with these options.
 
-  const MarScheduleConfig& config() const { return config_; }  ///< The current options.
-  void set_config(const MarScheduleConfig& config);  ///< Replaces the options (validated).
+  const MarScheduleConfig& config() const { return config_; }  ///< Its options.
 
   std::string name() const override { return "mar"; }
   /// Requires vector inputs with input_channels = C + 1 (Note [MAR mask inputs]), condition_tokens
@@ -122,10 +119,19 @@ class MarSchedule final : public Schedule {
   /// The head's loss on every token row with weight 1 at masked positions and 0 elsewhere.
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
-  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                SampleRngs& rngs) override;
-  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+  /// The steps must not exceed the L tokens (each step predicts at least one).
+  void check_sampling(const std::vector<TokenGridSize>& grids,
+                      const GenerationOptions& options) const override;
+  /// The sampling options a request's `options.schedule` means (empty: config().sampling).
+  /// Throws tessera::Error for options of another schedule.
+  const MarSamplingOptions& sampling_options(const GenerationOptions& options) const;
+
+ protected:
+  Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                     const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                     const CheckedHeadOptions& head, SampleRngs& rngs) override;
+  int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                         const GenerationOptions& options) const override;
 
  private:
   TokenLayout layout(int64_t tokens) const;

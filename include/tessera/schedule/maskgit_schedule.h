@@ -45,9 +45,9 @@
 #include "tessera/schedule/schedule.h"
 
 namespace tessera {
-/// How a span's score comes from its tokens' (SpanScoring); which spans training masks. @{
-enum class SpanScoring { max, mean };
-enum class SpanTraining { overlapping, aligned };  /** @} */
+/// Which spans training masks (how sampling scores a span, SpanScoring, is in
+/// schedule_sampling.h).
+enum class SpanTraining { overlapping, aligned };
 
 template <>
 struct ConfigEnum<SpanTraining> {  /// Each value with its name.
@@ -55,37 +55,26 @@ struct ConfigEnum<SpanTraining> {  /// Each value with its name.
       {SpanTraining::overlapping, "overlapping"}, {SpanTraining::aligned, "aligned"}};
 };  ///< The names of SpanTraining values in JSON configs.
 
-template <>
-struct ConfigEnum<SpanScoring> {  /// Each value with its name.
-  static constexpr std::pair<SpanScoring, const char*> values[] = {{SpanScoring::max, "max"},
-                                                                   {SpanScoring::mean, "mean"}};
-};  ///< The names of SpanScoring values in JSON configs.
-
 struct MaskGitScheduleConfig {
   /// Leading condition positions of the backbone (its condition_tokens): 1 for a class token, 0
   /// for an unconditional or AdaLN-only backbone.
   int64_t condition_tokens = 1;
   // --- training ---
   MaskingCurve training_curve = MaskingCurve::cosine;  ///< γ of the mask ratio γ(r), r ~ U(0, 1)
-  // --- sampling ---
-  int64_t steps = 8;  ///< T; at most the number of units
-  MaskingCurve curve = MaskingCurve::cosine;  ///< how many tokens each step commits
-  double choice_temperature = 4.5;  ///< scale of the confidence noise when choosing what to re-mask
   // --- span masking (MAGNeT), see Note [Span masking] ---
   int64_t span_length = 1;  ///< 1: per-token masking
-  SpanScoring span_scoring = SpanScoring::max;  ///< a span's score from its tokens'
   SpanTraining span_training = SpanTraining::overlapping;  ///< which spans training masks
+  /// Sampling defaults (steps, curve, choice_temperature, span_scoring); a request may override
+  /// them (GenerationOptions::schedule).
+  MaskGitSamplingOptions sampling{};
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("condition_tokens", condition_tokens);
     v("training_curve", training_curve);
-    v("steps", steps);
-    v("curve", curve);
-    v("choice_temperature", choice_temperature);
     v("span_length", span_length);
-    v("span_scoring", span_scoring);
     v("span_training", span_training);
+    sampling.visit(v);  // flat: the sampling keys sit beside the training ones
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
 };  ///< MaskGitSchedule's options.
@@ -98,9 +87,7 @@ class MaskGitSchedule final : public Schedule {
  public:
   explicit MaskGitSchedule(MaskGitScheduleConfig config = {});  ///< A schedule with these options.
 
-  const MaskGitScheduleConfig& config() const { return config_; }  ///< The current options.
-  /// Sampling options may change between calls without retraining.
-  void set_config(const MaskGitScheduleConfig& config);
+  const MaskGitScheduleConfig& config() const { return config_; }  ///< Its options.
 
   std::string name() const override { return "maskgit"; }
   /// Requires token-id inputs with vocab_size = V + 1 (V the head's), segments {c, L} (or {L}), a
@@ -111,15 +98,24 @@ class MaskGitSchedule final : public Schedule {
   BlockMask training_mask(const std::vector<TokenGridSize>& grids) const override;
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
-  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                SampleRngs& rngs) override;
-  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+  /// The steps must not exceed the units (tokens / span_length): each commits at least one.
+  void check_sampling(const std::vector<TokenGridSize>& grids,
+                      const GenerationOptions& options) const override;
+  /// The sampling options a request's `options.schedule` means (empty: config().sampling).
+  /// Throws tessera::Error for options of another schedule.
+  const MaskGitSamplingOptions& sampling_options(const GenerationOptions& options) const;
 
   /// The training mask of one batch, bool [B, L] (true = masked): exposed so tests can check the
   /// span structure and the ratio rule. Draws r [B] (double), then the scores (float; [B, U] for
   /// aligned units, [B, L] span starts for overlapping spans) from `generator`.
   at::Tensor draw_training_mask(int64_t batch, int64_t tokens, at::Generator& generator) const;
+
+ protected:
+  Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                     const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                     const CheckedHeadOptions& head, SampleRngs& rngs) override;
+  int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                         const GenerationOptions& options) const override;
 
  private:
   TokenLayout layout(int64_t tokens) const;

@@ -45,16 +45,15 @@
 namespace tessera {
 
 struct NextScaleScheduleConfig {
-  /// Sampling: decode against a KV cache (VAR). false recomputes the whole prefix at every scale
-  /// (the same numbers, more work): a check and a benchmark baseline.
-  bool use_kv_cache = true;
   /// Training: how the scales share the loss. See Note [Scale loss weighting].
   ScaleLossWeighting loss_weighting = ScaleLossWeighting::per_token;
+  /// Sampling defaults (use_kv_cache); a request may override them (GenerationOptions::schedule).
+  NextScaleSamplingOptions sampling{};
 
   template <class Visitor>
   void visit(Visitor& v) {
-    v("use_kv_cache", use_kv_cache);
     v("loss_weighting", loss_weighting);
+    sampling.visit(v);  // flat: the sampling keys sit beside the training ones
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const {}  ///< Every value is valid.
 };  ///< NextScaleSchedule's options.
@@ -63,9 +62,7 @@ class NextScaleSchedule final : public Schedule {
  public:
   explicit NextScaleSchedule(NextScaleScheduleConfig config = {});  ///< With these options.
 
-  const NextScaleScheduleConfig& config() const { return config_; }  ///< The current options.
-  /// Sampling options may change between calls without retraining.
-  void set_config(const NextScaleScheduleConfig& config) { config_ = config; }
+  const NextScaleScheduleConfig& config() const { return config_; }  ///< Its options.
   /// Called after every sampling step; see ScaleStepRecord.
   void set_step_observer(ScaleStepObserver observer) { observer_ = std::move(observer); }
 
@@ -77,11 +74,19 @@ class NextScaleSchedule final : public Schedule {
   /// Terms: "cross_entropy" (the weighted loss) and "cross_entropy_scale_<s>" per scale.
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
-  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                SampleRngs& rngs) override;
+  void check_sampling(const std::vector<TokenGridSize>& grids,
+                      const GenerationOptions& options) const override;
+  /// The sampling options a request's `options.schedule` means (empty: config().sampling).
+  /// Throws tessera::Error for options of another schedule.
+  const NextScaleSamplingOptions& sampling_options(const GenerationOptions& options) const;
+
+ protected:
+  Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                     const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                     const CheckedHeadOptions& head, SampleRngs& rngs) override;
   /// One call per scale.
-  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+  int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                         const GenerationOptions& options) const override;
 
  private:
   NextScaleScheduleConfig config_;

@@ -32,24 +32,22 @@ namespace tessera {
 
 struct RasterScheduleConfig {
   GenerationOrder order = GenerationOrder::raster;  ///< the order positions are generated in
-  /// Sampling: decode against a KV cache (one row per step). Off: each step re-runs the whole
-  /// prefix (slower; the same tokens up to rounding, kept as a cross-check).
-  bool kv_cache = true;
+  /// Sampling defaults (kv_cache); a request may override them (GenerationOptions::schedule).
+  RasterSamplingOptions sampling{};
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("order", order);
-    v("kv_cache", kv_cache);
+    sampling.visit(v);  // flat: the sampling keys sit beside the training ones
   }  ///< Lists the fields for the config reader and writer (core/config.h).
-  void validate() const {}  ///< Every value is valid.
-};  ///< RasterSchedule's options.
+  void validate() const { sampling.validate(); }  ///< Every value is valid.
+};  ///< RasterSchedule's options: the order fixed by training, the sampling defaults.
 
 class RasterSchedule final : public Schedule {
  public:
   explicit RasterSchedule(RasterScheduleConfig config = {});  ///< A schedule with these options.
 
-  const RasterScheduleConfig& config() const { return config_; }  ///< The current options.
-  void set_config(const RasterScheduleConfig& config) { config_ = config; }  ///< Replaces them.
+  const RasterScheduleConfig& config() const { return config_; }  ///< Its options.
 
   std::string name() const override { return "raster"; }
   /// Requires: token-id inputs, a class-conditional backbone with one condition token and segments
@@ -62,12 +60,20 @@ class RasterSchedule final : public Schedule {
   /// Cross-entropy of every row against the next token of the order (L rows per sample).
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
+  void check_sampling(const std::vector<TokenGridSize>& grids,
+                      const GenerationOptions& options) const override;
+  /// The sampling options a request's `options.schedule` means (empty: config().sampling).
+  /// Throws tessera::Error for options of another schedule.
+  const RasterSamplingOptions& sampling_options(const GenerationOptions& options) const;
+
+ protected:
   /// L steps: step 0 runs the class token (the prefill), step s ≥ 1 the token of step s − 1; step s
   /// yields token order[s]. GenerationProgress: step s of L, no token counts.
-  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                SampleRngs& rngs) override;
-  int64_t num_steps(const std::vector<TokenGridSize>& grids) const override;
+  Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                     const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                     const CheckedHeadOptions& head, SampleRngs& rngs) override;
+  int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                         const GenerationOptions& options) const override;
 
  private:
   RasterScheduleConfig config_;

@@ -1,17 +1,25 @@
 #pragma once
 // The Schedule interface: the order in which a generator produces tokens — which positions are
 // predicted at each step, what they see (the BlockMask), how a training example is made — over
-// the same backbone, head and tokenizer (DESIGN.md §1).
+// the same backbone, head and tokenizer (docs/architecture.md).
 //
 //   train:  ScheduleLoss l = schedule.loss(models, {tokens, labels}, generator);
 //           l.loss.backward();
-//   sample: Tokens t = schedule.sample(models, labels, options, rngs);
+//   sample: Tokens t = schedule.sample(models, labels, grids, options, rngs);
 //           images = tokenizer.decode(t);
 //
 // A schedule owns no parameters: everything learned lives in the backbone and the head (and the
 // tokenizer), so one checkpoint format serves every schedule and a schedule's sampling options can
-// change without retraining. Schedules know nothing of pixels; the next-scale family reads the
-// tokenizer only for its scale inputs (f̂, see tokenizer/multiscale_vq_vae.h).
+// change without retraining: they travel with each request (GenerationOptions::schedule, see
+// schedule_sampling.h), the schedule's config holding only their defaults. Schedules know nothing
+// of pixels; the next-scale family reads the tokenizer only for its scale inputs (f̂, through
+// tokenizer/multiscale_tokenizer.h).
+//
+// Writing a schedule: override check_models, training_mask, loss, sample_impl and num_steps_impl
+// (and check_sampling when it has sampling options). Schedule::sample validates a request once —
+// the guidance and head options (CheckedHeadOptions), the models against the grids, the schedule's
+// sampling options (check_sampling) — and then calls sample_impl, which draws each step through
+// the CheckedHeadOptions it is given without checking again.
 //
 // Note [Schedule batch invariance]
 // sample() draws every random number of sample b from rngs.generator(b), making the same draws
@@ -34,6 +42,7 @@
 #include "tessera/head/head.h"
 #include "tessera/head/sampling_options.h"
 #include "tessera/nn/backbone.h"
+#include "tessera/schedule/schedule_sampling.h"
 #include "tessera/tokenizer/tokenizer.h"
 #include "tessera/tokenizer/tokens.h"
 
@@ -70,17 +79,23 @@ struct ScheduleLoss {
   int64_t predicted_tokens = 0;  ///< rows the loss averaged over
 };  ///< One training step's loss, its terms and how many tokens it covers.
 
-/// What every schedule's sampler takes besides its own options (which live in its config and may
-/// change between calls without retraining).
+/// What a sampling request asks of a schedule: guidance, how the head samples, and the schedule's
+/// own sampling options (MaskGIT's steps, ...; empty: the schedule's defaults).
 struct GenerationOptions {
   Guidance guidance{};  ///< classifier-free guidance
   HeadSamplingOptions head{};  ///< how the head samples
+  /// Options of the schedule's kind (schedule_sampling.h), or empty for the defaults its config
+  /// records. Not listed by visit(): its keys depend on the schedule's kind, which a
+  /// GenerationOptions does not know, and a generator file records the defaults in its schedule
+  /// section (GeneratorConfig::schedule), so GeneratorConfig::sampling keeps its two keys.
+  /// pipeline/sampling_request.h reads a JSON "schedule" object onto the generator's kind.
+  ScheduleSamplingOptions schedule{};
 
   template <class Visitor>
   void visit(Visitor& v) {
     v("guidance", guidance);
     v("head", head);
-  }  ///< Lists the fields for the config reader and writer (core/config.h).
+  }  ///< Lists guidance and head for the config reader and writer (core/config.h).
 };
 
 class Schedule {
@@ -104,14 +119,37 @@ class Schedule {
                             at::Generator& generator) = 0;
 
   /// Generates tokens for labels [B] (undefined: unconditional, with batch size rngs.size()), on
-  /// the grids `grids`. Runs without autograd. See Note [Schedule batch invariance].
-  virtual Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
-                        const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
-                        SampleRngs& rngs) = 0;
+  /// the grids `grids`, with the request's options (options.schedule empty: the schedule's
+  /// defaults). Runs without autograd. See Note [Schedule batch invariance]. Validates the request
+  /// once (guidance, head options, check_models, check_sampling), then runs sample_impl; throws
+  /// tessera::Error naming what is wrong.
+  Tokens sample(const ScheduleModels& models, const at::Tensor& labels,
+                const std::vector<TokenGridSize>& grids, const GenerationOptions& options,
+                SampleRngs& rngs);
 
-  /// Backbone evaluations one sample() makes (each step's forward, guidance included as one call),
-  /// for reports ("steps" in the demo's table).
-  virtual int64_t num_steps(const std::vector<TokenGridSize>& grids) const = 0;
+  /// Backbone evaluations one sample() with these options makes (each step's forward, guidance
+  /// included as one call), for reports ("steps" in the demo's table).
+  int64_t num_steps(const std::vector<TokenGridSize>& grids,
+                    const GenerationOptions& options = {}) const {
+    return num_steps_impl(grids, options);
+  }
+
+  /// Throws tessera::Error unless options.schedule fits this schedule and these grids: empty, or
+  /// of its kind, valid, and within what the grids allow (MaskGIT's steps at most its units, ...).
+  /// The default accepts empty options only (a schedule without sampling options).
+  virtual void check_sampling(const std::vector<TokenGridSize>& grids,
+                              const GenerationOptions& options) const;
+
+ protected:
+  /// sample() after its checks: `head` is the request's guidance and head options, validated;
+  /// draw every step through it (CheckedHeadOptions::draw). Must not re-check the request.
+  virtual Tokens sample_impl(const ScheduleModels& models, const at::Tensor& labels,
+                             const std::vector<TokenGridSize>& grids,
+                             const GenerationOptions& options, const CheckedHeadOptions& head,
+                             SampleRngs& rngs) = 0;
+  /// num_steps() for these options (their schedule part possibly empty: the defaults).
+  virtual int64_t num_steps_impl(const std::vector<TokenGridSize>& grids,
+                                 const GenerationOptions& options) const = 0;
 };  ///< The generation order over a backbone, head and tokenizer; see the file's top comment.
 
 }  // namespace tessera

@@ -5,7 +5,9 @@
 //   {"kind": "maskgit", "maskgit": {"steps": 8, "choice_temperature": 4.5}}
 //
 // Only the section of the chosen kind is read; the others keep their defaults (and are written
-// back with them, so a saved config shows every option).
+// back with them, so a saved config shows every option). A section's sampling options (steps,
+// curve, ...: schedule_sampling.h) are the defaults of a request; a request may override them
+// (GenerationOptions::schedule) without rebuilding the schedule.
 
 #include <nlohmann/json.hpp>
 
@@ -60,25 +62,24 @@ struct ScheduleConfig {
   }  ///< Lists the fields for the config reader and writer (core/config.h).
 };  ///< A schedule's kind and options (the options of other kinds are ignored).
 
-/// The options of a kind's section that sampling may change without retraining; every other
-/// option is fixed by training (the sequence layout, the order, what the backbone learned to read):
-///   raster                 kv_cache
-///   maskgit                steps, curve, choice_temperature, span_scoring
-///   mar                    steps, curve
-///   next_scale             use_kv_cache
-///   hmar                   refinement_steps, refinement_curve, refinement_guidance, mask_schedule
-///   hi_mar                 pivot_steps, dense_steps, curve
-///   continuous_next_scale  use_kv_cache
-std::vector<std::string> schedule_sampling_options(ScheduleKind kind);
+/// The name of a kind ("maskgit"), which is also the key of its section.
+std::string schedule_kind_name(ScheduleKind kind);
 
-/// `config` with `patch` (a JSON object, e.g. {"steps": 4}) merged (RFC 7386) into the section of
-/// its kind. Throws tessera::Error naming a key that is not one of schedule_sampling_options —
-/// an option fixed by training, or no option at all — and an out-of-range value.
-ScheduleConfig patched_schedule_sampling(const ScheduleConfig& config, const nlohmann::json& patch);
+/// The sampling defaults of config.kind's section (its `sampling` member), as a request's value.
+ScheduleSamplingOptions sampling_defaults(const ScheduleConfig& config);
 
-/// Throws tessera::Error unless `changed` is `trained` with only sampling options of its kind
-/// changed (same kind; the sections of other kinds are never read and are not compared).
-void check_schedule_sampling_change(const ScheduleConfig& trained, const ScheduleConfig& changed);
+/// Replaces the sampling defaults of config.kind's section by `options` (what `tessera convert
+/// --sampling` stores). Throws tessera::Error for options of another kind; empty options change
+/// nothing.
+void set_sampling_defaults(ScheduleConfig& config, const ScheduleSamplingOptions& options);
+
+/// The sampling options of config.kind read from `json` (e.g. {"steps": 4}) over the section's
+/// defaults: absent keys keep them. Throws tessera::Error naming the key for a key that is an
+/// option fixed by training (the order, the layout, ...) or no option of the kind at all (the
+/// config reader's message, rooted at `path`), and for a value out of range.
+ScheduleSamplingOptions schedule_sampling_from_json(const ScheduleConfig& config,
+                                                    const nlohmann::json& json,
+                                                    const std::string& path = "schedule");
 
 /// The schedule of config.kind, built from its section. Throws tessera::Error for an invalid
 /// section (each schedule validates its own config).

@@ -26,7 +26,7 @@
 // S >= 2 is required; see Note [One scale] in tokenizer_config.cpp.
 //
 // Module and parameter names are the reference's, so VAR's own vae checkpoints load by name (see
-// load_var_checkpoint).
+// tessera/compat/var_vae.h).
 
 #include <ATen/core/Tensor.h>
 
@@ -37,7 +37,8 @@
 #include <string>
 #include <vector>
 
-#include "tessera/core/safetensors.h"
+#include "tessera/io/safetensors.h"
+#include "tessera/tokenizer/multiscale_tokenizer.h"
 #include "tessera/tokenizer/tokenizer.h"
 
 namespace tessera {
@@ -52,7 +53,7 @@ std::vector<double> var_phi_ticks(int64_t num_phis);
 /// (share_quant_resi). Throws tessera::Error for num_scales < 2 or a scale out of range.
 int64_t var_phi_index(int64_t scale, int64_t num_scales, int64_t phi_count);
 
-class MultiScaleVqVae final : public Tokenizer {
+class MultiScaleVqVae final : public Tokenizer, public MultiScaleTokenizer {
  public:
   /// Fresh parameters (convolutions with torch's default initialisation, the codebook uniform in
   /// ±1/V); `seed` drives them and dead-code restarts.
@@ -60,17 +61,6 @@ class MultiScaleVqVae final : public Tokenizer {
   ~MultiScaleVqVae() override;
   MultiScaleVqVae(MultiScaleVqVae&&) noexcept;  ///< Moves; the source is not usable afterwards.
   MultiScaleVqVae& operator=(MultiScaleVqVae&&) noexcept;  ///< Moves, as the constructor.
-
-  /// The configuration of a VAR vae checkpoint in safetensors form: patch_nums, vocab_size, Cvae,
-  /// ch and share_quant_resi from __metadata__ (required; quant_resi, using_znorm, beta,
-  /// ch_mult and num_res_blocks are read when present), the rest of the architecture (levels and
-  /// their channel multipliers, blocks per level, attention, image channels, quant_conv kernel)
-  /// from the tensors' names and shapes, checked against the metadata. GroupNorm uses the
-  /// reference's 32 groups and eps 1e-6.
-  static MultiScaleVqVaeConfig config_from_var_checkpoint(const SafetensorsFile& file);
-  /// Builds the model from config_from_var_checkpoint and loads every tensor under the
-  /// reference's key names (strict: missing or unexpected keys are an error).
-  static std::unique_ptr<MultiScaleVqVae> load_var_checkpoint(const std::filesystem::path& path);
 
   // --- Tokenizer ---
   TokenizerConfig config() const override;
@@ -92,10 +82,11 @@ class MultiScaleVqVae final : public Tokenizer {
   bool is_training() const override;
   void to(at::Device device) override;
   at::Device device() const override;
+  MultiScaleTokenizer* as_multiscale() override { return this; }  ///< This tokenizer's f̂ side.
 
-  // --- the pieces of Note [Multi-scale residual quantisation] ---
+  // --- the pieces of Note [Multi-scale residual quantisation] (MultiScaleTokenizer's included) ---
   const MultiScaleVqVaeConfig& multiscale_config() const { return config_; }  ///< The config.
-  const std::vector<int64_t>& patch_nums() const { return config_.quantizer.patch_nums; }  ///< Scale sides.
+  const std::vector<int64_t>& patch_nums() const override { return config_.quantizer.patch_nums; }  ///< Scale sides.
   int64_t num_scales() const { return static_cast<int64_t>(patch_nums().size()); }  ///< Scales.
   /// f = quant_conv(encoder(images)): [B, Cvae, P, P]. Checks the image size (divisible by the
   /// downsampling factor, latent side equal to patch_nums' last entry).
@@ -110,17 +101,17 @@ class MultiScaleVqVae final : public Tokenizer {
   at::Tensor f_hat_to_images(const at::Tensor& f_hat);
   /// idxBl_to_var_input: for s = 0 .. S−2, area_down(f̂ after scale s, pn_{s+1}) flattened, all
   /// concatenated: float [B, L − pn_0², Cvae].
-  at::Tensor teacher_forcing_input(const std::vector<at::Tensor>& ids);
+  at::Tensor teacher_forcing_input(const std::vector<at::Tensor>& ids) override;
 
   /// Sampling one scale at a time (get_next_autoregressive_input):
   ///   f̂ = empty_f_hat(B); for s: add_scale_ids(f̂, s, ids_s); input = next_scale_input(f̂, s + 1)
-  at::Tensor empty_f_hat(int64_t batch_size) const;
+  at::Tensor empty_f_hat(int64_t batch_size) const override;
   /// f̂ += Phi_s(up(embed(ids))) in place; ids int64 [B, pn_s²] within the codebook.
-  void add_scale_ids(at::Tensor& f_hat, int64_t scale, const at::Tensor& ids);
+  void add_scale_ids(at::Tensor& f_hat, int64_t scale, const at::Tensor& ids) override;
   /// The same from embeddings h [B, Cvae, pn_s, pn_s] (e.g. a soft mixture of codes).
   void add_scale_embeddings(at::Tensor& f_hat, int64_t scale, const at::Tensor& h);
   /// area_down(f̂, pn_scale) as [B, pn_scale², Cvae]: the input for predicting scale `scale`.
-  at::Tensor next_scale_input(const at::Tensor& f_hat, int64_t scale) const;
+  at::Tensor next_scale_input(const at::Tensor& f_hat, int64_t scale) const override;
   /// Codes of ids [B, pn_s²] as [B, Cvae, pn_s, pn_s].
   at::Tensor embed_ids(const at::Tensor& ids, int64_t scale);
 

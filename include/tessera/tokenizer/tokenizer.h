@@ -20,6 +20,8 @@
 
 namespace tessera {
 
+class MultiScaleTokenizer;  // tokenizer/multiscale_tokenizer.h
+
 /// What one differentiable forward pass gives the trainer.
 struct TokenizerTrainingOutput {
   at::Tensor reconstruction{};  ///< [B, C, H, W], not clamped, differentiable
@@ -78,6 +80,10 @@ class Tokenizer {
   virtual bool is_training() const = 0;  ///< Whether in training mode.
   virtual void to(at::Device device) = 0;  ///< Moves parameters and buffers to `device`.
   virtual at::Device device() const = 0;  ///< Where the parameters are.
+
+  /// The multi-scale residual interface (f̂ and next-scale inputs) the next-scale schedules need,
+  /// or nullptr for a tokenizer without one (the default).
+  virtual MultiScaleTokenizer* as_multiscale() { return nullptr; }
 };  ///< Pixels to tokens and back; see the file's top comment.
 
 }  // namespace tessera

@@ -1,17 +1,16 @@
 #pragma once
-// Training a tokenizer on Fashion-MNIST (`tessera train-tokenizer --config ...`) and measuring its
-// reconstructions.
+// What a tokenizer trains on and how it is measured: the training config of `tessera
+// train-tokenizer` (TokenizerTrainConfig), Fashion-MNIST prepared as the tokenizers see it, and
+// reconstruction metrics.
 //
 // Images are Fashion-MNIST's 28x28 greys mapped to [−1, 1] and padded with −1 (black, the
 // background) to data.image_size (32: divisible by 4, 8, 16); with data.channels 3 the grey is
 // repeated into three channels. Reconstruction metrics are measured on the original 28x28 area
 // only, so that the constant padding does not flatter them.
 //
-// The loop: Adam on the tokenizer's parameters, loss = reconstruction (MSE or L1 in [−1, 1]) +
-// the tokenizer's regularisation (VQ loss, weighted KL), random batches drawn with the seed.
-// output_dir receives config.json at the start, tokenizer.safetensors every checkpoint_every steps
-// and at the end (atomically; see tokenizer_checkpoint.h), and at the end metrics.json and
-// reconstructions.png (test images in odd rows, their reconstructions below them).
+// The training loop itself is the shared Trainer: train_tokenizer (train/tokenizer_task.h) runs a
+// TokenizerTask through it (loss = reconstruction (MSE or L1 in [−1, 1]) + the tokenizer's
+// regularisation), so this module does not depend on the train module.
 
 #include <ATen/core/Tensor.h>
 
@@ -22,7 +21,7 @@
 #include <vector>
 
 #include "tessera/core/config.h"
-#include "tessera/core/labeled_images.h"
+#include "tessera/data/labeled_images.h"
 #include "tessera/tokenizer/codebook_usage.h"
 #include "tessera/tokenizer/tokenizer.h"
 
@@ -54,28 +53,33 @@ struct TokenizerDataConfig {
     v("eval_images", eval_images);
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
-};  ///< The images train_tokenizer trains and evaluates on.
+};  ///< The images train_tokenizer (train/tokenizer_task.h) trains and evaluates on.
 
 struct TokenizerTrainConfig {
   TokenizerConfig tokenizer{};  ///< the tokenizer
   TokenizerDataConfig data{};  ///< the images
   int64_t steps = 2000;  ///< optimizer steps
   int64_t batch_size = 64;  ///< images per step
-  double learning_rate = 2e-4;  ///< Adam's peak learning rate
-  int64_t warmup_steps = 0;  ///< linear warm-up of the learning rate from 0
+  double learning_rate = 2e-4;  ///< Adam's peak learning rate (the Trainer's AdamW)
+  int64_t warmup_steps = 0;  ///< linear warm-up of the learning rate from 0, then constant
   double adam_beta1 = 0.9;  ///< Adam's β1
   double adam_beta2 = 0.95;  ///< Adam's β2
-  double weight_decay = 0.0;  ///< decoupled weight decay
+  /// Decoupled (AdamW) weight decay; biases and normalisation gains get none.
+  double weight_decay = 0.0;
   double grad_clip_norm = 0.0;  ///< clip the global gradient norm to this; 0 disables
   ReconstructionLoss reconstruction_loss = ReconstructionLoss::mse;  ///< mse or l1
-  int64_t log_every = 50;  ///< steps between log lines
-  int64_t checkpoint_every = 500;  ///< 0: only at the end
+  /// Keep an exponential moving average of the parameters with this decay (e.g. 0.999) and write
+  /// it as tokenizer.safetensors; 0 (the default) keeps no average and writes the trained weights.
+  double ema_decay = 0.0;
+  bool ema_warmup = false;  ///< smaller EMA decay over the first updates (train/ema.h)
+  int64_t log_every = 50;  ///< steps between metrics.jsonl lines
+  int64_t checkpoint_every = 500;  ///< steps between training checkpoints; 0: only at the end
   int64_t eval_batch_size = 250;  ///< images per evaluation batch
   std::string output_dir = "out/tokenizer";  ///< checkpoints and weights go here
   uint64_t seed = 0;  ///< initialisation and data order
   int64_t threads = 0;  ///< intra-op threads; 0 keeps LibTorch's default
-  /// Continue from output_dir/tokenizer.safetensors if it exists (weights and step; Adam's moments
-  /// restart from zero).
+  /// Continue from output_dir/checkpoint.safetensors (the Trainer's whole training state) if it
+  /// exists; otherwise start from step 0.
   bool resume = false;
 
   template <class Visitor>
@@ -91,6 +95,8 @@ struct TokenizerTrainConfig {
     v("weight_decay", weight_decay);
     v("grad_clip_norm", grad_clip_norm);
     v("reconstruction_loss", reconstruction_loss);
+    v("ema_decay", ema_decay);
+    v("ema_warmup", ema_warmup);
     v("log_every", log_every);
     v("checkpoint_every", checkpoint_every);
     v("eval_batch_size", eval_batch_size);
@@ -100,7 +106,7 @@ struct TokenizerTrainConfig {
     v("resume", resume);
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
-};  ///< What train_tokenizer trains, how, on what data.
+};  ///< What train_tokenizer (train/tokenizer_task.h) trains, how, on what data.
 
 /// Where in the image reconstruction metrics are measured (all of it when height or width is 0).
 struct ImageRegion {
@@ -140,17 +146,5 @@ ImageRegion fashion_mnist_region(int64_t image_size);
 /// evaluation mode, without autograd) and measures the region.
 ReconstructionMetrics evaluate_reconstruction(Tokenizer& tokenizer, const at::Tensor& images,
                                               int64_t batch_size, const ImageRegion& region = {});
-
-struct TokenizerTrainResult {
-  int64_t steps = 0;         ///< the step count reached
-  double train_seconds = 0;  ///< wall time of the training loop
-  double final_loss = 0;     ///< mean training loss over the last log interval
-  ReconstructionMetrics test{};  ///< reconstruction on the test images
-  std::filesystem::path checkpoint{};  ///< the last checkpoint written
-};  ///< What train_tokenizer measured and wrote.
-
-/// Trains as configured (see the top of this header). Throws tessera::Error for an invalid config
-/// or missing data.
-TokenizerTrainResult train_tokenizer(const TokenizerTrainConfig& config);
 
 }  // namespace tessera

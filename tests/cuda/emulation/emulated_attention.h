@@ -375,7 +375,7 @@ inline std::vector<Problem> problems() {
   return ps;
 }
 
-// The dtypes and head dims the kernels are instantiated for (kernels/cuda/attention_cuda.cpp).
+// The dtypes and head dims the kernels are instantiated for (src/attention/backends/cuda_backend.cpp).
 struct Variant {
   bool bf16 = true;
   int head_dim = 64;
