@@ -9,7 +9,8 @@
 // rate after a linear warm-up, optional clipping and EMA). output_dir receives what the Trainer
 // writes — config.json (here the TokenizerTrainConfig, so it can be passed back as --config),
 // checkpoint.safetensors (the whole training state, every checkpoint_every steps and at the end;
-// with resume a run continues from it bit-identically), metrics.jsonl, weights.safetensors
+// with resume a run continues from it bit-identically, except after dead-code restarts:
+// docs/training.md, "Checkpoints and resume"), metrics.jsonl, weights.safetensors
 // (weights_ema.safetensors with EMA) — and at the end:
 //   tokenizer.safetensors  the tokenizer checkpoint (save_tokenizer_checkpoint: state dict, config
 //                          in the metadata, tessera.step), read by load_tokenizer_checkpoint and
