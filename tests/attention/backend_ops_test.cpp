@@ -31,14 +31,15 @@
 #include "attention/attention_test_util.h"
 #include "common/dense_attention.h"
 #include "common/prerequisite.h"
+#include "common/source_paths.h"
 #include "tessera/attention/attention.h"
 #include "tessera/attention/block_mask.h"
 
 namespace tessera {
 namespace {
 
-using Check = std::function<::testing::AssertionResult(const at::Tensor& got,
-                                                       const at::Tensor& want)>;
+using Check =
+    std::function<::testing::AssertionResult(const at::Tensor& got, const at::Tensor& want)>;
 
 // |got - want| <= atol + rtol |want| elementwise (-inf == -inf), no NaN.
 Check elementwise(double atol, double rtol) {
@@ -60,8 +61,8 @@ Check normwise(double tol) {
     const double err = (got - want).norm().item<double>();
     const double ref = std::max(want.norm().item<double>(), 1e-12);
     if (err > tol * ref) {
-      return ::testing::AssertionFailure() << "||got - want|| / ||want|| = " << err / ref << " > "
-                                           << tol;
+      return ::testing::AssertionFailure()
+             << "||got - want|| / ||want|| = " << err / ref << " > " << tol;
     }
     return ::testing::AssertionSuccess();
   };
@@ -109,10 +110,8 @@ Backend cpu_backend(std::string name, std::optional<AttentionBackend> dispatch,
   b.dtypes = std::move(dtypes);
   b.head_dim_ok = [](int64_t d) { return d >= kMinHeadDim && d <= kMaxHeadDim; };
   b.max_length = max_length;
-  b.forward = [=](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const BlockMask& m, double s) {
-    return cpu::attention_forward(q, k, v, m, s, forward_tiles);
-  };
+  b.forward = [=](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const BlockMask& m,
+                  double s) { return cpu::attention_forward(q, k, v, m, s, forward_tiles); };
   b.backward = [=](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                    const at::Tensor& o, const at::Tensor& lse, const at::Tensor& go,
                    const BlockMask& m, double s) {
@@ -222,7 +221,7 @@ struct Shape {
 
 const std::vector<Shape>& shapes() {
   static const std::vector<Shape> all{
-      {1, 3, 1, 64},  {2, 3, 7, 64},   {1, 2, 65, 128}, {2, 1, 200, 64},
+      {1, 3, 1, 64},   {2, 3, 7, 64},  {1, 2, 65, 128}, {2, 1, 200, 64},
       {1, 1, 680, 64}, {1, 2, 65, 32}, {2, 1, 37, 96},  {1, 2, 130, 256},
   };
   return all;
@@ -239,9 +238,7 @@ struct Case {
 
 // A backend whose device this machine lacks has no cases: one skip (BackendOpsCuda.HasADevice)
 // says so, rather than one per case.
-bool device_present(const Backend& backend) {
-  return backend.device != at::kCUDA || at::hasCUDA();
-}
+bool device_present(const Backend& backend) { return backend.device != at::kCUDA || at::hasCUDA(); }
 
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
@@ -364,7 +361,7 @@ TEST(BackendOpsCuda, BuiltWithCuda) {
 // The kernels stay torch-free and below attention: no source under kernels/ includes ATen, c10,
 // torch or a tessera/attention header (the adapters in src/attention/backends do).
 TEST(KernelSources, IncludeNoTorchAndNoAttentionHeader) {
-  const std::filesystem::path root = std::filesystem::path(TESSERA_SOURCE_DIR) / "kernels";
+  const std::filesystem::path root = tessera::testing::source_dir() / "kernels";
   ASSERT_TRUE(std::filesystem::is_directory(root)) << root;
   int files = 0;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {

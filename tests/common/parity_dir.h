@@ -10,6 +10,7 @@
 #include <initializer_list>
 
 #include "common/prerequisite.h"
+#include "common/source_paths.h"
 
 namespace tessera::testing {
 
@@ -17,7 +18,7 @@ inline std::filesystem::path parity_dir() {
   if (const char* env = std::getenv("TESSERA_PARITY_DIR"); env != nullptr && *env != '\0') {
     return env;
   }
-  return std::filesystem::path(TESSERA_SOURCE_DIR) / ".." / "shared" / "parity" / "var-tiny";
+  return tessera::testing::source_dir() / ".." / "shared" / "parity" / "var-tiny";
 }
 
 /// The first of `files` that `dir` lacks (`dir` itself when the folder is absent), or an empty

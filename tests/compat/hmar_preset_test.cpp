@@ -18,13 +18,14 @@
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/source_paths.h"
+#include "tessera/compat/presets.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
-#include "tessera/io/safetensors.h"
 #include "tessera/head/discrete_head.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/nn/backbone.h"
 #include "tessera/pipeline/generator.h"
-#include "tessera/compat/presets.h"
 #include "tessera/schedule/hmar_schedule.h"
 
 namespace tessera {
@@ -47,10 +48,13 @@ TEST(HmarPresets, SizesAreTheReferenceModules) {
     EXPECT_EQ(p.generator.backbone.branch_blocks, 8) << name;
     EXPECT_EQ(p.generator.schedule.kind, ScheduleKind::hmar) << name;
     // HMAR's default mask schedule: only the 2x2 and 3x3 scales are refined.
-    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[1], (std::vector<int64_t>{1, 3})) << name;
-    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[2], (std::vector<int64_t>{1, 1, 2, 5}))
+    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[1], (std::vector<int64_t>{1, 3}))
         << name;
-    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[9], (std::vector<int64_t>{256})) << name;
+    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[2],
+              (std::vector<int64_t>{1, 1, 2, 5}))
+        << name;
+    EXPECT_EQ(p.generator.schedule.hmar.sampling.mask_schedule[9], (std::vector<int64_t>{256}))
+        << name;
   }
   EXPECT_DOUBLE_EQ(generator_preset("hmar-d20").generator.sampling.guidance.scale, 1.9);
   EXPECT_EQ(generator_preset("hmar-d24").generator.sampling.head.discrete.top_k, 900);
@@ -58,7 +62,7 @@ TEST(HmarPresets, SizesAreTheReferenceModules) {
 
 // tests/compat/data/hmar_d16_state_dict.txt: "key (d0, d1, ...) torch.dtype" per line.
 std::map<std::string, at::Tensor> reference_hmar_d16_state_dict() {
-  std::ifstream in(std::filesystem::path(TESSERA_SOURCE_DIR) / "tests" / "compat" / "data" /
+  std::ifstream in(tessera::testing::source_dir() / "tests" / "compat" / "data" /
                    "hmar_d16_state_dict.txt");
   EXPECT_TRUE(in.good());
   std::map<std::string, at::Tensor> out;

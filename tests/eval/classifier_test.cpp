@@ -22,14 +22,15 @@
 #include <vector>
 
 #include "common/prerequisite.h"
+#include "common/source_paths.h"
 #include "tessera/core/error.h"
-#include "tessera/data/fashion_mnist.h"
 #include "tessera/core/rng.h"
-#include "tessera/io/safetensors.h"
-#include "tessera/train/classifier_training.h"
+#include "tessera/data/fashion_mnist.h"
 #include "tessera/eval/evaluation.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/tokenizer/patch_tokenizer.h"
 #include "tessera/tokenizer/tokenizer_training.h"
+#include "tessera/train/classifier_training.h"
 
 namespace tessera {
 namespace {
@@ -37,7 +38,7 @@ namespace {
 namespace fs = std::filesystem;
 
 const fs::path kShippedClassifier =
-    fs::path(TESSERA_SOURCE_DIR) / "models" / "classifier_fashion_mnist.safetensors";
+    tessera::testing::source_dir() / "models" / "classifier_fashion_mnist.safetensors";
 // The accuracy stated in docs/evaluation.md: 91.80 % of the 10000 test images, i.e. 9180 of them
 // (a figure with two decimals of a percentage of 10000 images is an exact count).
 constexpr double kStatedTestAccuracy = 0.918;
@@ -173,7 +174,7 @@ TEST(ClassifierProgram, DISABLED_TrainShippedClassifier) {
   const char* env = std::getenv("TESSERA_CLASSIFIER_CONFIG");
   const fs::path config_path =
       env != nullptr ? fs::path(env)
-                     : fs::path(TESSERA_SOURCE_DIR) / "configs/classifier/fashion_mnist.json";
+                     : tessera::testing::source_dir() / "configs/classifier/fashion_mnist.json";
   const auto config = load_config<ClassifierTrainConfig>(config_path);
   const ClassifierTrainResult r = train_classifier(config);
   std::cout << "classifier: " << r.train.steps << " steps in " << r.train.seconds

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/error_message.h"
+#include "common/source_paths.h"
 #include "common/temporary_folder.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
@@ -33,8 +34,8 @@
 #include "tessera/io/image_io.h"
 #include "tessera/io/safetensors.h"
 #include "tessera/pipeline/generator.h"
-#include "tessera/train/generator_training.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
+#include "tessera/train/generator_training.h"
 
 namespace tessera {
 namespace {
@@ -42,7 +43,7 @@ namespace {
 using testing::error_message_of;
 using testing::TemporaryFolder;
 
-const std::filesystem::path kSource = TESSERA_SOURCE_DIR;
+const std::filesystem::path kSource = tessera::testing::source_dir();
 const std::filesystem::path kErrorsPage = kSource / "docs/errors.md";
 const std::filesystem::path kMaskGit = kSource / "models/maskgit_fashion_mnist.safetensors";
 const std::filesystem::path kVqVae = kSource / "models/tokenizers/vq_vae_fashion_mnist.safetensors";
@@ -96,7 +97,7 @@ const std::map<std::string, std::string>& page() {
 // The stderr of `tessera <arguments>`, which must fail.
 std::string cli_error(const std::string& arguments) {
   // fmt rather than operator+ on string temporaries: GCC 12 misreports those (-Wrestrict).
-  const std::filesystem::path binary = TESSERA_BINARY_DIR "/bin/tessera";
+  const std::filesystem::path binary = tessera::testing::binary_dir() / "bin" / "tessera";
   if (!std::filesystem::exists(binary)) {
     return fmt::format("(no {}: build the tessera_cli target first)", binary.string());
   }
@@ -182,9 +183,10 @@ void write_idx(const std::filesystem::path& path, uint32_t magic,
 // The bytes of a file under tests/io/images/, edited, decoded as read_image would decode them.
 std::string image_error(const char* fixture,
                         const std::function<void(std::vector<uint8_t>&)>& edit) {
-  std::ifstream in(std::filesystem::path(TESSERA_SOURCE_DIR) / "tests" / "io" / "images" / fixture,
+  std::ifstream in(tessera::testing::source_dir() / "tests" / "io" / "images" / fixture,
                    std::ios::binary);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   EXPECT_FALSE(bytes.empty()) << fixture << " is missing";
   edit(bytes);
   return error_message_of([&] { (void)decode_image(bytes, 0, fixture); });

@@ -60,6 +60,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/source_paths.h"
 #include "common/temporary_folder.h"
 #include "tessera/io/safetensors.h"
 #include "tessera/pipeline/generator.h"
@@ -69,7 +70,7 @@
 namespace tessera {
 namespace {
 
-const std::filesystem::path kModels = std::filesystem::path(TESSERA_SOURCE_DIR) / "models";
+const std::filesystem::path kModels = tessera::testing::source_dir() / "models";
 
 // Sets the intra-op thread count for a scope and restores the previous one.
 class IntraOpThreads {

@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 
+#include "common/source_paths.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/data/fashion_mnist.h"
@@ -29,7 +30,7 @@ const std::map<std::string, std::function<void(const std::filesystem::path&)>>& 
 }
 
 TEST(FuzzRegressions, EveryKeptReproducerIsAClearError) {
-  const std::filesystem::path root = std::filesystem::path(TESSERA_SOURCE_DIR) / "fuzz" / "regressions";
+  const std::filesystem::path root = tessera::testing::source_dir() / "fuzz" / "regressions";
   int files = 0;
   for (const auto& [target, read] : readers()) {
     const auto dir = root / target;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/source_paths.h"
 #include "common/stb_reference.h"
 #include "tessera/core/error.h"
 #include "tessera/io/image_io.h"
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
 
 fs::path fixture_path(const std::string& name) {
-  return fs::path(TESSERA_SOURCE_DIR) / "tests" / "io" / "images" / "jpeg" / name;
+  return tessera::testing::source_dir() / "tests" / "io" / "images" / "jpeg" / name;
 }
 
 Bytes read_fixture(const std::string& name) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/error_message.h"
+#include "common/source_paths.h"
 #include "common/stb_reference.h"
 #include "tessera/core/error.h"
 #include "tessera/io/image_io.h"
@@ -36,7 +37,7 @@ using tessera::testing::stb_decode;
 using tessera::testing::StbImage;
 
 fs::path fixture_folder() {
-  return fs::path(TESSERA_SOURCE_DIR) / "tests" / "io" / "images" / "png";
+  return tessera::testing::source_dir() / "tests" / "io" / "images" / "png";
 }
 
 Bytes read_bytes(const fs::path& path) {
@@ -54,7 +55,8 @@ std::vector<fs::path> fixtures() {
 }
 
 // The decoded [C, H, W] tensor against stb's interleaved [H, W, C] pixels, sample for sample.
-void expect_same_image(const at::Tensor& image, const StbImage& reference, const std::string& what) {
+void expect_same_image(const at::Tensor& image, const StbImage& reference,
+                       const std::string& what) {
   ASSERT_TRUE(reference.failure.empty()) << what << ": stb failed: " << reference.failure;
   ASSERT_EQ(image.dim(), 3) << what;
   ASSERT_EQ(image.scalar_type(), at::kByte) << what;
@@ -218,7 +220,8 @@ TEST(PngDecoder, SixteenBitColourKeyIsComparedAtFullDepth) {
   EXPECT_EQ(transparent + opaque, image.size(1) * image.size(2));
   const StbImage reference = stb_decode(bytes, 0);
   int64_t stb_transparent = 0;
-  for (size_t i = 1; i < reference.pixels.size(); i += 2) stb_transparent += reference.pixels[i] == 0;
+  for (size_t i = 1; i < reference.pixels.size(); i += 2)
+    stb_transparent += reference.pixels[i] == 0;
   EXPECT_EQ(transparent, stb_transparent);
 }
 
@@ -262,7 +265,8 @@ TEST(PngDecoder, PaletteExpandsToRgbOrRgbaWithTrns) {
   const Bytes row = {0, 0b00011001};
   const at::Tensor rgb = decode(png_file({ihdr(4, 1, 2, 3), palette, idat(row), iend()}));
   ASSERT_EQ(rgb.sizes().vec(), (std::vector<int64_t>{3, 1, 4}));
-  const std::vector<std::vector<int>> colours = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {0, 255, 0}};
+  const std::vector<std::vector<int>> colours = {
+      {255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {0, 255, 0}};
   for (int64_t x = 0; x < 4; ++x) {
     for (int64_t c = 0; c < 3; ++c) EXPECT_EQ(rgb[c][0][x].item<int>(), colours[x][c]) << x;
   }
@@ -310,18 +314,29 @@ TEST(PngDecoder, InterlacedAndPlainFilesOfOnePictureDecodeAlike) {
 TEST(PngDecoder, OversizedHeadersAreRefusedBeforeAllocating) {
   const Bytes data = idat(rgb_scanlines());
   // Above 67 M pixels (8192 x 8192): refused from IHDR, whatever follows (64 GiB of RGBA here).
-  expect_error([&] { decode(png_file({ihdr(10000, 10000, 8, 2), data, iend()})); },
-               {"10000x10000", "exceeds the limit"});
-  expect_error([&] { decode(png_file({ihdr(131072, 131072, 16, 6), data, iend()})); },
-               {"exceeds the limit"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(10000, 10000, 8, 2), data, iend()}));
+      },
+      {"10000x10000", "exceeds the limit"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(131072, 131072, 16, 6), data, iend()}));
+      },
+      {"exceeds the limit"});
   // Within the limit, but more image data than the file could hold at deflate's best ratio
   // (1032:1): refused before the 256 MiB pixel buffer is allocated.
-  expect_error([&] { decode(png_file({ihdr(8192, 8192, 8, 6), data, iend()})); },
-               {"truncated", "8192x8192", "more than its"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(8192, 8192, 8, 6), data, iend()}));
+      },
+      {"truncated", "8192x8192", "more than its"});
   // Plausible for the file's size (an ancillary chunk of 600 bytes makes it big enough for 2048 x
   // 2048 at 1 bit), the header passes; the missing data is then found missing.
   expect_error(
-      [&] { decode(png_file({ihdr(2048, 2048, 1, 0), chunk("zeRo", Bytes(600, 0)), data, iend()})); },
+      [&] {
+        decode(png_file({ihdr(2048, 2048, 1, 0), chunk("zeRo", Bytes(600, 0)), data, iend()}));
+      },
       {"Not enough image data"});
 }
 
@@ -338,8 +353,8 @@ TEST(PngDecoder, TruncatedFilesAreRefused) {
   // The signature alone, inside IHDR, right after IHDR, inside the IDAT chunk, and one byte
   // short of the end of the last IDAT (its CRC).
   const size_t idat_end = bytes.size() - 12;
-  for (size_t size : {size_t{8}, size_t{20}, size_t{33}, size_t{60}, bytes.size() / 2,
-                      idat_end - 1}) {
+  for (size_t size :
+       {size_t{8}, size_t{20}, size_t{33}, size_t{60}, bytes.size() / 2, idat_end - 1}) {
     SCOPED_TRACE(size);
     const Bytes cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size));
     expect_error([&] { decode(cut); }, {"cannot decode image 'test.png'", "PNG file is truncated"});
@@ -350,8 +365,11 @@ TEST(PngDecoder, IncompleteImageDataIsRefused) {
   // Well-formed chunks around a zlib stream cut in half: the image data ends early.
   const Bytes stream = deflate(rgb_scanlines());
   const Bytes half(stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(stream.size() / 2));
-  expect_error([&] { decode(png_file({ihdr(3, 2, 8, 2), chunk("IDAT", half), iend()})); },
-               {"Not enough image data"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 2, 8, 2), chunk("IDAT", half), iend()}));
+      },
+      {"Not enough image data"});
   // No image data at all.
   expect_error([&] { decode(png_file({ihdr(3, 2, 8, 2), iend()})); }, {"IEND: out of place"});
   expect_error([&] { decode(png_file({ihdr(3, 2, 8, 2)})); }, {"truncated"});
@@ -364,35 +382,61 @@ TEST(PngDecoder, BadIhdrCrcIsRefused) {
 }
 
 TEST(PngDecoder, BadFilterTypeIsRefused) {
-  expect_error([&] { decode(png_file({ihdr(3, 2, 8, 2), idat(rgb_scanlines(5)), iend()})); },
-               {"bad adaptive filter value"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 2, 8, 2), idat(rgb_scanlines(5)), iend()}));
+      },
+      {"bad adaptive filter value"});
 }
 
 TEST(PngDecoder, BadIhdrFieldsAreRefused) {
   // libpng warns what is wrong, then fails with "Invalid IHDR data": the message has both.
   const Bytes data = idat(rgb_scanlines());
-  expect_error([&] { decode(png_file({ihdr(3, 2, 3, 2), data, iend()})); },
-               {"Invalid IHDR data", "Invalid bit depth"});
-  expect_error([&] { decode(png_file({ihdr(0, 2, 8, 2), data, iend()})); },
-               {"Invalid IHDR data", "width is zero"});
-  expect_error([&] { decode(png_file({ihdr(3, 0, 8, 2), data, iend()})); },
-               {"Invalid IHDR data", "height is zero"});
-  expect_error([&] { decode(png_file({ihdr(3, 2, 8, 5), data, iend()})); },
-               {"Invalid IHDR data", "color type"});
-  expect_error([&] { decode(png_file({ihdr(3, 2, 8, 2, 2), data, iend()})); },
-               {"Invalid IHDR data", "interlace method"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 2, 3, 2), data, iend()}));
+      },
+      {"Invalid IHDR data", "Invalid bit depth"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(0, 2, 8, 2), data, iend()}));
+      },
+      {"Invalid IHDR data", "width is zero"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 0, 8, 2), data, iend()}));
+      },
+      {"Invalid IHDR data", "height is zero"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 2, 8, 5), data, iend()}));
+      },
+      {"Invalid IHDR data", "color type"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 2, 8, 2, 2), data, iend()}));
+      },
+      {"Invalid IHDR data", "interlace method"});
 }
 
 TEST(PngDecoder, PaletteProblemsAreRefused) {
   const Bytes two_entries = chunk("PLTE", {255, 0, 0, 0, 0, 255});
   const Bytes indices = {0, 0, 1, 7};  // one 3x1 row: filter 0, then index 7 past the palette
-  expect_error([&] { decode(png_file({ihdr(3, 1, 8, 3), two_entries, idat(indices), iend()})); },
-               {"palette index 7 out of range", "2 entries"});
-  const Bytes in_range = {0, 1, 0, 1};  // filter 0, indices 1 0 1
-  expect_error([&] { decode(png_file({ihdr(3, 1, 8, 3), idat(in_range), iend()})); },
-               {"Missing PLTE"});
   expect_error(
-      [&] { decode(png_file({ihdr(3, 1, 8, 3), chunk("PLTE", {1, 2, 3, 4}), idat(in_range), iend()})); },
+      [&] {
+        decode(png_file({ihdr(3, 1, 8, 3), two_entries, idat(indices), iend()}));
+      },
+      {"palette index 7 out of range", "2 entries"});
+  const Bytes in_range = {0, 1, 0, 1};  // filter 0, indices 1 0 1
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 1, 8, 3), idat(in_range), iend()}));
+      },
+      {"Missing PLTE"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 1, 8, 3), chunk("PLTE", {1, 2, 3, 4}), idat(in_range), iend()}));
+      },
       {"PLTE", "invalid"});
 }
 
@@ -405,21 +449,26 @@ TEST(PngDecoder, BadAncillaryChunksAreSkipped) {
                              idat(in_range), iend()}))
                 .size(0),
             3);
-  EXPECT_EQ(decode(png_file({ihdr(3, 2, 8, 2), chunk("tRNS", {0, 1, 0}), idat(rgb_scanlines()),
-                             iend()}))
-                .size(0),
-            3);
+  EXPECT_EQ(
+      decode(png_file({ihdr(3, 2, 8, 2), chunk("tRNS", {0, 1, 0}), idat(rgb_scanlines()), iend()}))
+          .size(0),
+      3);
 }
 
 TEST(PngDecoder, CorruptImageDataAndUnknownCriticalChunksAreRefused) {
   Bytes garbage = deflate(rgb_scanlines());
   garbage[2] ^= 0xFF;  // the first deflate block header and what follows it
   garbage[3] ^= 0xFF;
-  expect_error([&] { decode(png_file({ihdr(3, 2, 8, 2), chunk("IDAT", garbage), iend()})); },
-               {"corrupt or unsupported PNG file", "IDAT"});
-  expect_error([&] {
-    decode(png_file({ihdr(3, 2, 8, 2), chunk("QUUX", {1}), idat(rgb_scanlines()), iend()}));
-  }, {"QUUX"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 2, 8, 2), chunk("IDAT", garbage), iend()}));
+      },
+      {"corrupt or unsupported PNG file", "IDAT"});
+  expect_error(
+      [&] {
+        decode(png_file({ihdr(3, 2, 8, 2), chunk("QUUX", {1}), idat(rgb_scanlines()), iend()}));
+      },
+      {"QUUX"});
 }
 
 }  // namespace

@@ -17,15 +17,16 @@
 #include <string>
 
 #include "common/error_message.h"
+#include "common/source_paths.h"
 #include "common/temporary_folder.h"
 #include "pipeline/tiny_generator.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
-#include "tessera/io/safetensors.h"
 #include "tessera/eval/generator_evaluation.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/pipeline/sampling_request.h"
-#include "tessera/train/generator_training.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
+#include "tessera/train/generator_training.h"
 
 namespace tessera {
 namespace {
@@ -125,8 +126,9 @@ TEST(Generator, ScheduleSamplingOptionsChangeWithoutRetraining) {
 
   const GenerationOptions too_many =
       sampling_request(generator.config(), R"({"schedule": {"steps": 65}})");
-  EXPECT_NE(testing::error_message_of([&] { generator.check_options(too_many); })
-                .find("steps must be <= 64"),
+  EXPECT_NE(testing::error_message_of([&] {
+              generator.check_options(too_many);
+            }).find("steps must be <= 64"),
             std::string::npos);
   EXPECT_NE(testing::error_message_of([&] {
               generator.sample_tokens(labels, {.seed = 11, .options = too_many});
@@ -179,8 +181,8 @@ TEST(Generator, BadInputsAreNamed) {
 // MAR's encoder–decoder split (Note [MAR encoder–decoder split]) over the shipped KL-VAE's 8x8
 // tokens of 8 channels: the decoder is saved, loaded, trained and sampled with the rest.
 TEST(Generator, EncoderDecoderSplitIsSavedLoadedAndTrained) {
-  const auto kl_vae = std::filesystem::path(TESSERA_SOURCE_DIR) /
-                      "models/tokenizers/kl_vae_fashion_mnist.safetensors";
+  const auto kl_vae =
+      tessera::testing::source_dir() / "models/tokenizers/kl_vae_fashion_mnist.safetensors";
   GeneratorConfig config;
   config.backbone = mar_style_config(32, 1, 2, /*num_tokens=*/64, /*token_channels=*/8, 10, 4);
   config.decoder = mar_decoder_config(32, 1, 2, 64, /*encoder_width=*/32, 4);
@@ -251,7 +253,7 @@ TEST(Generator, EncoderDecoderSplitIsSavedLoadedAndTrained) {
 // hundreds of times wider than the KL-VAE's (deviation 1); with the file's default clip_x_start
 // they keep the data's scale.
 TEST(DiffusionHeadOnShippedMar, UnclippedSamplesBlowUpAtLowSnr) {
-  Generator generator = Generator::load(std::filesystem::path(TESSERA_SOURCE_DIR) /
+  Generator generator = Generator::load(tessera::testing::source_dir() /
                                         "models/mar_diffusion_fashion_mnist.safetensors");
   const GenerationOptions defaults = generator.config().sampling;
   ASSERT_GT(defaults.head.diffusion.clip_x_start, 0.0);
@@ -291,13 +293,13 @@ std::set<std::string> every_value_name() {
 // the configs use every schedule and every head the enums name, so a family whose config went
 // missing fails here (the shipped models' configs are required by the test below).
 TEST(Generator, ShippedConfigsBuildAndCoverEveryScheduleAndHead) {
-  const auto folder = std::filesystem::path(TESSERA_SOURCE_DIR) / "configs/generator";
+  const auto folder = tessera::testing::source_dir() / "configs/generator";
   std::set<std::string> schedules, heads;
   for (const auto& entry : std::filesystem::directory_iterator(folder)) {
     if (entry.path().extension() != ".json") continue;
     SCOPED_TRACE(entry.path().filename().string());
     const auto config = load_config<GeneratorTrainConfig>(entry.path());
-    const auto tokenizer_path = std::filesystem::path(TESSERA_SOURCE_DIR) / config.tokenizer;
+    const auto tokenizer_path = tessera::testing::source_dir() / config.tokenizer;
     EXPECT_NO_THROW(Generator(config.generator, load_tokenizer_checkpoint(tokenizer_path), 0));
     schedules.insert(config_to_json(config.generator.schedule)["kind"].get<std::string>());
     heads.insert(config_to_json(config.generator.head)["kind"].get<std::string>());
@@ -310,7 +312,7 @@ TEST(Generator, ShippedConfigsBuildAndCoverEveryScheduleAndHead) {
 // classifier and generators); its generator files are exactly kShippedGenerators, and each loads,
 // fits its tokenizer and samples with the schedule of its config in configs/generator/.
 TEST(Generator, ShippedModelsFitTheBudgetAndLoad) {
-  const auto folder = std::filesystem::path(TESSERA_SOURCE_DIR) / "models";
+  const auto folder = tessera::testing::source_dir() / "models";
   std::uintmax_t bytes = 0;
   std::set<std::string> generators;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(folder)) {
@@ -325,7 +327,7 @@ TEST(Generator, ShippedModelsFitTheBudgetAndLoad) {
     EXPECT_NO_THROW(generator.emplace(Generator::load(entry.path())));
     // docs/models.md reproduces each file from its config: the schedule a file samples with is
     // the config's (sampling defaults may differ: `tessera convert --sampling` retuned guidance).
-    const auto config_path = std::filesystem::path(TESSERA_SOURCE_DIR) / "configs/generator" /
+    const auto config_path = tessera::testing::source_dir() / "configs/generator" /
                              (entry.path().stem().string() + ".json");
     if (!std::filesystem::exists(config_path)) {
       ADD_FAILURE() << "no config " << config_path;

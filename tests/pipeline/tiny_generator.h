@@ -4,12 +4,13 @@
 
 #include <filesystem>
 
+#include "common/source_paths.h"
 #include "tessera/pipeline/generator.h"
 
 namespace tessera::testing {
 
 inline const std::filesystem::path kShippedVqVae =
-    std::filesystem::path(TESSERA_SOURCE_DIR) / "models/tokenizers/vq_vae_fashion_mnist.safetensors";
+    tessera::testing::source_dir() / "models/tokenizers/vq_vae_fashion_mnist.safetensors";
 
 inline GeneratorConfig tiny_maskgit_config() {
   GeneratorConfig config;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "common/source_paths.h"
 #include "tessera/core/error.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/tokenizer/tokenizer_training.h"
@@ -78,8 +79,7 @@ TEST(TokenizerConfig, RejectsBadValues) {
 }
 
 TEST(TokenizerConfig, ShippedConfigsLoadAndBuild) {
-  const std::filesystem::path dir =
-      std::filesystem::path(TESSERA_SOURCE_DIR) / "configs" / "tokenizer";
+  const std::filesystem::path dir = tessera::testing::source_dir() / "configs" / "tokenizer";
   ASSERT_TRUE(std::filesystem::exists(dir)) << dir;
   int count = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
