@@ -110,9 +110,9 @@ ScheduleModels Generator::models() {
   return {backbone_, *head_, tokenizer_.get(), decoder_.get(), refinement_head_.get()};
 }
 
+// The same checks Schedule::sample makes, through the same types, before any work.
 void Generator::check_options(const GenerationOptions& options) const {
-  options.head.validate();
-  options.guidance.validate();
+  (void)CheckedHeadOptions(options.guidance, options.head);
   schedule_->check_sampling(grids_, options);
 }
 
