@@ -2,6 +2,7 @@
 // generator, or a published architecture (a preset, with or without its reference weights).
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -16,6 +17,8 @@
 #include "tessera/core/error.h"
 #include "tessera/eval/generator_evaluation.h"
 #include "tessera/io/safetensors.h"
+#include "tessera/nn/inference_precision.h"
+#include "tessera/pipeline/sampling_measurement.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 #include "tessera/train/generator_training.h"
 
@@ -37,6 +40,10 @@ struct SampleOptions {
   std::string save_tokens;  // safetensors file for the token ids / vectors ("" = none)
   std::string sampling;     // JSON merge patch over the generator's sampling defaults ("" = none)
   int64_t threads = 0;
+  int64_t warmup = 0;  // untimed calls before the measured ones
+  int64_t repeat = 1;  // measured calls
+  bool profile = false;  // print each phase's time and the peak memory
+  std::string precision = "fp32";  // fp32, bf16 or auto (tessera/nn/inference_precision.h)
 };
 
 // Generators with more classes than this need --classes: a row per class would be a huge grid.
@@ -95,12 +102,82 @@ Generator generator_to_sample(const SampleOptions& options) {
                    config.init_seed);
 }
 
+// The grid's labels: options.per_class of each class in options.classes (every class when empty).
+at::Tensor class_row_labels(const SampleOptions& options, int64_t num_classes) {
+  std::vector<int64_t> classes = options.classes;
+  if (classes.empty()) {
+    for (int64_t c = 0; c < num_classes; ++c) classes.push_back(c);
+  }
+  for (const int64_t c : classes) {
+    TESSERA_CHECK(c >= 0 && c < num_classes,
+                  "tessera sample: class {} is outside the generator's classes [0, {})", c,
+                  num_classes);
+  }
+  return at::tensor(classes, at::kLong).repeat_interleave(options.per_class);
+}
+
+void print_measurement(const SamplingMeasurement& m, bool profile) {
+  const auto [low, high] = std::minmax_element(m.seconds.begin(), m.seconds.end());
+  std::printf("%lld timed calls of %lld images: median %.3f s (min %.3f, max %.3f), %.3f images/s\n",
+              static_cast<long long>(m.seconds.size()), static_cast<long long>(m.batch),
+              m.median_seconds(), *low, *high, m.images_per_second());
+  if (!profile) return;
+  const PhaseTimes& t = m.median_phases();
+  std::printf("phases of the median call (%.3f s):\n", t.total);
+  for (const Phase phase : {Phase::backbone, Phase::head, Phase::decode}) {
+    std::printf("  %-9s %8.3f s  %5.1f %%\n", std::string(to_string(phase)).c_str(),
+                t.seconds(phase), 100.0 * t.seconds(phase) / t.total);
+  }
+  std::printf("  %-9s %8.3f s  %5.1f %%\n", "rest", t.rest(), 100.0 * t.rest() / t.total);
+  std::printf("peak resident memory over the timed calls: %.2f GB%s\n",
+              static_cast<double>(m.peak_resident_bytes) / 1e9,
+              m.peak_covers_only_the_calls ? "" : " (the process's peak: it could not be reset)");
+}
+
+// --warmup/--repeat/--profile: the grid comes from the last timed call.
+void run_measured_sample(const SampleOptions& options, Generator& generator,
+                         const std::optional<GenerationOptions>& sampling) {
+  TESSERA_CHECK(options.save_tokens.empty(),
+                "tessera sample: --save-tokens cannot be combined with --warmup, --repeat or "
+                "--profile; save the tokens in a run without them (the same seed gives the same "
+                "tokens)");
+  TESSERA_CHECK(!options.reference_seeding || options.warmup + options.repeat == 1,
+                "tessera sample: --reference-seeding draws one stream per call; time it with "
+                "--repeat 1 and no --warmup");
+  const at::Tensor labels = class_row_labels(options, generator.num_classes());
+  const SamplingMeasurement m = measure_sampling(
+      generator, labels,
+      {.seed = options.seed, .reference_seeding = options.reference_seeding, .options = sampling},
+      {.warmup = options.warmup, .repeat = options.repeat});
+  const int64_t upscale = generator.config().image_size < 128 ? 2 : 1;
+  write_image_grid(options.out, m.images,
+                   {.columns = options.per_class, .padding = 2, .pad_value = 96, .upscale = upscale});
+  std::printf("wrote %s: %lld samples (%lld per class, one row per class)\n", options.out.c_str(),
+              static_cast<long long>(m.images.size(0)), static_cast<long long>(options.per_class));
+  print_measurement(m, options.profile);
+}
+
 void run_sample(const SampleOptions& options) {
   set_threads(options.threads);
+  TESSERA_CHECK(options.warmup >= 0 && options.repeat >= 1,
+                "tessera sample: --warmup must be >= 0 and --repeat >= 1, got {} and {}",
+                options.warmup, options.repeat);
+  // Checked before loading: a published model takes seconds to build.
+  const InferencePrecision precision = parse_inference_precision(options.precision, at::kCPU);
   Generator generator = generator_to_sample(options);
+  if (precision != InferencePrecision::fp32) {
+    generator.set_precision(precision);
+    std::printf("precision: %s%s\n", std::string(to_string(precision)).c_str(),
+                cpu_has_bf16_hardware() ? " (the CPU multiplies bf16 in hardware)"
+                                        : " (no bf16 hardware on this CPU: emulated, slower)");
+  }
   const std::optional<GenerationOptions> sampling =
       sampling_from_patch(generator, options.sampling);
   check_class_rows(options, "the generator", generator.num_classes());
+  if (options.warmup > 0 || options.repeat > 1 || options.profile) {
+    run_measured_sample(options, generator, sampling);
+    return;
+  }
   const BulkSamples samples = sample_class_rows(generator, {.per_class = options.per_class,
                                                             .classes = options.classes,
                                                             .seed = options.seed,
@@ -177,6 +254,21 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
                      "also write the sampled tokens and labels to this safetensors file");
   sample->add_option("--sampling", options->sampling, kSamplingPatchHelp);
   sample->add_option("--threads", options->threads, "intra-op threads, 0 = LibTorch's default");
+  sample->add_option("--warmup", options->warmup,
+                     "untimed sampling calls before the timed ones (for speed measurements)")
+      ->capture_default_str();
+  sample->add_option("--repeat", options->repeat,
+                     "timed sampling calls of the whole grid; prints their median, min and max "
+                     "(the grid written is the last call's)")
+      ->capture_default_str();
+  sample->add_option("--precision", options->precision,
+                     "fp32 (exact), bf16 (bfloat16 matrix products, float32 accumulation) or auto "
+                     "(bf16 where the CPU has AVX512-BF16 or AMX, fp32 otherwise)")
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
+      ->capture_default_str();
+  sample->add_flag("--profile", options->profile,
+                   "print the median call's time per phase (backbone, head and sampling, "
+                   "tokenizer decode, rest) and the peak resident memory of the timed calls");
   sample->callback([options] { run_sample(*options); });
 }
 

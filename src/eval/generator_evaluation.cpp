@@ -10,7 +10,6 @@
 
 #include "tessera/core/error.h"
 #include "tessera/eval/evaluation.h"
-#include "tessera/tokenizer/thread_invariant_decode.h"
 
 namespace tessera {
 
@@ -39,7 +38,7 @@ BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_
                           .options = options};
     const at::Tensor batch_labels = labels.defined() ? labels.slice(0, begin, end) : at::Tensor();
     const Tokens tokens = generator.sample_tokens(batch_labels, request, end - begin);
-    images.push_back(decode_thread_invariant(generator.tokenizer(), tokens));
+    images.push_back(generator.decode(tokens));
     if (scales.empty()) {
       scales.resize(tokens.scales.size());
       out.tokens.grids = tokens.grids;

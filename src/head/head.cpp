@@ -12,6 +12,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
+#include "tessera/core/phase_profile.h"
 #include "tessera/io/safetensors.h"
 #include "tessera/head/diffusion_head.h"
 #include "tessera/head/discrete_head.h"
@@ -57,6 +58,7 @@ CheckedHeadOptions CheckedHeadOptions::unguided() const {
 
 HeadSample CheckedHeadOptions::draw(Head& head, const at::Tensor& hidden, SampleRngs& rngs,
                                     const HeadStep& step) const {
+  const PhaseScope phase(Phase::head);
   return head.sample_impl(hidden, guidance_, options_, rngs, step);
 }
 

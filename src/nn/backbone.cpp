@@ -3,6 +3,7 @@
 
 #include "tessera/nn/backbone.h"
 
+#include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 
@@ -13,6 +14,7 @@
 #include "nn/backbone_net.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
+#include "tessera/core/phase_profile.h"
 #include "tessera/io/safetensors.h"
 
 namespace tessera {
@@ -130,6 +132,7 @@ Backbone& Backbone::operator=(Backbone&&) noexcept = default;
 
 BackboneOutput Backbone::forward(const at::Tensor& inputs, const at::Tensor& labels,
                                  const BlockMask& mask, const BackboneForwardOptions& options) {
+  const PhaseScope phase(Phase::backbone);
   const BackboneConfig& c = config_;
   const at::Device dev = device();
   const int64_t n = mask.query_length();
@@ -271,9 +274,16 @@ BackboneOutput Backbone::forward(const at::Tensor& inputs, const at::Tensor& lab
   return out;
 }
 
-KVCache Backbone::make_kv_cache(int64_t batch, int64_t capacity, at::ScalarType dtype) const {
+KVCache Backbone::make_kv_cache(int64_t batch, int64_t capacity,
+                                std::optional<at::ScalarType> dtype) const {
+  const at::Device dev = device();
+  if (!dtype) {
+    dtype = at::autocast::is_autocast_enabled(dev.type())
+                ? at::autocast::get_autocast_dtype(dev.type())
+                : at::kFloat;
+  }
   return KVCache(config_.depth, batch, config_.num_heads, config_.head_dim(),
-                 capacity > 0 ? capacity : max_length(), dtype, device());
+                 capacity > 0 ? capacity : max_length(), *dtype, dev);
 }
 
 // --- size and cost ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -13,6 +14,7 @@
 #include "tessera/core/format.h"
 #include "tessera/core/rng.h"
 #include "tessera/io/safetensors.h"
+#include "tessera/nn/autocast.h"
 #include "tessera/tokenizer/thread_invariant_decode.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
@@ -236,7 +238,29 @@ int64_t Generator::num_parameters() const {
   return total;
 }
 
+namespace {
+
+void check_fp32_for_training(InferencePrecision precision, const char* what) {
+  TESSERA_CHECK(precision == InferencePrecision::fp32,
+                "Generator::{}: the generator samples in {} (set_precision); training needs fp32 "
+                "weights, so load the file again",
+                what, to_string(precision));
+}
+
+}  // namespace
+
+void Generator::set_precision(InferencePrecision precision) {
+  const at::ScalarType dtype = matmul_dtype(precision);
+  convert_matmul_weights(*backbone_.module(), dtype);
+  if (decoder_) convert_matmul_weights(*decoder_->module(), dtype);
+  convert_matmul_weights(*head_->module(), dtype);
+  if (refinement_head_) convert_matmul_weights(*refinement_head_->module(), dtype);
+  convert_convolution_weights(tokenizer_->parameters(), dtype);
+  precision_ = precision;
+}
+
 TrainingBatch Generator::encode_batch(const at::Tensor& images, const at::Tensor& labels) {
+  check_fp32_for_training(precision_, "encode_batch");
   at::NoGradGuard no_grad;
   TrainingBatch batch;
   batch.tokens = tokenizer_->encode(images);
@@ -245,6 +269,7 @@ TrainingBatch Generator::encode_batch(const at::Tensor& images, const at::Tensor
 }
 
 ScheduleLoss Generator::loss(const TrainingBatch& batch, at::Generator& generator) {
+  check_fp32_for_training(precision_, "loss");
   return schedule_->loss(models(), batch, generator);
 }
 
@@ -272,6 +297,10 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
                 "Generator::sample: reference seeding draws one stream for the whole batch, so "
                 "first_index must be 0, got {} (sample the request as one batch)",
                 request.first_index);
+  std::optional<AutocastGuard> autocast;  // fp32 leaves a caller's own autocast scope alone
+  if (precision_ != InferencePrecision::fp32) {
+    autocast.emplace(backbone_.device().type(), matmul_dtype(precision_));
+  }
   SampleRngs rngs = request.reference_seeding
                         ? SampleRngs::shared_stream(request.seed, batch)
                         : SampleRngs(request.seed, request.first_index, batch);
@@ -280,9 +309,17 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
 
 at::Tensor Generator::sample(const at::Tensor& labels, const SampleRequest& request,
                              int64_t count) {
-  const Tokens tokens = sample_tokens(labels, request, count);
+  return decode(sample_tokens(labels, request, count));
+}
+
+at::Tensor Generator::decode(const Tokens& tokens) {
   at::NoGradGuard no_grad;
-  return decode_thread_invariant(*tokenizer_, tokens);
+  std::optional<AutocastGuard> autocast;
+  if (precision_ != InferencePrecision::fp32) {
+    autocast.emplace(tokenizer_->device().type(), matmul_dtype(precision_));
+  }
+  // Images are float32 whatever the precision (bf16 convolutions return bf16).
+  return decode_thread_invariant(*tokenizer_, tokens).to(at::kFloat);
 }
 
 void Generator::set_training(bool training) {

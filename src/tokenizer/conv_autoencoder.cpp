@@ -262,7 +262,7 @@ at::Tensor ConvEncoder::forward(const at::Tensor& images) {
     if (level->downsample) h = level->downsample->forward(h);
   }
   h = mid_->forward(h);
-  return conv_out_->forward(at::silu(norm_out_->forward(h)));
+  return conv_out_->forward(at::silu(norm_out_->forward(h))).contiguous();
 }
 
 ConvDecoder::ConvDecoder(const ConvAutoencoderConfig& config, int64_t in_channels) {
@@ -296,8 +296,22 @@ ConvDecoder::ConvDecoder(const ConvAutoencoderConfig& config, int64_t in_channel
   conv_out_ = register_module("conv_out", make_conv(block_in, config.image_channels, 3));
 }
 
+// Note [Channels-last decoding of large images]
+// oneDNN runs convolutions in a channels-last (blocked) layout; NCHW activations are reordered to
+// it and back around every convolution. For large images that reordering is a visible share of the
+// decode (VAR's 256-px decoder: docs/performance.md), so their activations are kept channels-last
+// from the first convolution on; ATen's group norm, SiLU and nearest upsampling keep the layout.
+// Small images (the shipped 32-px models) keep NCHW, and with it the exact bits their recorded
+// samples have (docs/evaluation.md, "The quality check").
+constexpr int64_t kChannelsLastMinImageSide = 128;
+
 at::Tensor ConvDecoder::forward(const at::Tensor& latent) {
-  at::Tensor h = mid_->forward(conv_in_->forward(latent));
+  int64_t image_side = latent.size(2);
+  for (const auto& level : up_) image_side *= level->upsample ? 2 : 1;
+  const at::Tensor input = latent.device().is_cpu() && image_side >= kChannelsLastMinImageSide
+                               ? latent.contiguous(at::MemoryFormat::ChannelsLast)
+                               : latent;
+  at::Tensor h = mid_->forward(conv_in_->forward(input));
   for (size_t level_index = up_.size(); level_index-- > 0;) {
     const auto& level = up_[level_index];
     h = level->forward_blocks(h);

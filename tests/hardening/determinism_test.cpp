@@ -332,3 +332,58 @@ TEST(ThreadInvariantDecode, SameBitsOnAnyThreadCountForEveryShippedTokenizer) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// Chunks depend on the image size only: 8 small images, one large one.
+TEST(ThreadInvariantDecode, ChunksFollowTheImageSize) {
+  EXPECT_EQ(decode_chunk_images(28 * 28), 8);
+  EXPECT_EQ(decode_chunk_images(32 * 32), 8);
+  EXPECT_EQ(decode_chunk_images(64 * 64), 2);
+  EXPECT_EQ(decode_chunk_images(128 * 128), 1);
+  EXPECT_EQ(decode_chunk_images(256 * 256), 1);
+}
+
+// Large images (one per chunk; the shipped VQ-VAE is convolutional, so it decodes 128-px images
+// too): a batch with at least as many images as threads is decoded image by image, one per thread,
+// and keeps its bits on 1, 2 and 3 threads; a single image on 2 threads is decoded once on both
+// (no idle core), which gives the same bits on every call at that thread count and agrees with
+// the 1-thread decode up to float32 rounding: 1.1e-5 measured on images in [-1, 1], whose
+// convolutions sum hundreds of products (bound 1e-4; docs/determinism.md).
+TEST(ThreadInvariantDecode, LargeImagesUseEveryThread) {
+  const std::unique_ptr<Tokenizer> tokenizer =
+      load_tokenizer_checkpoint(kModels / "tokenizers" / "vq_vae_fashion_mnist.safetensors");
+  at::manual_seed(11);
+  const at::Tensor images = at::rand({3, 1, 128, 128}) * 2 - 1;
+  const Tokens tokens = tokenizer->encode(images);
+  Tokens first = tokens;
+  for (at::Tensor& scale : first.scales) scale = scale.slice(0, 0, 1);
+  at::Tensor one, two, three, single_one, single_two, single_two_again;
+  {
+    IntraOpThreads threads(1);
+    one = decode_thread_invariant(*tokenizer, tokens);
+    single_one = decode_thread_invariant(*tokenizer, first);
+  }
+  {
+    IntraOpThreads threads(2);
+    two = decode_thread_invariant(*tokenizer, tokens);
+    single_two = decode_thread_invariant(*tokenizer, first);
+    single_two_again = decode_thread_invariant(*tokenizer, first);
+  }
+  {
+    IntraOpThreads threads(3);
+    three = decode_thread_invariant(*tokenizer, tokens);
+  }
+  ASSERT_EQ(one.sizes(), images.sizes());
+  EXPECT_TRUE(at::equal(one, two)) << "1 vs 2 threads: " << largest_difference(one, two);
+  EXPECT_TRUE(at::equal(one, three)) << "1 vs 3 threads: " << largest_difference(one, three);
+  EXPECT_TRUE(at::equal(single_one, one.slice(0, 0, 1))) << "batch 1 vs 3 on 1 thread";
+  EXPECT_TRUE(at::equal(single_two, single_two_again)) << "the same call on 2 threads";
+  const double across = largest_difference(single_one, single_two);
+  std::printf("one 128-px image decoded on 1 and on 2 threads: largest difference %.3g\n", across);
+  EXPECT_LE(across, 1e-4);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -123,9 +123,11 @@ class Backbone {
   BackboneOutput forward(const at::Tensor& inputs, const at::Tensor& labels, const BlockMask& mask,
                          const BackboneForwardOptions& options = {});
 
-  /// A cache for this backbone on its device: capacity defaults to max_length().
+  /// A cache for this backbone on its device: capacity defaults to max_length(); dtype defaults to
+  /// the dtype the keys are computed in: autocast's for the device when it is on at the call
+  /// (bf16 sampling, tessera/nn/inference_precision.h), float32 otherwise.
   KVCache make_kv_cache(int64_t batch, int64_t capacity = 0,
-                        at::ScalarType dtype = at::kFloat) const;
+                        std::optional<at::ScalarType> dtype = std::nullopt) const;
 
   // --- size and cost ---
   int64_t num_parameters() const;  ///< trainable parameters (buffers excluded)

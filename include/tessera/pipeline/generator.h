@@ -32,6 +32,7 @@
 #include "tessera/head/head_config.h"
 #include "tessera/nn/backbone.h"
 #include "tessera/nn/backbone_config.h"
+#include "tessera/nn/inference_precision.h"
 #include "tessera/schedule/schedule.h"
 #include "tessera/schedule/schedule_config.h"
 #include "tessera/tokenizer/tokenizer.h"
@@ -137,6 +138,16 @@ class Generator {
                        int64_t count = 0);
   /// The same, decoded: float [B, C, image_size, image_size] in [−1, 1].
   at::Tensor sample(const at::Tensor& labels, const SampleRequest& request = {}, int64_t count = 0);
+  /// sample_tokens' tokens to images, as sample() decodes them: in this generator's precision,
+  /// on every thread (tessera/tokenizer/thread_invariant_decode.h).
+  at::Tensor decode(const Tokens& tokens);
+
+  /// Samples from now on in `precision` (tessera/nn/inference_precision.h): bf16 stores the
+  /// matrix-product weights of every part in bfloat16 (rounding them; going back to fp32 keeps the
+  /// rounded values) and runs sample(), sample_tokens() and decode() under autocast. Training
+  /// (loss, encode_batch) needs fp32 and refuses otherwise.
+  void set_precision(InferencePrecision precision);
+  InferencePrecision precision() const { return precision_; }  ///< fp32 unless set_precision
 
   void set_training(bool training);  ///< Training mode of every trained part on or off.
 
@@ -151,6 +162,7 @@ class Generator {
   std::unique_ptr<Head> refinement_head_;
   std::unique_ptr<Schedule> schedule_;
   std::vector<TokenGridSize> grids_;
+  InferencePrecision precision_ = InferencePrecision::fp32;
 };  ///< A tokenizer, backbone, head and schedule that train and sample together.
 
 }  // namespace tessera

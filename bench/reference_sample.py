@@ -1,0 +1,622 @@
+#!/usr/bin/env python3
+"""Time the reference Python samplers of VAR and HMAR on the CPU, for comparison with Tessera.
+
+What it measures: the wall-clock time of ONE call of the reference's own class-conditional
+sampling entry point -- VAR's `VAR.autoregressive_infer_cfg` or HMAR's `HMAR.generate` --
+from class labels to decoded 256x256 images (the VQ-VAE decode is inside that call, as the
+references return images), with the reference's published sampling settings, for one or more
+batch sizes. Per batch size it reports the median/min/max seconds per call, images/s
+(= batch / median) and the peak resident set size of the process during that batch's calls.
+With --profile the call's time is split into backbone / sampling / decode / rest.
+
+The weights are random (seeded), built through the reference's own constructors: the speed of
+these models does not depend on the weight values, and no checkpoint can be downloaded here.
+
+The reference code is NOT part of Tessera: it is imported at run time from a git clone given
+with --repo, kept outside this repository and never committed. Clone it with e.g.
+
+    git clone https://github.com/FoundationVision/VAR  /work/scratch/refs/VAR    # at 78b9539
+    git clone https://github.com/NVlabs/HMAR           /work/scratch/refs/HMAR   # at 595a9df
+
+Beyond torch, the references' model code needs numpy (install it with `pip install --no-deps
+numpy` so that pip cannot touch torch). Training-only imports that the model modules drag in
+(huggingface_hub, HMAR's utils.misc with wandb/pytz/torchvision) are replaced by small stubs
+when missing; the notes in the output list every such stub and patch.
+
+Example:
+
+    python bench/reference_sample.py --family var --repo /work/scratch/refs/VAR \\
+        --batch 1,4,16 --warmup 1 --repeat 3 --threads 2 --json /tmp/ref_var.json
+    python bench/reference_sample.py --family hmar --repo /work/scratch/refs/HMAR \\
+        --batch 1 --warmup 0 --repeat 1 --profile
+"""
+
+import argparse
+import ast
+import contextlib
+import functools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import types
+
+# The benchmark is CPU-only. Both references pick their device with
+# `'cuda' if torch.cuda.is_available() else 'cpu'` at import time (dist.py), and HMAR's
+# generate() creates tensors on that device, so a visible GPU would split the work across
+# devices. Hiding GPUs before torch is imported makes every auto-detection say CPU.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import torch  # noqa: E402  (must come after CUDA_VISIBLE_DEVICES)
+import torch.nn as nn  # noqa: E402
+
+# 256 px scale pyramid, as in VAR's demo_sample.ipynb and HMAR's `pn` default.
+PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+# VAR publishes its sampling settings in demo_sample.ipynb, cell "2. Sample with
+# classifier-free guidance": cfg = 4, autoregressive_infer_cfg(..., top_k=900, top_p=0.95,
+# g_seed=seed, more_smooth=False) with seed = 0. (Its README gives cfg=1.5, top_p=0.96,
+# top_k=900 for FID runs; --cfg/--top-p select those. The cost of a call does not depend on
+# them: top-k/top-p always sort the full vocabulary.)
+VAR_SETTINGS = {"cfg": 4.0, "top_k": 900, "top_p": 0.95, "more_smooth": False}
+VAR_SEED = 0
+
+# HMAR's sample.py uses g_seed=13 (and reads the rest from its config files, see
+# hmar_published_settings).
+HMAR_SEED = 13
+
+# CPU features that decide which LibTorch/oneDNN kernels run; recorded so that results from
+# different machines are not compared blindly.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
+
+# Classes whose reset_parameters both references' builders replace with a no-op "for speed"
+# (they always load a checkpoint afterwards). We restore PyTorch's defaults for the parts the
+# references leave uninitialised, since torch.empty memory may hold NaNs or denormals, and
+# denormals make CPU arithmetic much slower.
+RESET_DISABLED = (nn.Linear, nn.LayerNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Conv1d,
+                  nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+
+
+# --------------------------------------------------------------------------- small utilities
+
+def git_head(repo):
+    try:
+        out = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def cpu_info():
+    name, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and name is None:
+                    name = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"name": name, "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def reset_peak_rss():
+    """Reset the kernel's RSS high-water mark (VmHWM); False if this kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux and is the peak over the whole process lifetime.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def parse_batches(values):
+    batches = []
+    for value in values or ["1"]:
+        for part in value.split(","):
+            part = part.strip()
+            if part:
+                batches.append(int(part))
+    if not batches or any(b < 1 for b in batches):
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers: {values}")
+    return batches
+
+
+def import_or_stub(module_name, make_stub, notes, why):
+    """Import module_name; if it is missing, install make_stub() under that name instead.
+
+    Only for imports that the model modules pull in but sampling never uses (training or hub
+    helpers), so a stub changes nothing that is timed. Each stub is reported in `notes`."""
+    try:
+        __import__(module_name)
+    except ImportError as err:
+        stub = make_stub()
+        sys.modules[module_name] = stub
+        parent, _, child = module_name.rpartition(".")
+        if parent and parent in sys.modules:
+            setattr(sys.modules[parent], child, stub)
+        notes.append(f"stubbed {module_name} ({err.__class__.__name__}: {err}); {why}")
+
+
+def require_numpy():
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        sys.exit("error: the reference's VQ-VAE quantizer (models/quant.py) needs numpy; "
+                 "install it with `pip install --no-deps numpy` (so pip leaves torch alone)")
+
+
+@contextlib.contextmanager
+def default_init_restored():
+    """Let a builder disable reset_parameters, then put the classes back as they were."""
+    saved = {cls: cls.__dict__.get("reset_parameters") for cls in RESET_DISABLED}
+    originals = {cls: cls.reset_parameters for cls in RESET_DISABLED}
+    try:
+        yield originals
+    finally:
+        for cls, own in saved.items():
+            if own is None:
+                if "reset_parameters" in cls.__dict__:
+                    delattr(cls, "reset_parameters")  # it was inherited before
+            else:
+                cls.reset_parameters = own
+
+
+def apply_default_init(module, originals):
+    """Run PyTorch's default initialisation on the layers a builder left as torch.empty."""
+    for m in module.modules():
+        for cls in RESET_DISABLED:
+            if isinstance(m, cls):
+                originals[cls](m)
+                break
+
+
+def timed(fn, phase, acc):
+    """Wrap fn so that its wall time is added to acc[phase] (CPU ops are synchronous)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            acc[phase] += time.perf_counter() - start
+    return wrapper
+
+
+@contextlib.contextmanager
+def phase_timers(hooks, acc):
+    """Temporarily wrap each (owner, attribute, phase) in `hooks` with a timer.
+
+    The wrapped callables never call one another, so no time is counted twice."""
+    originals = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in hooks]
+    try:
+        for (owner, attr, phase), (_, _, fn) in zip(hooks, originals):
+            setattr(owner, attr, timed(fn, phase, acc))
+        yield
+    finally:
+        for owner, attr, fn in originals:
+            setattr(owner, attr, fn)
+
+
+# --------------------------------------------------------------------------- the references
+
+class Reference:
+    """What the benchmark loop needs from a family: the call, its settings, its phases."""
+
+    def __init__(self, name, call, settings, hooks, phase_notes, notes):
+        self.name = name            # "var" or "hmar"
+        self.call = call            # call(labels) -> images (B, 3, 256, 256)
+        self.settings = settings    # sampling settings, as recorded in the JSON
+        self.hooks = hooks          # [(owner, attribute, phase)] for --profile
+        self.phase_notes = phase_notes
+        self.notes = notes          # stubs and patches applied to make it run
+
+
+def build_var(repo, depth, seed, overrides, autocast_bf16):
+    del autocast_bf16  # VAR's call runs under autocast unchanged (its demo uses autocast)
+    notes = []
+    require_numpy()
+    # var.py imports huggingface_hub only for the VARHF checkpoint-download subclass.
+    import_or_stub("huggingface_hub",
+                   lambda: types.SimpleNamespace(PyTorchModelHubMixin=type(
+                       "PyTorchModelHubMixin", (), {})),
+                   notes, "only used by the VARHF hub subclass, not by sampling")
+    import models  # VAR's models/ package, from --repo
+    import models.basic_var
+    import models.var
+    import models.vqvae
+
+    with contextlib.redirect_stdout(sys.stderr), default_init_restored() as originals:
+        torch.manual_seed(seed)
+        # The arguments of demo_sample.ipynb; build_vae_var runs VAR.init_weights itself.
+        vae, var = models.build_vae_var(
+            V=4096, Cvae=32, ch=160, share_quant_resi=4, device="cpu",
+            patch_nums=PATCH_NUMS, num_classes=1000, depth=depth, shared_aln=False)
+    # The VQ-VAE is not reached by init_weights (the demo loads its checkpoint).
+    apply_default_init(vae, originals)
+    notes.append("VQ-VAE layers given PyTorch's default init (builder leaves them empty); "
+                 "transformer initialised by VAR.init_weights (inside build_vae_var)")
+    for m in (vae, var):
+        m.eval()
+        m.requires_grad_(False)
+
+    settings = dict(VAR_SETTINGS)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings["g_seed"] = seed
+
+    def call(labels):
+        return var.autoregressive_infer_cfg(
+            B=labels.numel(), label_B=labels, cfg=settings["cfg"], top_k=settings["top_k"],
+            top_p=settings["top_p"], g_seed=seed, more_smooth=settings["more_smooth"])
+
+    hooks = [(models.basic_var.AdaLNSelfAttn, "forward", "backbone"),
+             (models.var.VAR, "get_logits", "backbone"),
+             (models.var, "sample_with_top_k_top_p_", "sampling"),
+             (models.vqvae.VQVAE, "fhat_to_img", "decode")]
+    phase_notes = {
+        "backbone": "AdaLNSelfAttn.forward (all blocks, incl. KV-cache concat) + "
+                    "VAR.get_logits (AdaLN head + vocabulary projection)",
+        "sampling": "models.helpers.sample_with_top_k_top_p_ (top-k, top-p, softmax, "
+                    "multinomial)",
+        "decode": "VQVAE.fhat_to_img (post-quant conv + decoder)",
+        "rest": "class/position embeddings, CFG logit mix, codebook lookup, "
+                "get_next_autoregressive_input (upsample + phi conv), word_embed",
+    }
+    return Reference("var", call, settings, hooks, phase_notes, notes)
+
+
+def _literal(text):
+    """Value of a scalar in a flat YAML file (the subset HMAR's sample configs use)."""
+    text = text.split("#", 1)[0].strip()
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
+def hmar_published_settings(repo, depth):
+    """HMAR's sampling settings exactly as sample.py gets them, without its dependencies.
+
+    sample.py calls utils.sampling_arg_util.get_args(cfg_folder='sample'): the class
+    defaults of `Args` overridden by config/sample/<checkpoint>.yaml. That module needs
+    `tap` and `yaml`, so we read the same two files: the Args defaults with `ast`, the flat
+    YAML line by line. Returns (settings, the files read)."""
+    args_path = os.path.join(repo, "utils", "sampling_arg_util.py")
+    with open(args_path) as f:
+        tree = ast.parse(f.read(), args_path)
+    defaults = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "Args":
+            for stmt in node.body:
+                target = value = None
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                    target, value = stmt.targets[0], stmt.value
+                elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                    target, value = stmt.target, stmt.value
+                if isinstance(target, ast.Name):
+                    try:
+                        defaults[target.id] = ast.literal_eval(value)
+                    except ValueError:
+                        pass  # computed defaults (None placeholders etc.) are not needed
+    yaml_path = os.path.join(repo, "config", "sample", f"hmar-d{depth}.yaml")
+    if not os.path.isfile(yaml_path):
+        sys.exit(f"error: HMAR publishes no sampling config for depth {depth} ({yaml_path})")
+    with open(yaml_path) as f:
+        for line in f:
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if sep and key and not key.startswith("#") and key in defaults:
+                defaults[key] = _literal(value)  # get_args only sets keys Args has
+    wanted = ("cfg", "top_k", "top_p", "more_smooth", "mask", "mask_schedule",
+              "saln", "anorm", "fuse", "pn")
+    missing = [k for k in wanted if k not in defaults]
+    if missing:
+        sys.exit(f"error: could not read {missing} from {args_path} / {yaml_path}")
+    settings = {k: defaults[k] for k in wanted}
+    return settings, [os.path.relpath(args_path, repo), os.path.relpath(yaml_path, repo)]
+
+
+def build_hmar(repo, depth, seed, overrides, autocast_bf16):
+    notes = []
+    require_numpy()
+    published, sources = hmar_published_settings(repo, depth)
+    patch_nums = tuple(int(p) for p in str(published["pn"]).replace("-", "_").split("_"))
+    if patch_nums != PATCH_NUMS:
+        sys.exit(f"error: HMAR's default pyramid {patch_nums} is not the 256 px one")
+
+    # The block-sparse attention module imports Triton; HMAR's generate() never calls it
+    # (it passes using_block_sparse_attn=False), so without Triton a stub is enough.
+    def triton_stub():
+        def block_sparse_attn_func(*_args, **_kwargs):
+            raise NotImplementedError("Triton block-sparse attention is not available")
+        return types.SimpleNamespace(block_sparse_attn_func=block_sparse_attn_func)
+    import_or_stub("attn.block_sparse_attn_triton", triton_stub, notes,
+                   "Triton kernel used only in training (block-sparse mask)")
+    import attn.block_sparse_attn_interface as bsa
+
+    # BlockSparseAttention.__init__ defaults to device="cuda" for its index tensors, which
+    # fails without a GPU. Every SelfAttention builds one (positional block sizes only), but
+    # only the training path uses it, so we move those index tensors to the CPU.
+    cuda_init = bsa.BlockSparseAttention.__init__
+
+    def cpu_init(self, block_sizes, device="cpu", sparsity_pattern="block_diagonal"):
+        cuda_init(self, block_sizes, device="cpu", sparsity_pattern=sparsity_pattern)
+    bsa.BlockSparseAttention.__init__ = cpu_init
+    notes.append("patched attn.block_sparse_attn_interface.BlockSparseAttention.__init__ to "
+                 "device='cpu' (default 'cuda'); its Triton kernel is unused when sampling")
+
+    # hmar.py imports utils.misc for one string helper; that module imports wandb, pytz,
+    # torchvision and the training argument parser.
+    def misc_stub():
+        def does_not_contain_substrings(main_string, substrings):
+            return all(s not in main_string for s in substrings)
+        return types.SimpleNamespace(does_not_contain_substrings=does_not_contain_substrings)
+    import utils  # HMAR's utils/ package (empty __init__), so the stub can attach to it
+    import_or_stub("utils.misc", misc_stub, notes,
+                   "hmar.py uses only does_not_contain_substrings from it (parameter freezing)")
+
+    import models  # HMAR's models/ package, from --repo
+    import models.hmar
+    import models.transformer_blocks
+    import models.vqvae
+
+    with contextlib.redirect_stdout(sys.stderr), default_init_restored() as originals:
+        torch.manual_seed(seed)
+        # The arguments of HMAR's sample.py build_everything().
+        vae, hmar = models.build_vae_hmar(
+            V=4096, Cvae=32, ch=160, share_quant_resi=4, device="cpu",
+            patch_nums=patch_nums, num_classes=1000, depth=depth,
+            shared_aln=published["saln"], attn_l2_norm=published["anorm"],
+            flash_if_available=published["fuse"], fused_if_available=published["fuse"])
+    # build_vae_hmar runs no init at all (sample.py loads checkpoints), so both models keep
+    # the builder's empty Linear/Conv weights; give them PyTorch's defaults. The explicitly
+    # initialised embeddings (class, position, level, mask) keep HMAR's own init.
+    apply_default_init(vae, originals)
+    apply_default_init(hmar, originals)
+    notes.append("VQ-VAE and HMAR Linear/Conv/LayerNorm layers given PyTorch's default init "
+                 "(build_vae_hmar initialises nothing; HMAR's benchmark/inference.py uses "
+                 "torch.rand_like instead, which inflates activations)")
+    for m in (vae, hmar):
+        m.eval()  # sample.py calls hmar.eval(); the VQ-VAE puts itself in eval (test_mode)
+        m.requires_grad_(False)
+
+    if autocast_bf16:
+        # HMAR's own scripts never use autocast, and generate() is not autocast-safe: in the
+        # mask refinement it scatters the float32 mask_embed output into word_embed's output,
+        # which autocast makes bfloat16 ("scatter(): Expected self.dtype to be equal to
+        # src.dtype"). Casting mask_embed's output to the autocast dtype, as autocast does for
+        # Linear outputs, is the smallest change that lets the call run.
+        def mask_embed_to_autocast_dtype(_module, _inputs, output):
+            if torch.is_autocast_enabled("cpu"):
+                return output.to(torch.get_autocast_dtype("cpu"))
+            return output
+        hmar.mask_embed.register_forward_hook(mask_embed_to_autocast_dtype)
+        notes.append("autocast: forward hook casts hmar.mask_embed's output to bfloat16, "
+                     "else generate()'s torch.scatter mixes float32 into bfloat16 and fails")
+
+    settings = {k: published[k] for k in ("cfg", "top_k", "top_p", "more_smooth", "mask",
+                                          "mask_schedule")}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings.update({"num_samples": 1, "g_seed": seed, "kv_cache": False,
+                     "settings_read_from": sources})
+
+    def call(labels):
+        # Same keywords as sample.py; kv_cache keeps its default False (HMAR attends within
+        # the current scale only, so it needs no cache).
+        return hmar.generate(
+            labels.numel(), labels, g_seed=seed, num_samples=1, top_k=settings["top_k"],
+            top_p=settings["top_p"], cfg=settings["cfg"], more_smooth=settings["more_smooth"],
+            mask=settings["mask"], mask_schedule=settings["mask_schedule"])
+
+    hooks = [(models.transformer_blocks.AdaLNSelfAttn, "forward", "backbone"),
+             (models.hmar.HMAR, "get_ns_logits", "backbone"),
+             (models.hmar.HMAR, "get_mask_logits", "backbone"),
+             (models.hmar, "sample_with_top_k_top_p_", "sampling"),
+             (models.vqvae.VQVAE, "fhat_to_img", "decode")]
+    phase_notes = {
+        "backbone": "AdaLNSelfAttn.forward (base, next-scale and mask blocks) + "
+                    "get_ns_logits / get_mask_logits (AdaLN heads + vocabulary projections)",
+        "sampling": "models.helpers.sample_with_top_k_top_p_ (top-k, top-p, softmax, "
+                    "multinomial)",
+        "decode": "VQVAE.fhat_to_img (post-quant conv + decoder)",
+        "rest": "embeddings, CFG logit mix, mask selection (softmax/gather/argsort), codebook "
+                "lookups, get_next_mask_input / get_next_autoregressive_input, word_embed",
+    }
+    return Reference("hmar", call, settings, hooks, phase_notes, notes)
+
+
+# --------------------------------------------------------------------------- measurement
+
+def run_batch(ref, batch, args):
+    labels = torch.arange(batch) % 1000
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast_bf16
+                else contextlib.nullcontext())
+    acc = {"backbone": 0.0, "sampling": 0.0, "decode": 0.0}
+    timers = phase_timers(ref.hooks, acc) if args.profile else contextlib.nullcontext()
+
+    seconds, phases, output = [], [], None
+    hwm_reset = reset_peak_rss()  # before the warm-up: its first call allocates the most
+    # inference_mode is what both references' own sampling scripts use.
+    with timers, torch.inference_mode(), autocast:
+        for _ in range(args.warmup):
+            ref.call(labels)
+        for _ in range(args.repeat):
+            for key in acc:
+                acc[key] = 0.0
+            start = time.perf_counter()
+            output = ref.call(labels)
+            elapsed = time.perf_counter() - start
+            seconds.append(elapsed)
+            if args.profile:
+                split = dict(acc)
+                split["rest"] = elapsed - sum(acc.values())
+                split["total"] = elapsed
+                phases.append(split)
+    peak = peak_rss_bytes()
+
+    median = statistics.median(seconds)
+    result = {
+        "batch": batch,
+        "seconds": seconds,
+        "median_s": median,
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "images_per_s": batch / median,
+        "peak_rss_bytes": peak,
+        "peak_rss_method": "clear_refs+VmHWM" if hwm_reset
+                           else "getrusage/VmHWM without reset (process-lifetime peak)",
+        "output": {"shape": list(output.shape), "dtype": str(output.dtype).replace("torch.", ""),
+                   "finite": bool(torch.isfinite(output).all())},
+        # Mean over the timed calls; "total" is the mean call time, rest = total - the others.
+        "phases_s": ({k: statistics.fmean(p[k] for p in phases) for k in phases[0]}
+                     if phases else None),
+    }
+    return result
+
+
+def print_report(report):
+    print(f"reference {report['reference']} @ {(report['commit'] or 'unknown')[:10]}  "
+          f"depth {report['depth']}  torch {report['torch']}  threads {report['threads']}  "
+          f"autocast_bf16 {report['autocast_bf16']}")
+    cpu = report["cpu"]
+    print(f"cpu {cpu['name']}  [{' '.join(cpu['flags'])}]")
+    shown = {k: v for k, v in report["settings"].items() if k != "settings_read_from"}
+    print("settings " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print()
+    header = (f"{'batch':>5} {'median_s':>10} {'min_s':>10} {'max_s':>10} {'images/s':>10} "
+              f"{'peak_rss_MiB':>13}  output")
+    print(header)
+    print("-" * len(header))
+    for r in report["results"]:
+        out = r["output"]
+        print(f"{r['batch']:>5} {r['median_s']:>10.3f} {r['min_s']:>10.3f} {r['max_s']:>10.3f} "
+              f"{r['images_per_s']:>10.3f} {r['peak_rss_bytes'] / 2**20:>13.1f}  "
+              f"{'x'.join(map(str, out['shape']))} {out['dtype']}"
+              f"{'' if out['finite'] else ' NON-FINITE'}")
+    if any(r["peak_rss_method"] != "clear_refs+VmHWM" for r in report["results"]):
+        print("peak RSS: /proc/self/clear_refs could not be written, so the peak is the "
+              "process-lifetime high-water mark, not per batch")
+    profiled = [r for r in report["results"] if r["phases_s"]]
+    if profiled:
+        print("\nphases (mean seconds per timed call; timers add a little overhead):")
+        print(f"{'batch':>5} " + " ".join(f"{k:>18}" for k in
+                                          ("backbone", "sampling", "decode", "rest", "total")))
+        for r in profiled:
+            p = r["phases_s"]
+            cells = [f"{p[k]:8.3f} ({100 * p[k] / p['total']:5.1f}%)"
+                     for k in ("backbone", "sampling", "decode", "rest")]
+            print(f"{r['batch']:>5} " + " ".join(f"{c:>18}" for c in cells)
+                  + f" {p['total']:>18.3f}")
+        for phase, what in report["phase_definitions"].items():
+            print(f"  {phase}: {what}")
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--family", required=True, choices=("var", "hmar"))
+    parser.add_argument("--repo", required=True,
+                        help="git clone of the reference (outside this repository)")
+    parser.add_argument("--depth", type=int, default=16, help="transformer depth (default 16)")
+    parser.add_argument("--batch", action="append", metavar="N[,N...]",
+                        help="batch size(s); repeatable or comma-separated (default 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per batch size")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per batch size")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"weight-init and sampling seed (default: the reference's, "
+                             f"VAR {VAR_SEED}, HMAR {HMAR_SEED})")
+    parser.add_argument("--autocast-bf16", action="store_true",
+                        help='run the call under torch.autocast("cpu", dtype=torch.bfloat16)')
+    parser.add_argument("--profile", action="store_true",
+                        help="split each call into backbone / sampling / decode / rest")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="override the published guidance scale")
+    parser.add_argument("--top-k", type=int, default=None, help="override the published top-k")
+    parser.add_argument("--top-p", type=float, default=None, help="override the published top-p")
+    args = parser.parse_args()
+
+    try:
+        batches = parse_batches(args.batch)
+    except (ValueError, argparse.ArgumentTypeError) as err:
+        parser.error(f"--batch: {err}")
+    if args.warmup < 0 or args.repeat < 1 or args.threads < 1 or args.depth < 1:
+        parser.error("--warmup must be >= 0; --repeat, --threads and --depth must be >= 1")
+    repo = os.path.abspath(args.repo)
+    entry = {"var": "models/var.py", "hmar": "models/hmar.py"}[args.family]
+    if not os.path.isdir(repo):
+        parser.error(f"--repo {args.repo}: no such directory")
+    if not os.path.isfile(os.path.join(repo, entry)):
+        parser.error(f"--repo {args.repo}: no {entry}; is this a clone of the "
+                     f"{args.family.upper()} reference?")
+
+    torch.set_num_threads(args.threads)
+    # The references import their own top-level packages (models, utils, dist, attn), so the
+    # clone goes first on the path; only one family is loaded per process.
+    sys.path.insert(0, repo)
+    seed = args.seed if args.seed is not None else (VAR_SEED if args.family == "var"
+                                                    else HMAR_SEED)
+    overrides = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p}
+    build = build_var if args.family == "var" else build_hmar
+    ref = build(repo, args.depth, seed, overrides, args.autocast_bf16)
+
+    results = []
+    for batch in batches:
+        results.append(run_batch(ref, batch, args))
+        print(f"[batch {batch}: median {results[-1]['median_s']:.3f} s]", file=sys.stderr,
+              flush=True)
+
+    report = {
+        "reference": ref.name,
+        "commit": git_head(repo),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "autocast_bf16": bool(args.autocast_bf16),
+        "cpu": cpu_info(),
+        "depth": args.depth,
+        "warmup": args.warmup,
+        "repeat": args.repeat,
+        "labels": "torch.arange(batch) % 1000",
+        "settings": ref.settings,
+        "notes": ref.notes,
+        "phase_definitions": ref.phase_notes if args.profile else None,
+        "results": results,
+    }
+    print_report(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
