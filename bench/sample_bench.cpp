@@ -35,6 +35,7 @@
 #include "tessera/compat/presets.h"
 #include "tessera/core/atomic_file.h"
 #include "tessera/core/error.h"
+#include "tessera/core/heap_reuse.h"
 #include "tessera/core/machine.h"
 #include "tessera/nn/inference_precision.h"
 #include "tessera/pipeline/generator.h"
@@ -161,6 +162,7 @@ int main(int argc, char** argv) {
   if (o.batches.empty() || o.precisions.empty()) args.fail("--batches and --precisions need values");
   if (o.models.empty()) o.models = default_models();
   if (o.threads > 0) at::set_num_threads(o.threads);
+  (void)keep_freed_heap_memory();  // as the tessera command does (Note [Heap reuse])
 
   try {
     const MachineDescription machine = describe_machine();

@@ -16,6 +16,7 @@
 #include "tessera/eval/classifier.h"
 #include "tessera/eval/evaluation.h"
 #include "tessera/eval/generator_evaluation.h"
+#include "tessera/nn/inference_precision.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera::cli {
@@ -32,6 +33,7 @@ struct EvalOptions {
   std::string sampling;    // JSON merge patch over the generator's sampling defaults
   std::string data;
   int64_t threads = 0;
+  std::string precision = "fp32";  // fp32, bf16 or auto (tessera/nn/inference_precision.h)
   std::string json;          // results file to write ("" = none; results_file.h)
   std::string command_line;  // recorded in the results file
 };
@@ -66,6 +68,7 @@ void run_eval(const EvalOptions& options) {
     run_eval_tokenizer(options);
     return;
   }
+  const InferencePrecision precision = parse_inference_precision(options.precision, at::kCPU);
   Generator generator = Generator::load(options.model);
   Classifier classifier = classifier_to_judge_with(options);
   const int64_t size = generator.config().image_size;
@@ -77,6 +80,11 @@ void run_eval(const EvalOptions& options) {
   const QualityFloors floors =
       quality_floors(classifier, train, test, test_labels, &generator.tokenizer());
   const GaussianStats reference = feature_statistics(classifier, train);
+  // After the floors: they judge the tokenizer itself, in float32.
+  if (precision != InferencePrecision::fp32) {
+    generator.set_precision(precision);
+    std::printf("sampling precision: %s\n", std::string(to_string(precision)).c_str());
+  }
   const std::optional<GenerationOptions> sampling =
       sampling_from_patch(generator, options.sampling);
   if (sampling) {
@@ -100,6 +108,7 @@ void run_eval(const EvalOptions& options) {
                               ? nlohmann::ordered_json(nullptr)
                               : nlohmann::ordered_json::parse(options.sampling);
     results["batch_size"] = options.batch_size;
+    results["precision"] = std::string(to_string(precision));
     results["result"] = generator_results(std::filesystem::path(options.model).stem().string(),
                                           generator, samples, quality, options.seed);
     // generator_results counts the steps of the generator's defaults; --sampling may change them.
@@ -136,6 +145,11 @@ void setup_eval(CLI::App& app, const CommandContext& context) {
   eval->add_option("--data", options->data, "Fashion-MNIST folder");
   eval->add_option("--sampling", options->sampling, kSamplingPatchHelp);
   eval->add_option("--threads", options->threads, "intra-op threads, 0 = LibTorch's default");
+  eval->add_option("--precision", options->precision,
+                   "sampling precision: fp32, bf16 or auto (as tessera sample --precision); the "
+                   "floors stay fp32")
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
+      ->capture_default_str();
   eval->add_option("--json", options->json,
                    "also write the figures to this JSON file (scripts/update-results reads such "
                    "files)");

@@ -1,5 +1,9 @@
 #include "tessera/core/process_memory.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -27,6 +31,12 @@ int64_t status_field_bytes(const std::string& field) {
 int64_t resident_bytes() { return status_field_bytes("VmRSS"); }
 
 int64_t peak_resident_bytes() { return status_field_bytes("VmHWM"); }
+
+void release_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 bool reset_peak_resident_bytes() {
   std::ofstream clear_refs("/proc/self/clear_refs");

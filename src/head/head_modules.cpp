@@ -15,6 +15,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/core/rng.h"
+#include "tessera/nn/linear.h"
 
 namespace tessera::head_detail {
 namespace {
@@ -213,12 +214,13 @@ at::Tensor DiscreteProjectionNet::forward(const at::Tensor& hidden,
     TESSERA_CHECK(!condition.defined(),
                   "DiscreteHead: the linear projection takes no condition (got one of shape {})",
                   condition.sizes());
-    return root.head(hidden);
+    return ::tessera::linear(hidden, root.head->weight, root.head->bias);
   }
   check_rows(condition, hidden.size(0), config.condition_width, "the condition", "DiscreteHead");
   auto chunks = root.ada_lin->forward(condition).chunk(2, -1);  // VAR: (scale, shift)
   at::Tensor normed = at::layer_norm(hidden, {config.width}, {}, {}, config.norm_eps);
-  return root.head(modulate(normed, chunks[1], chunks[0]));
+  return ::tessera::linear(modulate(normed, chunks[1], chunks[0]), root.head->weight,
+                           root.head->bias);
 }
 
 std::shared_ptr<torch::nn::Module> DiscreteProjectionNet::root() const { return modules_->root; }

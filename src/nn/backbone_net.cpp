@@ -9,6 +9,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
+#include "tessera/nn/linear.h"
 
 namespace tessera::nn_detail {
 
@@ -83,7 +84,7 @@ AdaLinear::AdaLinear(int64_t in_features, int64_t out_features) {
 }
 
 at::Tensor AdaLinear::forward(const at::Tensor& condition) {
-  return linear->forward(at::silu(condition));
+  return ::tessera::linear(at::silu(condition), linear->weight, linear->bias);
 }
 
 // --- SelfAttention
@@ -127,7 +128,7 @@ at::Tensor SelfAttention::forward(const at::Tensor& x, CallContext& context, int
   } else if (config_.qkv_bias == QkvBias::all) {
     bias = mat_qkv_->bias;
   }
-  const at::Tensor qkv = at::linear(x, mat_qkv_->weight, bias);
+  const at::Tensor qkv = ::tessera::linear(x, mat_qkv_->weight, bias);
   // Under autocast this is the lower precision; q, k and v are brought back to it after the
   // float32 steps below so that attention sees one dtype.
   const at::ScalarType compute_dtype = qkv.scalar_type();
@@ -153,7 +154,8 @@ at::Tensor SelfAttention::forward(const at::Tensor& x, CallContext& context, int
   }
   at::Tensor out = attention(q, k, v, *context.mask, context.attention);
   out = out.transpose(1, 2).reshape({batch, n, c});
-  return maybe_dropout(proj_->forward(out), config_.dropout, context);
+  return maybe_dropout(::tessera::linear(out, proj_->weight, proj_->bias), config_.dropout,
+                       context);
 }
 
 // --- FeedForward
@@ -188,13 +190,17 @@ at::Tensor FeedForward::forward(const at::Tensor& x, const CallContext& context)
   at::Tensor out;
   switch (config_.mlp) {
     case MlpKind::gelu_tanh:
-      out = fc2_->forward(at::gelu(fc1_->forward(x), "tanh"));
+      out = ::tessera::linear(at::gelu(::tessera::linear(x, fc1_->weight, fc1_->bias), "tanh"),
+                              fc2_->weight, fc2_->bias);
       break;
     case MlpKind::gelu:
-      out = fc2_->forward(at::gelu(fc1_->forward(x)));
+      out = ::tessera::linear(at::gelu(::tessera::linear(x, fc1_->weight, fc1_->bias)),
+                              fc2_->weight, fc2_->bias);
       break;
     case MlpKind::swiglu:
-      out = w2_->forward(at::silu(w1_->forward(x)) * w3_->forward(x));
+      out = ::tessera::linear(at::silu(::tessera::linear(x, w1_->weight, w1_->bias)) *
+                                  ::tessera::linear(x, w3_->weight, w3_->bias),
+                              w2_->weight, w2_->bias);
       break;
   }
   return maybe_dropout(out, config_.dropout, context);

@@ -25,14 +25,15 @@ enum class Phase : int {
   backbone = 0,  ///< the transformer (and its KV cache)
   head = 1,      ///< the head's projection and token draw (guidance, top-k/top-p, diffusion steps)
   decode = 2,    ///< the tokenizer's decode to images
-};
-inline constexpr int kNumPhases = 3;
+};  ///< What a PhaseScope counts its time toward.
+inline constexpr int kNumPhases = 3;  ///< Phases in Phase (the rest is not one).
 std::string_view to_string(Phase phase);  ///< "backbone", "head", "decode"
 
 struct PhaseTimes {
   std::array<double, kNumPhases> phase_seconds{};  ///< indexed by Phase
   double total = 0;  ///< wall time from the profile's start (or reset) to the call of times()
 
+  /// Seconds counted toward `phase`.
   double seconds(Phase phase) const { return phase_seconds[static_cast<int>(phase)]; }
   /// total minus the phases: schedule logic, copies, the tokenizer's per-step work.
   double rest() const;
@@ -60,6 +61,7 @@ class PhaseProfile {
 
 class PhaseScope {
  public:
+  /// Starts counting toward `phase` if a profile records on this thread and no scope is open.
   explicit PhaseScope(Phase phase);
   ~PhaseScope();
   PhaseScope(const PhaseScope&) = delete;

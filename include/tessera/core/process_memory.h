@@ -15,6 +15,9 @@ namespace tessera {
 
 int64_t resident_bytes();       ///< VmRSS: resident memory now
 int64_t peak_resident_bytes();  ///< VmHWM: the most resident memory since start or the last reset
+/// Hands memory that the C allocator keeps after frees back to the system (glibc's malloc_trim), so
+/// that a peak measured next counts what the next work needs, not what earlier work left cached.
+void release_free_memory();
 /// Lowers the high-water mark to the current resident memory (writes "5" to /proc/self/clear_refs,
 /// Linux 4.0 and later). False where the kernel refuses; the peak then spans the whole process.
 bool reset_peak_resident_bytes();
