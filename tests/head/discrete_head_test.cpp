@@ -261,6 +261,44 @@ TEST(DrawTokens, InverseCdfUsesOneUniformPerPositionFromItsSample) {
   }
 }
 
+// More rows than one block (Note [Token draws in row blocks]: 1,024), with blocks that cut through
+// samples: each row's distribution equals that row computed alone, and each draw the float64
+// inverse CDF of its own uniform, replayed row by row.
+TEST(DrawTokens, RowBlocksKeepEveryRowsDistributionAndDraw) {
+  const int64_t samples = 3, positions = 900, vocab = 8;
+  const at::Tensor logits = at::randn({samples * positions, vocab}, make_cpu_generator(8));
+  const at::Tensor uncond = at::randn({samples * positions, vocab}, make_cpu_generator(9));
+  DiscreteSamplingOptions o;
+  o.top_k = 6;
+  o.top_p = 0.9;
+  const at::Tensor dist = token_distribution(logits, uncond, 2.0, 0.8, o);
+  for (const int64_t row : {0, 1023, 1024, 1500, 2047, 2048, 2699}) {
+    const at::Tensor alone = token_distribution(logits.slice(0, row, row + 1),
+                                                uncond.slice(0, row, row + 1), 2.0, 0.8, o);
+    EXPECT_TRUE(at::equal(dist.slice(0, row, row + 1), alone)) << "row " << row;
+  }
+  SampleRngs rngs(31, 0, samples);
+  const TokenDraw draw = draw_tokens(dist, /*gumbel_max=*/false, rngs);
+  SampleRngs replay(31, 0, samples);
+  const at::Tensor u = replay.uniform({positions}).to(at::kDouble).reshape({-1});
+  const at::Tensor p = dist.to(at::kDouble);
+  const auto pa = p.accessor<double, 2>();
+  const auto ua = u.accessor<double, 1>();
+  const auto ids = draw.ids.accessor<int64_t, 1>();
+  for (int64_t row = 0; row < samples * positions; ++row) {
+    double total = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) total += pa[row][i];
+    const double target = ua[row] * total;
+    double cdf = 0.0;
+    int64_t expected = -1;
+    for (int64_t i = 0; i < vocab && expected < 0; ++i) {
+      cdf += pa[row][i];
+      if (cdf > target) expected = i;
+    }
+    ASSERT_EQ(ids[row], expected) << "row " << row;
+  }
+}
+
 TEST(DrawTokens, GumbelMaxIsArgmaxOfLogProbabilityPlusGumbel) {
   const int64_t samples = 2, positions = 3, vocab = 5;
   at::Tensor logits = at::randn({samples * positions, vocab}, make_cpu_generator(6));

@@ -21,11 +21,12 @@
 
 namespace tessera {
 
+/// What a PhaseScope counts its time toward.
 enum class Phase : int {
   backbone = 0,  ///< the transformer (and its KV cache)
   head = 1,      ///< the head's projection and token draw (guidance, top-k/top-p, diffusion steps)
   decode = 2,    ///< the tokenizer's decode to images
-};  ///< What a PhaseScope counts its time toward.
+};
 inline constexpr int kNumPhases = 3;  ///< Phases in Phase (the rest is not one).
 std::string_view to_string(Phase phase);  ///< "backbone", "head", "decode"
 

@@ -30,10 +30,11 @@ class Module;
 
 namespace tessera {
 
+/// The precision a Generator samples in.
 enum class InferencePrecision {
   fp32,  ///< float32 throughout (exact parity with the references)
   bf16,  ///< bfloat16 matrix products, float32 accumulation and norms
-};  ///< The precision a Generator samples in.
+};
 
 std::string_view to_string(InferencePrecision precision);  ///< "fp32" / "bf16"
 /// "fp32" / "bf16"; "auto" gives best_inference_precision(device). Throws tessera::Error naming

@@ -6,8 +6,8 @@
 //
 // LibTorch's at::linear runs float32 CPU products on MKL's sgemm. On AMD CPUs MKL takes its
 // generic path, and oneDNN's inner product (the kernel LibTorch's own mkldnn::_linear_pointwise
-// op runs) measured 1.3 to 4 times MKL's rate for the shapes of VAR's sampling
-// (docs/performance.md, "Linear layers"). Note [Linear layers through oneDNN] in
+// op runs) measured 1.2 to 5 times MKL's rate for most shapes of VAR's sampling, and slower for a
+// few (docs/performance.md, "Linear layers"). Note [Linear layers through oneDNN] in
 // src/nn/linear.cpp says when it is used; otherwise, and whenever autograd records (training),
 // this is at::linear. Both compute the same sums in float32 in a different order, so results
 // agree to rounding (the tests bound it), and the choice depends only on the CPU's vendor and the
@@ -20,10 +20,11 @@
 
 namespace tessera {
 
+/// Which GEMM a float32 CPU linear layer runs on.
 enum class LinearBackend {
   aten,    ///< at::linear (MKL's sgemm for float32 on the CPU)
   onednn,  ///< LibTorch's mkldnn::_linear_pointwise (oneDNN's inner product)
-};  ///< Which GEMM a float32 CPU linear layer runs on.
+};
 std::string_view to_string(LinearBackend backend);  ///< "aten" / "onednn"
 
 /// What tessera::linear runs for `rows` rows of `in_features` into `out_features`, float32 on the
