@@ -20,8 +20,8 @@ with --repo, kept outside this repository and never committed. Clone it with e.g
 
 Beyond torch, the references' model code needs numpy (install it with `pip install --no-deps
 numpy` so that pip cannot touch torch). Training-only imports that the model modules drag in
-(huggingface_hub, HMAR's utils.misc with wandb/pytz/torchvision) are replaced by small stubs
-when missing; the notes in the output list every such stub and patch.
+(huggingface_hub, HMAR's utils.misc with wandb/pytz/torchvision) are replaced by small substitutes
+when missing; the notes in the output list every such substitute and patch.
 
 Example:
 
@@ -141,20 +141,20 @@ def parse_batches(values):
     return batches
 
 
-def import_or_stub(module_name, make_stub, notes, why):
-    """Import module_name; if it is missing, install make_stub() under that name instead.
+def import_or_substitute(module_name, make_substitute, notes, why):
+    """Import module_name; if it is missing, install make_substitute() under that name instead.
 
     Only for imports that the model modules pull in but sampling never uses (training or hub
-    helpers), so a stub changes nothing that is timed. Each stub is reported in `notes`."""
+    helpers), so a substitute changes nothing that is timed. Each substitute is reported in `notes`."""
     try:
         __import__(module_name)
     except ImportError as err:
-        stub = make_stub()
-        sys.modules[module_name] = stub
+        substitute = make_substitute()
+        sys.modules[module_name] = substitute
         parent, _, child = module_name.rpartition(".")
         if parent and parent in sys.modules:
-            setattr(sys.modules[parent], child, stub)
-        notes.append(f"stubbed {module_name} ({err.__class__.__name__}: {err}); {why}")
+            setattr(sys.modules[parent], child, substitute)
+        notes.append(f"substituted {module_name} ({err.__class__.__name__}: {err}); {why}")
 
 
 def require_numpy():
@@ -228,7 +228,7 @@ class Reference:
         self.settings = settings    # sampling settings, as recorded in the JSON
         self.hooks = hooks          # [(owner, attribute, phase)] for --profile
         self.phase_notes = phase_notes
-        self.notes = notes          # stubs and patches applied to make it run
+        self.notes = notes          # substitutes and patches applied to make it run
 
 
 def build_var(repo, depth, seed, overrides, autocast_bf16):
@@ -236,7 +236,7 @@ def build_var(repo, depth, seed, overrides, autocast_bf16):
     notes = []
     require_numpy()
     # var.py imports huggingface_hub only for the VARHF checkpoint-download subclass.
-    import_or_stub("huggingface_hub",
+    import_or_substitute("huggingface_hub",
                    lambda: types.SimpleNamespace(PyTorchModelHubMixin=type(
                        "PyTorchModelHubMixin", (), {})),
                    notes, "only used by the VARHF hub subclass, not by sampling")
@@ -349,12 +349,12 @@ def build_hmar(repo, depth, seed, overrides, autocast_bf16):
         sys.exit(f"error: HMAR's default pyramid {patch_nums} is not the 256 px one")
 
     # The block-sparse attention module imports Triton; HMAR's generate() never calls it
-    # (it passes using_block_sparse_attn=False), so without Triton a stub is enough.
-    def triton_stub():
+    # (it passes using_block_sparse_attn=False), so without Triton a substitute is enough.
+    def triton_substitute():
         def block_sparse_attn_func(*_args, **_kwargs):
             raise NotImplementedError("Triton block-sparse attention is not available")
         return types.SimpleNamespace(block_sparse_attn_func=block_sparse_attn_func)
-    import_or_stub("attn.block_sparse_attn_triton", triton_stub, notes,
+    import_or_substitute("attn.block_sparse_attn_triton", triton_substitute, notes,
                    "Triton kernel used only in training (block-sparse mask)")
     import attn.block_sparse_attn_interface as bsa
 
@@ -371,12 +371,12 @@ def build_hmar(repo, depth, seed, overrides, autocast_bf16):
 
     # hmar.py imports utils.misc for one string helper; that module imports wandb, pytz,
     # torchvision and the training argument parser.
-    def misc_stub():
+    def misc_substitute():
         def does_not_contain_substrings(main_string, substrings):
             return all(s not in main_string for s in substrings)
         return types.SimpleNamespace(does_not_contain_substrings=does_not_contain_substrings)
-    import utils  # HMAR's utils/ package (empty __init__), so the stub can attach to it
-    import_or_stub("utils.misc", misc_stub, notes,
+    import utils  # HMAR's utils/ package (empty __init__), so the substitute can attach to it
+    import_or_substitute("utils.misc", misc_substitute, notes,
                    "hmar.py uses only does_not_contain_substrings from it (parameter freezing)")
 
     import models  # HMAR's models/ package, from --repo
