@@ -7,8 +7,10 @@ from class labels to decoded 256x256 images, on the CPU, on both sides:
 
   * the reference: bench/reference_sample.py, which imports the reference's own model code
     from a git clone and times its own entry point (VAR.autoregressive_infer_cfg /
-    HMAR.generate), in fp32 and under torch.autocast(bfloat16) ("autocast-bf16");
-  * Tessera: build/bench/sample_bench with the var-d16 / hmar-d16 presets, in fp32 and bf16.
+    HMAR.generate), in fp32, under torch.autocast(bfloat16) ("autocast-bf16") and with its
+    transformer's linear layers in PyTorch's dynamic int8 ("dynamic-int8");
+  * Tessera: build/bench/sample_bench with the var-d16 / hmar-d16 presets, in fp32, bf16 and
+    int8.
 
 From the medians it derives, per (family, batch):
 
@@ -17,6 +19,8 @@ From the medians it derives, per (family, batch):
   * bf16: Tessera bf16 / reference fp32 (goal >= 2.5, only judged on a CPU with avx512_bf16
     or amx_bf16) and Tessera bf16 / reference autocast-bf16 (goal >= 1.5), for speed and for
     memory alike;
+  * int8: Tessera int8 / reference fp32 and Tessera int8 / reference dynamic-int8, speed and
+    memory (reported; the issue sets no goal for int8);
   * the phase split (backbone / head or sampling / decode / rest) of both sides, side by side;
   * inside Tessera, HMAR vs VAR in fp32: images/s ratio and peak-memory ratio per batch.
 
@@ -24,7 +28,7 @@ The one-run protocol: every measurement is a separate process (so that each peak
 to one configuration, and neither side inherits the other's caches or allocator state), run
 one after the other on the same machine, each doing its own warm-up and timed repeats. For
 each (family, batch) the order is reference fp32, Tessera fp32, then reference autocast-bf16,
-Tessera bf16, and which side goes first alternates from one batch size to the next, so that
+Tessera bf16, then reference dynamic-int8, Tessera int8, and which side goes first alternates from one batch size to the next, so that
 slow spells of a shared machine (another build, thermal or frequency changes) fall on both
 sides alike rather than on one. All processes get the same thread count and see no GPU.
 
@@ -62,7 +66,7 @@ REFERENCE_SCRIPT = os.path.join(BENCH_DIR, "reference_sample.py")
 # reference script is told the same depth explicitly rather than relying on its default.
 DEPTH = 16
 FAMILIES = ("var", "hmar")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 # Goals (see the docstring). Speed ratios are Tessera / reference images/s, memory ratios
 # Tessera / reference peak RSS.
@@ -107,7 +111,7 @@ def precisions(text):
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown precision(s) {unknown}; choose from "
                                          f"{', '.join(PRECISIONS)}")
-    # Measured in the fixed order fp32 then bf16, whatever order they were given in.
+    # Measured in the fixed order fp32, bf16, int8, whatever order they were given in.
     return [p for p in PRECISIONS if p in values]
 
 
@@ -125,8 +129,9 @@ def parse_args():
                         metavar="N[,N...]", help="batch sizes (default 1,4,16)")
     parser.add_argument("--precisions", type=precisions, default=list(PRECISIONS),
                         metavar="P[,P...]",
-                        help="fp32 and/or bf16 (default both); Tessera bf16 pairs with the "
-                             "reference under --autocast-bf16")
+                        help="any of fp32, bf16, int8 (default all); Tessera bf16 pairs with "
+                             "the reference under --autocast-bf16, int8 with the reference "
+                             "under --dynamic-int8")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per process")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per process")
     parser.add_argument("--threads", type=int, default=2, help="compute threads, both sides")
@@ -214,6 +219,8 @@ def measure_reference(args, family, precision, batch, tmp, log, env):
                "--profile", "--json", json_path]
     if precision == "bf16":
         command.append("--autocast-bf16")
+    elif precision == "int8":
+        command.append("--dynamic-int8")
     wall = run_logged(command, log, env)
     report = load_json(json_path, command)
     results = [r for r in report.get("results", []) if r.get("batch") == batch]
@@ -244,7 +251,8 @@ def measure_tessera(args, family, precision, batch, tmp, log, env):
 
 def side_label(side, precision):
     if side == "reference":
-        return "reference " + ("fp32" if precision == "fp32" else "autocast-bf16")
+        return "reference " + {"fp32": "fp32", "bf16": "autocast-bf16",
+                               "int8": "dynamic-int8"}[precision]
     return f"Tessera {precision}"
 
 
@@ -336,6 +344,8 @@ def compute_ratios(runs, families, batches):
             ref16 = find(runs, family, batch, "reference", "bf16")
             tes32 = find(runs, family, batch, "tessera", "fp32")
             tes16 = find(runs, family, batch, "tessera", "bf16")
+            ref8 = find(runs, family, batch, "reference", "int8")
+            tes8 = find(runs, family, batch, "tessera", "int8")
 
             def speed(t, r):
                 return ratio(t and t["images_per_s"], r and r["images_per_s"])
@@ -353,11 +363,20 @@ def compute_ratios(runs, families, batches):
                     "memory_vs_reference_fp32": memory(tes16, ref32),
                     "memory_vs_reference_autocast_bf16": memory(tes16, ref16),
                 }
+            if tes8:
+                row["int8"] = {
+                    "speed_vs_reference_fp32": speed(tes8, ref32),
+                    "speed_vs_reference_dynamic_int8": speed(tes8, ref8),
+                    "memory_vs_reference_fp32": memory(tes8, ref32),
+                    "memory_vs_reference_dynamic_int8": memory(tes8, ref8),
+                }
             row["phases_s"] = {f"{side}_{precision}": phase_split(result, side)
                                for side, precision, result in (
                                    ("reference", "fp32", ref32), ("tessera", "fp32", tes32),
                                    ("reference", "autocast_bf16", ref16),
-                                   ("tessera", "bf16", tes16))
+                                   ("tessera", "bf16", tes16),
+                                   ("reference", "dynamic_int8", ref8),
+                                   ("tessera", "int8", tes8))
                                if result is not None}
             rows.append(row)
     return rows
@@ -445,7 +464,9 @@ def gb_of(result):
 # Row labels of the phase table, by the keys of a ratios row's "phases_s".
 PHASE_ROW_LABELS = {"reference_fp32": "reference fp32", "tessera_fp32": "Tessera fp32",
                     "reference_autocast_bf16": "reference autocast-bf16",
-                    "tessera_bf16": "Tessera bf16"}
+                    "tessera_bf16": "Tessera bf16",
+                    "reference_dynamic_int8": "reference dynamic-int8",
+                    "tessera_int8": "Tessera int8"}
 
 
 def print_tables(runs, rows, args):
@@ -483,6 +504,28 @@ def print_tables(runs, rows, args):
                   f"{fmt(gb_of(tes16), '.2f')} "
                   f"| {fmt(r.get('memory_vs_reference_fp32'), '.2f')} "
                   f"| {fmt(r.get('memory_vs_reference_autocast_bf16'), '.2f')} |")
+
+    if "int8" in args.precisions:
+        print("\n### int8: Tessera int8 vs reference fp32 and reference dynamic-int8\n")
+        print("| family | batch | ref fp32 s/call | ref dynamic-int8 s/call "
+              "| Tessera int8 s/call | speed vs ref fp32 | speed vs ref int8 "
+              "| peak RSS ref fp32 / ref int8 / Tessera int8 (GB) | memory vs ref fp32 "
+              "| memory vs ref int8 |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for row in rows:
+            ref32 = find(runs, row["family"], row["batch"], "reference", "fp32")
+            ref8 = find(runs, row["family"], row["batch"], "reference", "int8")
+            tes8 = find(runs, row["family"], row["batch"], "tessera", "int8")
+            r = row.get("int8", {})
+            print(f"| {row['family'].upper()} | {row['batch']} "
+                  f"| {fmt(seconds_of(ref32), '.3f')} | {fmt(seconds_of(ref8), '.3f')} "
+                  f"| {fmt(seconds_of(tes8), '.3f')} "
+                  f"| {fmt(r.get('speed_vs_reference_fp32'), '.2f')} "
+                  f"| {fmt(r.get('speed_vs_reference_dynamic_int8'), '.2f')} "
+                  f"| {fmt(gb_of(ref32), '.2f')} / {fmt(gb_of(ref8), '.2f')} / "
+                  f"{fmt(gb_of(tes8), '.2f')} "
+                  f"| {fmt(r.get('memory_vs_reference_fp32'), '.2f')} "
+                  f"| {fmt(r.get('memory_vs_reference_dynamic_int8'), '.2f')} |")
 
     print("\n### Phase split (seconds per call)\n")
     print("| family | batch | side | backbone | head / sampling | decode | rest | total |")
@@ -643,7 +686,7 @@ def main():
         "precisions": args.precisions,
         "protocol": "one process per (family, batch, side, precision), run sequentially; per "
                     "(family, batch): reference fp32, Tessera fp32, reference autocast-bf16, "
-                    "Tessera bf16, with the side that goes first alternating between "
+                    "Tessera bf16, reference dynamic-int8, Tessera int8, with the side that goes first alternating between "
                     "consecutive batch sizes (the runs' `order` field)",
         "bf16_hardware": bf16_hardware,
         "warnings": warnings,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The two float32 CPU GEMMs a linear layer can run on, timed on the shapes of VAR-d16's sampling.
+"""The CPU GEMMs a linear layer can run on, timed on the shapes of VAR-d16's sampling.
 
 tessera::linear (include/tessera/nn/linear.h) chooses between at::linear (MKL's sgemm for float32
 on the CPU) and LibTorch's mkldnn::_linear_pointwise (oneDNN's inner product) by a fixed rule
@@ -10,7 +10,10 @@ LibTorch kernels through torch, so the rule's numbers can be checked on any mach
 
 For each weight shape of a VAR-d16 block (qkv 1024->3072, MLP 1024->4096 and 4096->1024, AdaLN
 1024->6144) and each row count (a scale's tokens times the doubled guidance batch), it prints the
-median GFLOP/s of both, float32 and bfloat16, and their ratio.
+median GFLOP/s of both, float32 and bfloat16, and their ratio; and of Tessera's int8 layer
+(tessera/nn/int8_linear.h: per-channel int8 weights, each row scaled to [-1, 1] and quantized by
+FBGEMM's fixed-scale product, the row's scale and the bias applied after), with its ratio to the
+faster float32 GEMM.
 """
 
 import argparse
@@ -31,6 +34,44 @@ def median_seconds(fn, runs):
     return statistics.median(times)
 
 
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f
+                             if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
+def cpu_has_vnni():
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni"})
+
+
+def int8_layer(weight, bias):
+    """Tessera's int8 linear layer (Note [int8 linear layers]) from LibTorch's operators."""
+    out_features = weight.shape[0]
+    scales = (weight.abs().amax(1) / 127).double()
+    scales[scales == 0] = 1.0
+    quantized = torch.quantize_per_channel(weight, scales, torch.zeros(out_features,
+                                                                        dtype=torch.long),
+                                           0, torch.qint8)
+    torch.backends.quantized.engine = "fbgemm"
+    packed = torch.ops.quantized.linear_prepack(quantized, None)
+    levels = 127 if cpu_has_vnni() else 63
+    product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+
+    def forward(x):
+        peak = torch.linalg.vector_norm(x, float("inf"), 1, True).clamp_min_(
+            torch.finfo(torch.float32).tiny)
+        return torch.addcmul(bias, product(x / peak, 1.0 / levels, levels + 1, packed), peak)
+
+    return forward
+
+
+def rate(flops, seconds):
+    return "-" if seconds is None else f"{flops / seconds:.0f}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -38,14 +79,20 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     onednn = torch.ops.mkldnn._linear_pointwise
-    print(f"threads {args.threads}, torch {torch.__version__}, median of {args.runs} runs")
+    # Without bf16 hardware LibTorch emulates bf16 products and oneDNN has no bf16 inner
+    # product at all: those columns are left out ("-").
+    bf16_hardware = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    print(f"threads {args.threads}, torch {torch.__version__}, median of {args.runs} runs, "
+          f"bf16 hardware: {'yes' if bf16_hardware else 'no'}, "
+          f"int8 input levels {127 if cpu_has_vnni() else 63}")
     print(f"{'in':>5} {'out':>5} {'rows':>5} | {'fp32 MKL':>9} {'oneDNN':>7} {'ratio':>6} | "
-          f"{'bf16 at::linear':>15} {'oneDNN':>7}   GFLOP/s")
+          f"{'bf16 at::linear':>15} {'oneDNN':>7} | {'int8':>6} {'vs fp32':>7}   GFLOP/s")
     for in_features, out_features in ((1024, 3072), (1024, 4096), (4096, 1024), (1024, 6144)):
         torch.manual_seed(0)
         weight = torch.randn(out_features, in_features) * 0.02
         bias = torch.randn(out_features)
         weight_bf16, bias_bf16 = weight.bfloat16(), bias.bfloat16()
+        int8 = int8_layer(weight, bias)
         for rows in (2, 4, 8, 16, 32, 64, 128, 256, 512, 2048):
             x = torch.randn(rows, in_features)
             x_bf16 = x.bfloat16()
@@ -53,13 +100,19 @@ def main():
             with torch.inference_mode():
                 mkl = median_seconds(lambda: torch.nn.functional.linear(x, weight, bias), args.runs)
                 dnn = median_seconds(lambda: onednn(x, weight, bias, "none", [], ""), args.runs)
-                bf16 = median_seconds(
-                    lambda: torch.nn.functional.linear(x_bf16, weight_bf16, bias_bf16), args.runs)
-                bf16_dnn = median_seconds(
-                    lambda: onednn(x_bf16, weight_bf16, bias_bf16, "none", [], ""), args.runs)
+                bf16 = bf16_dnn = None
+                if bf16_hardware:
+                    bf16 = median_seconds(
+                        lambda: torch.nn.functional.linear(x_bf16, weight_bf16, bias_bf16),
+                        args.runs)
+                    bf16_dnn = median_seconds(
+                        lambda: onednn(x_bf16, weight_bf16, bias_bf16, "none", [], ""),
+                        args.runs)
+                quantized = median_seconds(lambda: int8(x), args.runs)
             print(f"{in_features:>5} {out_features:>5} {rows:>5} | {flops / mkl:>9.0f} "
-                  f"{flops / dnn:>7.0f} {mkl / dnn:>5.2f}x | {flops / bf16:>15.0f} "
-                  f"{flops / bf16_dnn:>7.0f}")
+                  f"{flops / dnn:>7.0f} {mkl / dnn:>5.2f}x | {rate(flops, bf16):>15} "
+                  f"{rate(flops, bf16_dnn):>7} | {flops / quantized:>6.0f} "
+                  f"{min(mkl, dnn) / quantized:>6.2f}x")
 
 
 if __name__ == "__main__":

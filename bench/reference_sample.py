@@ -222,8 +222,9 @@ def phase_timers(hooks, acc):
 class Reference:
     """What the benchmark loop needs from a family: the call, its settings, its phases."""
 
-    def __init__(self, name, call, settings, hooks, phase_notes, notes):
+    def __init__(self, name, call, settings, hooks, phase_notes, notes, transformer):
         self.name = name            # "var" or "hmar"
+        self.transformer = transformer  # the nn.Module that --dynamic-int8 quantizes
         self.call = call            # call(labels) -> images (B, 3, 256, 256)
         self.settings = settings    # sampling settings, as recorded in the JSON
         self.hooks = hooks          # [(owner, attribute, phase)] for --profile
@@ -281,7 +282,7 @@ def build_var(repo, depth, seed, overrides, autocast_bf16):
         "rest": "class/position embeddings, CFG logit mix, codebook lookup, "
                 "get_next_autoregressive_input (upsample + phi conv), word_embed",
     }
-    return Reference("var", call, settings, hooks, phase_notes, notes)
+    return Reference("var", call, settings, hooks, phase_notes, notes, var)
 
 
 def _literal(text):
@@ -446,7 +447,27 @@ def build_hmar(repo, depth, seed, overrides, autocast_bf16):
         "rest": "embeddings, CFG logit mix, mask selection (softmax/gather/argsort), codebook "
                 "lookups, get_next_mask_input / get_next_autoregressive_input, word_embed",
     }
-    return Reference("hmar", call, settings, hooks, phase_notes, notes)
+    return Reference("hmar", call, settings, hooks, phase_notes, notes, hmar)
+
+
+def quantize_dynamic_int8(ref):
+    """PyTorch's dynamic int8 on the reference's transformer: every nn.Linear the model calls
+    as a module becomes a DynamicQuantizedLinear (int8 weights per output channel, activations
+    quantized per call with one scale per tensor). The attention's mat_qkv stays float32: both
+    references read mat_qkv.weight directly (F.linear with a concatenated bias), which a
+    quantized module does not have."""
+    import warnings
+    from torch.ao import quantization
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization's notice
+        spec = {name: quantization.per_channel_dynamic_qconfig
+                for name, module in ref.transformer.named_modules()
+                if isinstance(module, torch.nn.Linear) and not name.endswith("mat_qkv")}
+        quantization.quantize_dynamic(ref.transformer, qconfig_spec=spec, dtype=torch.qint8,
+                                      inplace=True)
+    ref.notes.append(f"dynamic int8: {len(spec)} nn.Linear layers quantized by "
+                     "torch.ao.quantization.quantize_dynamic (per-channel weights); the "
+                     "attention's mat_qkv layers stay float32 (read as .weight by the reference)")
 
 
 # --------------------------------------------------------------------------- measurement
@@ -556,6 +577,10 @@ def main():
                              f"VAR {VAR_SEED}, HMAR {HMAR_SEED})")
     parser.add_argument("--autocast-bf16", action="store_true",
                         help='run the call under torch.autocast("cpu", dtype=torch.bfloat16)')
+    parser.add_argument("--dynamic-int8", action="store_true",
+                        help="quantize the transformer's nn.Linear layers with PyTorch's own "
+                             "dynamic int8 (torch.ao.quantization.quantize_dynamic, per-channel "
+                             "weights), the reference's counterpart of Tessera's int8")
     parser.add_argument("--profile", action="store_true",
                         help="split each call into backbone / sampling / decode / rest")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -588,6 +613,8 @@ def main():
     overrides = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p}
     build = build_var if args.family == "var" else build_hmar
     ref = build(repo, args.depth, seed, overrides, args.autocast_bf16)
+    if args.dynamic_int8:
+        quantize_dynamic_int8(ref)
 
     results = []
     for batch in batches:
@@ -601,6 +628,7 @@ def main():
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "autocast_bf16": bool(args.autocast_bf16),
+        "dynamic_int8": bool(args.dynamic_int8),
         "cpu": cpu_info(),
         "depth": args.depth,
         "warmup": args.warmup,

@@ -2,7 +2,7 @@
 //
 // For each model (the published architectures var-d16 and hmar-d16 with random weights and their
 // references' sampling settings, and every shipped generator in models/), each precision (fp32,
-// and bf16: tessera/nn/inference_precision.h) and each batch size, it times Generator::sample —
+// bf16, int8: tessera/nn/inference_precision.h) and each batch size, it times Generator::sample —
 // tokens and decode, what `tessera sample` runs — with warm-up calls first, and records per call:
 // wall time, the split into backbone / head and sampling / tokenizer decode / rest
 // (tessera/core/phase_profile.h), and the process's peak resident memory over the timed calls
@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   Options o;
   bench::BenchArgs args(
       "sample_bench",
-      "[--models A,B] [--batches 1,4,16] [--precisions fp32,bf16] [--warmup N] [--repeat N] "
+      "[--models A,B] [--batches 1,4,16] [--precisions fp32,bf16,int8] [--warmup N] [--repeat N] "
       "[--threads N] [--out DIR]",
       argc, argv);
   while (args.next()) {

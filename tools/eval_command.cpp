@@ -33,7 +33,7 @@ struct EvalOptions {
   std::string sampling;    // JSON merge patch over the generator's sampling defaults
   std::string data;
   int64_t threads = 0;
-  std::string precision = "fp32";  // fp32, bf16 or auto (tessera/nn/inference_precision.h)
+  std::string precision = "fp32";  // fp32, bf16, int8 or auto (tessera/nn/inference_precision.h)
   std::string json;          // results file to write ("" = none; results_file.h)
   std::string command_line;  // recorded in the results file
 };
@@ -146,9 +146,9 @@ void setup_eval(CLI::App& app, const CommandContext& context) {
   eval->add_option("--sampling", options->sampling, kSamplingPatchHelp);
   eval->add_option("--threads", options->threads, "intra-op threads, 0 = LibTorch's default");
   eval->add_option("--precision", options->precision,
-                   "sampling precision: fp32, bf16 or auto (as tessera sample --precision); the "
-                   "floors stay fp32")
-      ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
+                   "sampling precision: fp32, bf16, int8 or auto (as tessera sample "
+                   "--precision); the floors stay fp32")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "auto"}))
       ->capture_default_str();
   eval->add_option("--json", options->json,
                    "also write the figures to this JSON file (scripts/update-results reads such "

@@ -43,7 +43,7 @@ struct SampleOptions {
   int64_t warmup = 0;  // untimed calls before the measured ones
   int64_t repeat = 1;  // measured calls
   bool profile = false;  // print each phase's time and the peak memory
-  std::string precision = "fp32";  // fp32, bf16 or auto (tessera/nn/inference_precision.h)
+  std::string precision = "fp32";  // fp32, bf16, int8 or auto (tessera/nn/inference_precision.h)
 };
 
 // Generators with more classes than this need --classes: a row per class would be a huge grid.
@@ -167,9 +167,12 @@ void run_sample(const SampleOptions& options) {
   Generator generator = generator_to_sample(options);
   if (precision != InferencePrecision::fp32) {
     generator.set_precision(precision);
-    std::printf("precision: %s%s\n", std::string(to_string(precision)).c_str(),
-                cpu_has_bf16_hardware() ? " (the CPU multiplies bf16 in hardware)"
-                                        : " (no bf16 hardware on this CPU: emulated, slower)");
+    const char* hardware = "";
+    if (precision == InferencePrecision::bf16) {
+      hardware = cpu_has_bf16_hardware() ? " (the CPU multiplies bf16 in hardware)"
+                                         : " (no bf16 hardware on this CPU: emulated, slower)";
+    }
+    std::printf("precision: %s%s\n", std::string(to_string(precision)).c_str(), hardware);
   }
   const std::optional<GenerationOptions> sampling =
       sampling_from_patch(generator, options.sampling);
@@ -262,9 +265,10 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
                      "(the grid written is the last call's)")
       ->capture_default_str();
   sample->add_option("--precision", options->precision,
-                     "fp32 (exact), bf16 (bfloat16 matrix products, float32 accumulation) or auto "
-                     "(bf16 where the CPU has AVX512-BF16 or AMX, fp32 otherwise)")
-      ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
+                     "fp32 (exact), bf16 (bfloat16 matrix products, float32 accumulation), int8 "
+                     "(int8 linear layers: weights per channel, inputs per row) or auto (bf16 "
+                     "where the CPU has AVX512-BF16 or AMX, fp32 otherwise)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "auto"}))
       ->capture_default_str();
   sample->add_flag("--profile", options->profile,
                    "print the median call's time per phase (backbone, head and sampling, "

@@ -48,14 +48,16 @@ struct LinearSiluLinear : torch::nn::Module {
   LinearSiluLinear(int64_t in, int64_t hidden, int64_t out)
       : first(register_module("0", make_linear(in, hidden))),
         second(register_module("2", make_linear(hidden, out))) {}
-  at::Tensor forward(const at::Tensor& x) { return second(at::silu(first(x))); }
+  at::Tensor forward(const at::Tensor& x) {
+    return ::tessera::linear(at::silu(::tessera::linear(x, *first)), *second);
+  }
   torch::nn::Linear first, second;
 };
 
 // nn.Sequential(SiLU, Linear): child "1".
 struct SiluLinear : torch::nn::Module {
   SiluLinear(int64_t in, int64_t out) : linear(register_module("1", make_linear(in, out))) {}
-  at::Tensor forward(const at::Tensor& y) { return linear(at::silu(y)); }
+  at::Tensor forward(const at::Tensor& y) { return ::tessera::linear(at::silu(y), *linear); }
   torch::nn::Linear linear;
 };
 
@@ -105,7 +107,7 @@ struct FinalLayer : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& y) {
     auto chunks = adaLN_modulation->forward(y).chunk(2, -1);
     at::Tensor normed = at::layer_norm(x, {channels}, {}, {}, 1e-6);
-    return linear(modulate(normed, chunks[0], chunks[1]));
+    return ::tessera::linear(modulate(normed, chunks[0], chunks[1]), *linear);
   }
   int64_t channels;
   torch::nn::Linear linear;
@@ -133,8 +135,8 @@ struct SimpleMlpAdaLn : torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& z) {
-    at::Tensor h = input_proj(x);
-    at::Tensor y = time_embed->forward(t) + cond_embed(z);
+    at::Tensor h = ::tessera::linear(x, *input_proj);
+    at::Tensor y = time_embed->forward(t) + ::tessera::linear(z, *cond_embed);
     for (auto& block : res_blocks) h = block->forward(h, y);
     return final_layer->forward(h, y);
   }
@@ -214,13 +216,12 @@ at::Tensor DiscreteProjectionNet::forward(const at::Tensor& hidden,
     TESSERA_CHECK(!condition.defined(),
                   "DiscreteHead: the linear projection takes no condition (got one of shape {})",
                   condition.sizes());
-    return ::tessera::linear(hidden, root.head->weight, root.head->bias);
+    return ::tessera::linear(hidden, *root.head);
   }
   check_rows(condition, hidden.size(0), config.condition_width, "the condition", "DiscreteHead");
   auto chunks = root.ada_lin->forward(condition).chunk(2, -1);  // VAR: (scale, shift)
   at::Tensor normed = at::layer_norm(hidden, {config.width}, {}, {}, config.norm_eps);
-  return ::tessera::linear(modulate(normed, chunks[1], chunks[0]), root.head->weight,
-                           root.head->bias);
+  return ::tessera::linear(modulate(normed, chunks[1], chunks[0]), *root.head);
 }
 
 std::shared_ptr<torch::nn::Module> DiscreteProjectionNet::root() const { return modules_->root; }

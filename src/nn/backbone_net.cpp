@@ -84,7 +84,7 @@ AdaLinear::AdaLinear(int64_t in_features, int64_t out_features) {
 }
 
 at::Tensor AdaLinear::forward(const at::Tensor& condition) {
-  return ::tessera::linear(at::silu(condition), linear->weight, linear->bias);
+  return ::tessera::linear(at::silu(condition), *linear);
 }
 
 // --- SelfAttention
@@ -128,7 +128,7 @@ at::Tensor SelfAttention::forward(const at::Tensor& x, CallContext& context, int
   } else if (config_.qkv_bias == QkvBias::all) {
     bias = mat_qkv_->bias;
   }
-  const at::Tensor qkv = ::tessera::linear(x, mat_qkv_->weight, bias);
+  const at::Tensor qkv = ::tessera::linear(x, *mat_qkv_, bias);
   // Under autocast this is the lower precision; q, k and v are brought back to it after the
   // float32 steps below so that attention sees one dtype.
   const at::ScalarType compute_dtype = qkv.scalar_type();
@@ -154,7 +154,7 @@ at::Tensor SelfAttention::forward(const at::Tensor& x, CallContext& context, int
   }
   at::Tensor out = attention(q, k, v, *context.mask, context.attention);
   out = out.transpose(1, 2).reshape({batch, n, c});
-  return maybe_dropout(::tessera::linear(out, proj_->weight, proj_->bias), config_.dropout,
+  return maybe_dropout(::tessera::linear(out, *proj_), config_.dropout,
                        context);
 }
 
@@ -190,17 +190,14 @@ at::Tensor FeedForward::forward(const at::Tensor& x, const CallContext& context)
   at::Tensor out;
   switch (config_.mlp) {
     case MlpKind::gelu_tanh:
-      out = ::tessera::linear(at::gelu(::tessera::linear(x, fc1_->weight, fc1_->bias), "tanh"),
-                              fc2_->weight, fc2_->bias);
+      out = ::tessera::linear(at::gelu(::tessera::linear(x, *fc1_), "tanh"), *fc2_);
       break;
     case MlpKind::gelu:
-      out = ::tessera::linear(at::gelu(::tessera::linear(x, fc1_->weight, fc1_->bias)),
-                              fc2_->weight, fc2_->bias);
+      out = ::tessera::linear(at::gelu(::tessera::linear(x, *fc1_)), *fc2_);
       break;
     case MlpKind::swiglu:
-      out = ::tessera::linear(at::silu(::tessera::linear(x, w1_->weight, w1_->bias)) *
-                                  ::tessera::linear(x, w3_->weight, w3_->bias),
-                              w2_->weight, w2_->bias);
+      out = ::tessera::linear(
+          at::silu(::tessera::linear(x, *w1_)) * ::tessera::linear(x, *w3_), *w2_);
       break;
   }
   return maybe_dropout(out, config_.dropout, context);
@@ -374,7 +371,8 @@ at::Tensor BackboneNet::class_embedding(const at::Tensor& labels) {
 at::Tensor BackboneNet::embed(const at::Tensor& inputs, const at::Tensor& condition,
                               const at::Tensor& positions, const CallContext& context) {
   const int64_t batch = inputs.size(0), n = inputs.size(1), c = config_.width;
-  at::Tensor x = token_embed_ ? token_embed_->forward(inputs) : vector_embed_->forward(inputs);
+  at::Tensor x = token_embed_ ? token_embed_->forward(inputs)
+                              : ::tessera::linear(inputs, *vector_embed_);
   if (config_.condition_tokens > 0) {
     // Rows at condition positions hold the class embedding (+ pos_start) instead of an input.
     at::Tensor cond = condition.unsqueeze(1).expand({batch, n, c});

@@ -14,14 +14,23 @@
 namespace tessera {
 
 std::string_view to_string(InferencePrecision precision) {
-  return precision == InferencePrecision::bf16 ? "bf16" : "fp32";
+  switch (precision) {
+    case InferencePrecision::bf16:
+      return "bf16";
+    case InferencePrecision::int8:
+      return "int8";
+    case InferencePrecision::fp32:
+      break;
+  }
+  return "fp32";
 }
 
 InferencePrecision parse_inference_precision(std::string_view text, c10::DeviceType device) {
   if (text == "fp32") return InferencePrecision::fp32;
   if (text == "bf16") return InferencePrecision::bf16;
+  if (text == "int8") return InferencePrecision::int8;
   if (text == "auto") return best_inference_precision(device);
-  TESSERA_FAIL("unknown precision '{}': expected fp32, bf16 or auto", text);
+  TESSERA_FAIL("unknown precision '{}': expected fp32, bf16, int8 or auto", text);
 }
 
 bool cpu_has_bf16_hardware() {

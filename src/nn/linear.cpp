@@ -5,6 +5,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/core/stack.h>
+#include <torch/nn/modules/linear.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
+#include "tessera/nn/int8_linear.h"
 
 namespace tessera {
 
@@ -135,6 +137,15 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
     return at::linear(x, weight, bias);
   }
   return onednn_linear_any_rank(x, weight, bias);
+}
+
+at::Tensor linear(const at::Tensor& x, const torch::nn::LinearImpl& layer, const at::Tensor& bias) {
+  if (const Int8LinearWeight* int8 = int8_weight_of(layer)) return int8->forward(x, bias);
+  return linear(x, layer.weight, bias);
+}
+
+at::Tensor linear(const at::Tensor& x, const torch::nn::LinearImpl& layer) {
+  return linear(x, layer, layer.bias);
 }
 
 }  // namespace tessera

@@ -7,6 +7,7 @@
 #include <torch/nn/module.h>
 
 #include <optional>
+#include <vector>
 #include <string_view>
 #include <utility>
 
@@ -15,6 +16,7 @@
 #include "tessera/core/rng.h"
 #include "tessera/io/safetensors.h"
 #include "tessera/nn/autocast.h"
+#include "tessera/nn/int8_linear.h"
 #include "tessera/tokenizer/thread_invariant_decode.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
@@ -124,6 +126,10 @@ Generator& Generator::operator=(Generator&&) noexcept = default;
 
 void Generator::save(const std::filesystem::path& path,
                      const std::map<std::string, std::string>& extra_metadata) const {
+  TESSERA_CHECK(precision_ != InferencePrecision::int8,
+                "Generator::save: the generator samples in int8 (set_precision), which keeps no "
+                "float weights to save; load the file again, or set_precision(fp32) to save the "
+                "int8-rounded weights");
   std::map<std::string, at::Tensor> tensors;
   add_prefixed(tensors, "tokenizer.", tokenizer_->state_dict());
   add_prefixed(tensors, "backbone.", backbone_.state_dict());
@@ -209,6 +215,9 @@ std::map<std::string, at::Tensor> Generator::trainable_parameters() const {
 }
 
 void Generator::load_trainable_parameters(const std::map<std::string, at::Tensor>& tensors) {
+  TESSERA_CHECK(precision_ != InferencePrecision::int8,
+                "Generator::load_trainable_parameters: the generator samples in int8 "
+                "(set_precision); set_precision(fp32) first");
   std::map<std::string, at::Tensor> targets = trainable_parameters();
   std::vector<std::string> missing, unexpected, mismatched;
   for (const auto& [name, target] : targets) {
@@ -251,12 +260,22 @@ void check_fp32_for_training(InferencePrecision precision, const char* what) {
 
 void Generator::set_precision(InferencePrecision precision) {
   const at::ScalarType dtype = matmul_dtype(precision);
-  convert_matmul_weights(*backbone_.module(), dtype);
-  if (decoder_) convert_matmul_weights(*decoder_->module(), dtype);
-  convert_matmul_weights(*head_->module(), dtype);
-  if (refinement_head_) convert_matmul_weights(*refinement_head_->module(), dtype);
+  std::vector<torch::nn::Module*> transformer_parts{backbone_.module().get(), head_->module().get()};
+  if (decoder_) transformer_parts.push_back(decoder_->module().get());
+  if (refinement_head_) transformer_parts.push_back(refinement_head_->module().get());
+  for (torch::nn::Module* part : transformer_parts) {
+    dequantize_linear_weights(*part, dtype);  // from int8: float weights again, in `dtype`
+    convert_matmul_weights(*part, dtype);
+    if (precision == InferencePrecision::int8) quantize_linear_weights(*part);
+  }
   convert_convolution_weights(tokenizer_->parameters(), dtype);
   precision_ = precision;
+}
+
+void Generator::enter_precision_autocast(std::optional<AutocastGuard>& autocast,
+                                         c10::DeviceType device) const {
+  // fp32 and int8 leave a caller's own autocast scope alone.
+  if (precision_ == InferencePrecision::bf16) autocast.emplace(device, at::kBFloat16);
 }
 
 TrainingBatch Generator::encode_batch(const at::Tensor& images, const at::Tensor& labels) {
@@ -297,10 +316,8 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
                 "Generator::sample: reference seeding draws one stream for the whole batch, so "
                 "first_index must be 0, got {} (sample the request as one batch)",
                 request.first_index);
-  std::optional<AutocastGuard> autocast;  // fp32 leaves a caller's own autocast scope alone
-  if (precision_ != InferencePrecision::fp32) {
-    autocast.emplace(backbone_.device().type(), matmul_dtype(precision_));
-  }
+  std::optional<AutocastGuard> autocast;
+  enter_precision_autocast(autocast, backbone_.device().type());
   SampleRngs rngs = request.reference_seeding
                         ? SampleRngs::shared_stream(request.seed, batch)
                         : SampleRngs(request.seed, request.first_index, batch);
@@ -315,9 +332,7 @@ at::Tensor Generator::sample(const at::Tensor& labels, const SampleRequest& requ
 at::Tensor Generator::decode(const Tokens& tokens) {
   at::NoGradGuard no_grad;
   std::optional<AutocastGuard> autocast;
-  if (precision_ != InferencePrecision::fp32) {
-    autocast.emplace(tokenizer_->device().type(), matmul_dtype(precision_));
-  }
+  enter_precision_autocast(autocast, tokenizer_->device().type());
   // Images are float32 whatever the precision (bf16 convolutions return bf16).
   return decode_thread_invariant(*tokenizer_, tokens).to(at::kFloat);
 }

@@ -11,12 +11,17 @@
 // src/nn/linear.cpp says when it is used; otherwise, and whenever autograd records (training),
 // this is at::linear. Both compute the same sums in float32 in a different order, so results
 // agree to rounding (the tests bound it), and the choice depends only on the CPU's vendor and the
-// shape: the same machine always takes the same path.
+// shape: the same machine always takes the same path. A layer quantized to int8
+// (tessera/nn/int8_linear.h) runs its int8 product instead, through the overloads taking the layer.
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <string_view>
+
+namespace torch::nn {
+class LinearImpl;
+}
 
 namespace tessera {
 
@@ -38,5 +43,13 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 /// tessera::Error otherwise, or where LibTorch was built without oneDNN).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                   LinearBackend backend);
+
+/// A torch::nn::Linear layer on x: its int8 form where quantize_linear_weights gave it one,
+/// otherwise linear(x, layer.weight, layer.bias) as above. Call every Linear of a model that may
+/// be quantized through these.
+at::Tensor linear(const at::Tensor& x, const torch::nn::LinearImpl& layer);
+/// The same with `bias` in place of the layer's own (undefined: none), e.g. a bias assembled
+/// from parts.
+at::Tensor linear(const at::Tensor& x, const torch::nn::LinearImpl& layer, const at::Tensor& bias);
 
 }  // namespace tessera

@@ -32,6 +32,7 @@
 #include "tessera/head/head_config.h"
 #include "tessera/nn/backbone.h"
 #include "tessera/nn/backbone_config.h"
+#include "tessera/nn/autocast.h"
 #include "tessera/nn/inference_precision.h"
 #include "tessera/schedule/schedule.h"
 #include "tessera/schedule/schedule_config.h"
@@ -144,8 +145,10 @@ class Generator {
 
   /// Samples from now on in `precision` (tessera/nn/inference_precision.h): bf16 stores the
   /// matrix-product weights of every part in bfloat16 (rounding them; going back to fp32 keeps the
-  /// rounded values) and runs sample(), sample_tokens() and decode() under autocast. Training
-  /// (loss, encode_batch) needs fp32 and refuses otherwise.
+  /// rounded values) and runs sample(), sample_tokens() and decode() under autocast; int8
+  /// quantizes the Linear layers of the backbone, decoder and heads (tessera/nn/int8_linear.h;
+  /// going back gives the int8-rounded weights; save() refuses while in int8). Training (loss,
+  /// encode_batch) needs fp32 and refuses otherwise.
   void set_precision(InferencePrecision precision);
   InferencePrecision precision() const { return precision_; }  ///< fp32 unless set_precision
 
@@ -153,6 +156,9 @@ class Generator {
 
  private:
   ScheduleModels models();
+  /// Opens `autocast` to bf16 on `device` when sampling in bf16; leaves it empty otherwise.
+  void enter_precision_autocast(std::optional<AutocastGuard>& autocast,
+                                c10::DeviceType device) const;
 
   GeneratorConfig config_;
   std::shared_ptr<Tokenizer> tokenizer_;
