@@ -103,19 +103,6 @@ Generator generator_to_sample(const SampleOptions& options) {
 }
 
 // The grid's labels: options.per_class of each class in options.classes (every class when empty).
-at::Tensor class_row_labels(const SampleOptions& options, int64_t num_classes) {
-  std::vector<int64_t> classes = options.classes;
-  if (classes.empty()) {
-    for (int64_t c = 0; c < num_classes; ++c) classes.push_back(c);
-  }
-  for (const int64_t c : classes) {
-    TESSERA_CHECK(c >= 0 && c < num_classes,
-                  "tessera sample: class {} is outside the generator's classes [0, {})", c,
-                  num_classes);
-  }
-  return at::tensor(classes, at::kLong).repeat_interleave(options.per_class);
-}
-
 void print_measurement(const SamplingMeasurement& m, bool profile) {
   const auto [low, high] = std::minmax_element(m.seconds.begin(), m.seconds.end());
   std::printf("%lld timed calls of %lld images: median %.3f s (min %.3f, max %.3f), %.3f images/s\n",
@@ -144,7 +131,8 @@ void run_measured_sample(const SampleOptions& options, Generator& generator,
   TESSERA_CHECK(!options.reference_seeding || options.warmup + options.repeat == 1,
                 "tessera sample: --reference-seeding draws one stream per call; time it with "
                 "--repeat 1 and no --warmup");
-  const at::Tensor labels = class_row_labels(options, generator.num_classes());
+  const at::Tensor labels = class_row_labels(
+      generator, {.per_class = options.per_class, .classes = options.classes});
   const SamplingMeasurement m = measure_sampling(
       generator, labels,
       {.seed = options.seed, .reference_seeding = options.reference_seeding, .options = sampling},

@@ -73,7 +73,7 @@ BulkSamples sample_in_bulk(Generator& generator, const BulkSampleOptions& option
                        options.options);
 }
 
-BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request) {
+at::Tensor class_row_labels(const Generator& generator, const ClassRowsRequest& request) {
   TESSERA_CHECK(request.per_class >= 1, "sampling: per_class must be >= 1, got {}",
                 request.per_class);
   const int64_t num_classes = generator.num_classes();
@@ -86,7 +86,11 @@ BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& requ
     TESSERA_CHECK(c >= 0 && c < num_classes,
                   "sampling: class {} is outside the generator's classes [0, {})", c, num_classes);
   }
-  const at::Tensor labels = at::tensor(classes, at::kLong).repeat_interleave(request.per_class);
+  return at::tensor(classes, at::kLong).repeat_interleave(request.per_class);
+}
+
+BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request) {
+  const at::Tensor labels = class_row_labels(generator, request);
   return sample_labels(generator, labels, labels.size(0), labels.size(0), request.seed,
                        request.options, request.reference_seeding);
 }

@@ -31,7 +31,7 @@ namespace tessera {
 // (1/Q) · s_c · Σ_k (qx_k − Q − 1) · qw_ck in float32; multiplying by a and adding the bias gives
 // the layer's output. Q is 127 on CPUs with VNNI (AVX512-VNNI or AVX-VNNI); without it FBGEMM's
 // AVX2 kernel adds pairs of u8·s8 products in 16 bits, which 255 · 127 · 2 would overflow, so Q is
-// 63 (the inputs then take at most 128 · 127 · 2 < 2^15): the same choice as LibTorch's
+// 63 (the inputs are then at most 127, and 127 · 127 · 2 < 2^15): the same choice as LibTorch's
 // `reduce_range` for x86, made per row. The quantization error is the rounding of both operands,
 // |Δy_c| ≤ Σ_k (|x_k| s_c / 2 + |w_ck| a / (2Q) + s_c a / (4Q)), which the tests check
 // against float64. A row holding NaN or infinity gives NaN, as float32 would.

@@ -7,9 +7,9 @@
 #include <torch/nn/module.h>
 
 #include <optional>
-#include <vector>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
@@ -259,6 +259,15 @@ void check_fp32_for_training(InferencePrecision precision, const char* what) {
 }  // namespace
 
 void Generator::set_precision(InferencePrecision precision) {
+  if (precision == InferencePrecision::int8) {
+    // Checked before any weight changes, so a refusal leaves the generator as it was.
+    TESSERA_CHECK(backbone_.device().is_cpu(),
+                  "Generator::set_precision: int8 layers run on the CPU, the generator is on {}",
+                  backbone_.device().str());
+    TESSERA_CHECK(int8_linear_available(),
+                  "Generator::set_precision: int8 layers need LibTorch's FBGEMM, which this "
+                  "LibTorch build lacks");
+  }
   const at::ScalarType dtype = matmul_dtype(precision);
   std::vector<torch::nn::Module*> transformer_parts{backbone_.module().get(), head_->module().get()};
   if (decoder_) transformer_parts.push_back(decoder_->module().get());

@@ -91,6 +91,24 @@ TEST(Generator, BulkSamplingCanStartWithTheClassRowsGrid) {
             std::string::npos);
 }
 
+// The grid's labels: the classes asked for in their order (all of them when none), each repeated
+// per_class times; a class outside the generator is refused by name.
+TEST(Generator, ClassRowLabelsFollowTheRequest) {
+  Generator generator(testing::tiny_maskgit_config(),
+                      load_tokenizer_checkpoint(testing::kShippedVqVae), 1);
+  EXPECT_TRUE(at::equal(class_row_labels(generator, {.per_class = 2, .classes = {7, 3}}),
+                        at::tensor({7, 7, 3, 3}, at::kLong)));
+  const at::Tensor every_class = class_row_labels(generator, {.per_class = 1});
+  EXPECT_TRUE(at::equal(every_class, at::arange(10, at::kLong)));
+  EXPECT_NE(testing::error_message_of([&] {
+              class_row_labels(generator, {.per_class = 1, .classes = {10}});
+            }).find("class 10 is outside the generator's classes [0, 10)"),
+            std::string::npos);
+  EXPECT_NE(testing::error_message_of([&] { class_row_labels(generator, {.per_class = 0}); })
+                .find("per_class must be >= 1"),
+            std::string::npos);
+}
+
 // Sampling options of the schedule change without retraining: a request asking for MaskGIT's
 // steps 2 samples what a generator whose file records steps 2 (and the same weights) samples,
 // with the generator itself unchanged. Options training fixed, unknown keys, and steps beyond the

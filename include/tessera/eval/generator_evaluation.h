@@ -51,6 +51,12 @@ struct ClassRowsRequest {
   std::optional<GenerationOptions> options{};  ///< the generator's defaults when unset
 };  ///< What sample_class_rows draws.
 
+/// The labels sample_class_rows draws for `request`: each requested class (every class of the
+/// generator when none) repeated per_class times, int64 [classes × per_class]. Throws
+/// tessera::Error naming a class outside the generator's range, or for an unconditional
+/// generator.
+at::Tensor class_row_labels(const Generator& generator, const ClassRowsRequest& request);
+
 /// per_class samples of each requested class, class by class (one grid row per class), as one
 /// batch. Throws tessera::Error naming a class outside the generator's range.
 BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request);

@@ -44,8 +44,8 @@ class Int8LinearWeight : public torch::nn::Module {
 
   /// The weight the products use, float32 [out, in]: qw_ck · s_c.
   at::Tensor dequantized() const;
-  int64_t in_features() const { return in_features_; }
-  int64_t out_features() const { return out_features_; }
+  int64_t in_features() const { return in_features_; }    ///< the weight's columns
+  int64_t out_features() const { return out_features_; }  ///< the weight's rows
   /// Levels a side of the input rows' quantization (Q above): 127 or 63.
   int64_t input_levels() const { return input_levels_; }
 
