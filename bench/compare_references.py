@@ -356,20 +356,15 @@ def compute_ratios(runs, families, batches):
             row = {"family": family, "batch": batch}
             if ref32 and tes32:
                 row["fp32"] = {"speed": speed(tes32, ref32), "memory": memory(tes32, ref32)}
-            if tes16:
-                row["bf16"] = {
-                    "speed_vs_reference_fp32": speed(tes16, ref32),
-                    "speed_vs_reference_autocast_bf16": speed(tes16, ref16),
-                    "memory_vs_reference_fp32": memory(tes16, ref32),
-                    "memory_vs_reference_autocast_bf16": memory(tes16, ref16),
-                }
-            if tes8:
-                row["int8"] = {
-                    "speed_vs_reference_fp32": speed(tes8, ref32),
-                    "speed_vs_reference_dynamic_int8": speed(tes8, ref8),
-                    "memory_vs_reference_fp32": memory(tes8, ref32),
-                    "memory_vs_reference_dynamic_int8": memory(tes8, ref8),
-                }
+            for precision, key, tes, ref in (("bf16", "autocast_bf16", tes16, ref16),
+                                             ("int8", "dynamic_int8", tes8, ref8)):
+                if tes:
+                    row[precision] = {
+                        "speed_vs_reference_fp32": speed(tes, ref32),
+                        f"speed_vs_reference_{key}": speed(tes, ref),
+                        "memory_vs_reference_fp32": memory(tes, ref32),
+                        f"memory_vs_reference_{key}": memory(tes, ref),
+                    }
             row["phases_s"] = {f"{side}_{precision}": phase_split(result, side)
                                for side, precision, result in (
                                    ("reference", "fp32", ref32), ("tessera", "fp32", tes32),
@@ -469,6 +464,31 @@ PHASE_ROW_LABELS = {"reference_fp32": "reference fp32", "tessera_fp32": "Tessera
                     "tessera_int8": "Tessera int8"}
 
 
+def print_lower_precision_table(runs, rows, precision, reference, key):
+    """Tessera in `precision` against the reference's fp32 and the reference in `reference`
+    (its ratios under `speed_vs_reference_<key>` / `memory_vs_reference_<key>`)."""
+    print(f"\n### {precision}: Tessera {precision} vs reference fp32 and reference {reference}\n")
+    print(f"| family | batch | ref fp32 s/call | ref {reference} s/call "
+          f"| Tessera {precision} s/call | speed vs ref fp32 | speed vs ref {precision} "
+          f"| peak RSS ref fp32 / ref {precision} / Tessera {precision} (GB) | memory vs ref fp32 "
+          f"| memory vs ref {precision} |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        ref32 = find(runs, row["family"], row["batch"], "reference", "fp32")
+        ref_low = find(runs, row["family"], row["batch"], "reference", precision)
+        tes_low = find(runs, row["family"], row["batch"], "tessera", precision)
+        r = row.get(precision, {})
+        print(f"| {row['family'].upper()} | {row['batch']} "
+              f"| {fmt(seconds_of(ref32), '.3f')} | {fmt(seconds_of(ref_low), '.3f')} "
+              f"| {fmt(seconds_of(tes_low), '.3f')} "
+              f"| {fmt(r.get('speed_vs_reference_fp32'), '.2f')} "
+              f"| {fmt(r.get('speed_vs_reference_' + key), '.2f')} "
+              f"| {fmt(gb_of(ref32), '.2f')} / {fmt(gb_of(ref_low), '.2f')} / "
+              f"{fmt(gb_of(tes_low), '.2f')} "
+              f"| {fmt(r.get('memory_vs_reference_fp32'), '.2f')} "
+              f"| {fmt(r.get('memory_vs_reference_' + key), '.2f')} |")
+
+
 def print_tables(runs, rows, args):
     if "fp32" in args.precisions:
         print("\n### fp32: Tessera vs reference\n")
@@ -483,49 +503,11 @@ def print_tables(runs, rows, args):
                   f"| {fmt(seconds_of(tes), '.3f')} | {fmt(r.get('speed'), '.2f')} "
                   f"| {fmt(gb_of(ref), '.2f')} / {fmt(gb_of(tes), '.2f')} "
                   f"| {fmt(r.get('memory'), '.2f')} |")
-    if "bf16" in args.precisions:
-        print("\n### bf16: Tessera bf16 vs reference fp32 and reference autocast-bf16\n")
-        print("| family | batch | ref fp32 s/call | ref autocast-bf16 s/call "
-              "| Tessera bf16 s/call | speed vs ref fp32 | speed vs ref bf16 "
-              "| peak RSS ref fp32 / ref bf16 / Tessera bf16 (GB) | memory vs ref fp32 "
-              "| memory vs ref bf16 |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for row in rows:
-            ref32 = find(runs, row["family"], row["batch"], "reference", "fp32")
-            ref16 = find(runs, row["family"], row["batch"], "reference", "bf16")
-            tes16 = find(runs, row["family"], row["batch"], "tessera", "bf16")
-            r = row.get("bf16", {})
-            print(f"| {row['family'].upper()} | {row['batch']} "
-                  f"| {fmt(seconds_of(ref32), '.3f')} | {fmt(seconds_of(ref16), '.3f')} "
-                  f"| {fmt(seconds_of(tes16), '.3f')} "
-                  f"| {fmt(r.get('speed_vs_reference_fp32'), '.2f')} "
-                  f"| {fmt(r.get('speed_vs_reference_autocast_bf16'), '.2f')} "
-                  f"| {fmt(gb_of(ref32), '.2f')} / {fmt(gb_of(ref16), '.2f')} / "
-                  f"{fmt(gb_of(tes16), '.2f')} "
-                  f"| {fmt(r.get('memory_vs_reference_fp32'), '.2f')} "
-                  f"| {fmt(r.get('memory_vs_reference_autocast_bf16'), '.2f')} |")
-
-    if "int8" in args.precisions:
-        print("\n### int8: Tessera int8 vs reference fp32 and reference dynamic-int8\n")
-        print("| family | batch | ref fp32 s/call | ref dynamic-int8 s/call "
-              "| Tessera int8 s/call | speed vs ref fp32 | speed vs ref int8 "
-              "| peak RSS ref fp32 / ref int8 / Tessera int8 (GB) | memory vs ref fp32 "
-              "| memory vs ref int8 |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for row in rows:
-            ref32 = find(runs, row["family"], row["batch"], "reference", "fp32")
-            ref8 = find(runs, row["family"], row["batch"], "reference", "int8")
-            tes8 = find(runs, row["family"], row["batch"], "tessera", "int8")
-            r = row.get("int8", {})
-            print(f"| {row['family'].upper()} | {row['batch']} "
-                  f"| {fmt(seconds_of(ref32), '.3f')} | {fmt(seconds_of(ref8), '.3f')} "
-                  f"| {fmt(seconds_of(tes8), '.3f')} "
-                  f"| {fmt(r.get('speed_vs_reference_fp32'), '.2f')} "
-                  f"| {fmt(r.get('speed_vs_reference_dynamic_int8'), '.2f')} "
-                  f"| {fmt(gb_of(ref32), '.2f')} / {fmt(gb_of(ref8), '.2f')} / "
-                  f"{fmt(gb_of(tes8), '.2f')} "
-                  f"| {fmt(r.get('memory_vs_reference_fp32'), '.2f')} "
-                  f"| {fmt(r.get('memory_vs_reference_dynamic_int8'), '.2f')} |")
+    # The lower precisions: Tessera's against the reference's fp32 and the reference's own.
+    for precision, reference, key in (("bf16", "autocast-bf16", "autocast_bf16"),
+                                      ("int8", "dynamic-int8", "dynamic_int8")):
+        if precision in args.precisions:
+            print_lower_precision_table(runs, rows, precision, reference, key)
 
     print("\n### Phase split (seconds per call)\n")
     print("| family | batch | side | backbone | head / sampling | decode | rest | total |")

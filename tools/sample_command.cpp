@@ -102,7 +102,6 @@ Generator generator_to_sample(const SampleOptions& options) {
                    config.init_seed);
 }
 
-// The grid's labels: options.per_class of each class in options.classes (every class when empty).
 void print_measurement(const SamplingMeasurement& m, bool profile) {
   const auto [low, high] = std::minmax_element(m.seconds.begin(), m.seconds.end());
   std::printf("%lld timed calls of %lld images: median %.3f s (min %.3f, max %.3f), %.3f images/s\n",

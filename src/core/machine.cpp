@@ -69,6 +69,16 @@ MachineDescription describe_machine() {
   return machine;
 }
 
+bool cpu_has_any_flag(std::initializer_list<std::string_view> flags) {
+  static const std::vector<std::string> present = describe_machine().cpu_flags;
+  for (const std::string_view flag : flags) {
+    for (const std::string& have : present) {
+      if (have == flag) return true;
+    }
+  }
+  return false;
+}
+
 nlohmann::ordered_json machine_json(const MachineDescription& machine) {
   nlohmann::ordered_json json;
   json["cpu"] = machine.cpu;

@@ -6,7 +6,6 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
-#include <algorithm>
 
 #include "tessera/core/error.h"
 #include "tessera/core/machine.h"
@@ -33,14 +32,7 @@ InferencePrecision parse_inference_precision(std::string_view text, c10::DeviceT
   TESSERA_FAIL("unknown precision '{}': expected fp32, bf16, int8 or auto", text);
 }
 
-bool cpu_has_bf16_hardware() {
-  static const bool has = [] {
-    const auto flags = describe_machine().cpu_flags;
-    return std::find(flags.begin(), flags.end(), "avx512_bf16") != flags.end() ||
-           std::find(flags.begin(), flags.end(), "amx_bf16") != flags.end();
-  }();
-  return has;
-}
+bool cpu_has_bf16_hardware() { return cpu_has_any_flag({"avx512_bf16", "amx_bf16"}); }
 
 InferencePrecision best_inference_precision(c10::DeviceType device) {
   if (device == c10::DeviceType::CUDA) return InferencePrecision::bf16;

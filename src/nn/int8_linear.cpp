@@ -7,7 +7,6 @@
 #include <torch/nn/modules/linear.h>
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
@@ -39,15 +38,6 @@ namespace tessera {
 namespace {
 
 using PackedLinear = LinearPackedParamsBase;
-
-bool cpu_has_vnni() {
-  static const bool has = [] {
-    const auto flags = describe_machine().cpu_flags;
-    return std::find(flags.begin(), flags.end(), "avx512_vnni") != flags.end() ||
-           std::find(flags.begin(), flags.end(), "avx_vnni") != flags.end();
-  }();
-  return has;
-}
 
 PackedLinear& unwrap(const c10::intrusive_ptr<c10::intrusive_ptr_target>& packed) {
   return *static_cast<PackedLinear*>(packed.get());
@@ -87,7 +77,7 @@ Int8LinearWeight::Int8LinearWeight(const at::Tensor& weight) {
   at::NoGradGuard no_grad;
   out_features_ = weight.size(0);
   in_features_ = weight.size(1);
-  input_levels_ = cpu_has_vnni() ? 127 : 63;
+  input_levels_ = cpu_has_any_flag({"avx512_vnni", "avx_vnni"}) ? 127 : 63;
   const at::Tensor w = weight.detach().to(at::kFloat).contiguous();
   TESSERA_CHECK(at::isfinite(w).all().item<bool>(),
                 "int8 linear: the weight [{}, {}] holds NaN or infinity", out_features_,

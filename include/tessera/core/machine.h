@@ -7,8 +7,10 @@
 // on (docs/evaluation.md, "The quality check").
 
 #include <cstdint>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tessera {
@@ -27,6 +29,10 @@ struct MachineDescription {
 
 /// This machine, now (the thread count is at::get_num_threads() at the call).
 MachineDescription describe_machine();
+
+/// Whether this CPU has at least one of `flags`, among the extensions MachineDescription lists
+/// (read once per process): cpu_has_any_flag({"avx512_vnni", "avx_vnni"}).
+bool cpu_has_any_flag(std::initializer_list<std::string_view> flags);
 
 /// {"cpu": …, "cpu_model": …, "cpu_flags": "avx2 fma …", "logical_cpus": …, "threads": …}.
 nlohmann::ordered_json machine_json(const MachineDescription& machine);
