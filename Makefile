@@ -41,6 +41,8 @@ bench: build
 	@mkdir -p $(BUILD_DIR)/bench
 	@set -e; for b in $(BUILD_DIR)/bench/*_bench; do \
 	  [ -x "$$b" ] || continue; echo "== $$b"; "$$b" --out $(BUILD_DIR)/bench; done
+	@echo "== bench/python_attention_bench.py"; venv=$$(scripts/bootstrap) && \
+	  PYTHONPATH=$(BUILD_DIR)/python $$venv/bin/python bench/python_attention_bench.py --out $(BUILD_DIR)/bench
 
 # The test suites built with AddressSanitizer and UndefinedBehaviorSanitizer into $(SANITIZE_DIR)
 # (the library included; LibTorch itself is not instrumented). Any report fails the run. Every

@@ -9,6 +9,19 @@ set(TESSERA_TORCH_VERSION "2.11.0" CACHE STRING "torch version the bootstrap ven
 if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
   set(TORCH_CUDA_ARCH_LIST "8.0;9.0a")
 endif()
+# `pip install .` (scikit-build-core, SKBUILD): the LibTorch of the torch beside which the package
+# is installed, i.e. the one the building Python imports (docs/python.md).
+if(SKBUILD AND NOT DEFINED Torch_DIR)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
+    OUTPUT_VARIABLE _tessera_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _status)
+  if(NOT _status EQUAL 0)
+    message(FATAL_ERROR "Tessera's Python package builds against the installed torch, but "
+                        "${Python_EXECUTABLE} cannot import torch: pip install torch==${TESSERA_TORCH_VERSION} "
+                        "first, then pip install --no-build-isolation . (docs/python.md)")
+  endif()
+  list(PREPEND CMAKE_PREFIX_PATH "${_tessera_torch_prefix}")
+endif()
 find_package(Torch QUIET CONFIG)
 if(NOT Torch_FOUND)
   if(DEFINED ENV{TESSERA_VENV})

@@ -1,6 +1,7 @@
 // tessera::attention: input checks, backend choice, and the autograd wiring around the kernels.
 
 #include "tessera/attention/attention.h"
+#include "tessera/attention/attention_passes.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -274,12 +275,59 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 
 }  // namespace
 
+namespace {
+
+// options.scale, or 1/sqrt(D); q is already checked to be 4-D.
+double softmax_scale(const at::Tensor& q, const AttentionOptions& options) {
+  const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  TESSERA_CHECK(std::isfinite(scale), "attention: the softmax scale must be finite, got {}", scale);
+  return scale;
+}
+
+// A saved tensor handed back to attention_backward must have the shape the forward gave it.
+void check_saved_shape(const char* name, const at::Tensor& t, at::IntArrayRef expected) {
+  TESSERA_CHECK(t.defined() && t.sizes() == expected,
+                "attention_backward: {} must be {} (as the forward returned it), got {}", name,
+                fmt::format("[{}]", fmt::join(expected, ", ")),
+                t.defined() ? shape(t) : std::string("an undefined tensor"));
+}
+
+}  // namespace
+
+AttentionForward attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const BlockMask& mask, const AttentionOptions& options) {
+  check_attention_inputs(q, k, v, mask, options.backend);
+  return run_forward(resolve_backend(q, options.backend), q, k, v, mask, softmax_scale(q, options));
+}
+
+AttentionGradients attention_backward(const at::Tensor& q, const at::Tensor& k,
+                                      const at::Tensor& v, const at::Tensor& out,
+                                      const at::Tensor& lse, const at::Tensor& grad_out,
+                                      const BlockMask& mask, const AttentionOptions& options) {
+  check_attention_inputs(q, k, v, mask, options.backend);
+  check_saved_shape("out", out, q.sizes());
+  check_saved_shape("grad_out", grad_out, q.sizes());
+  check_saved_shape("lse", lse, q.sizes().slice(0, 3));
+  TESSERA_CHECK(out.device() == q.device() && lse.device() == q.device() &&
+                    grad_out.device() == q.device(),
+                "attention_backward: out, lse and grad_out must be on q's device ({}), got {}, {} "
+                "and {}",
+                q.device().str(), out.device().str(), lse.device().str(),
+                grad_out.device().str());
+  TESSERA_CHECK(lse.scalar_type() == at::kFloat,
+                "attention_backward: lse must be float32 (as the forward returned it), got {}",
+                dtype_name(lse.scalar_type()));
+  const at::ScalarType t = q.scalar_type();
+  return run_backward(resolve_backend(q, options.backend), q.contiguous(), k.contiguous(),
+                      v.contiguous(), out.to(t).contiguous(), lse.contiguous(),
+                      grad_out.to(t).contiguous(), mask, softmax_scale(q, options));
+}
+
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const BlockMask& mask, const AttentionOptions& options) {
   check_attention_inputs(q, k, v, mask, options.backend);
   const AttentionBackend backend = resolve_backend(q, options.backend);
-  const double scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
-  TESSERA_CHECK(std::isfinite(scale), "attention: the softmax scale must be finite, got {}", scale);
+  const double scale = softmax_scale(q, options);
   const bool needs_grad =
       at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   if (!needs_grad) {

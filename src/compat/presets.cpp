@@ -1,4 +1,5 @@
 #include "tessera/compat/presets.h"
+#include "tessera/compat/preset_state_dicts.h"
 
 #include <ATen/ATen.h>
 
@@ -381,6 +382,21 @@ Generator build_preset_generator(const GeneratorPreset& preset, const PresetWeig
       load_hmar_transformer(generator, file.all());
     } else {
       load_var_transformer(generator, file.all());
+    }
+  }
+  return generator;
+}
+
+Generator preset_generator_from_state_dicts(const GeneratorPreset& preset,
+                                            const PresetStateDicts& weights) {
+  std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(preset.tokenizer, derive_seed(weights.init_seed, 3));
+  if (!weights.tokenizer.empty()) tokenizer->load_state_dict(weights.tokenizer);
+  Generator generator(preset.generator, std::move(tokenizer), weights.init_seed);
+  if (!weights.transformer.empty()) {
+    if (preset.generator.refinement_head) {
+      load_hmar_transformer(generator, weights.transformer);
+    } else {
+      load_var_transformer(generator, weights.transformer);
     }
   }
   return generator;

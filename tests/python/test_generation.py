@@ -1,0 +1,96 @@
+"""Generators and tokenizers from Python against the `tessera` command and the VAR reference
+fixture (../shared/parity/var-tiny, made by VAR's own code)."""
+
+import subprocess
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import tessera
+from conftest import SOURCE_DIR, parity_dir, require
+
+MODELS = sorted(p.name for p in (SOURCE_DIR / "models").glob("*_fashion_mnist.safetensors") if not p.name.startswith("classifier"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_python_samples_equal_tessera_sample(model, cli, tmp_path):
+    """Same seed, same options, same thread count: the same tokens and the same PNG bytes."""
+    path = SOURCE_DIR / "models" / model
+    sampling = '{"head": {"temperature": 0.9}}'
+    subprocess.run(
+        [cli, "sample", "--model", path, "--per-class", "1", "--seed", "11", "--threads", "2",
+         "--sampling", sampling, "--out", tmp_path / "cli.png", "--save-tokens", tmp_path / "cli.safetensors"],
+        check=True, capture_output=True,
+    )
+    torch.set_num_threads(2)
+    generator = tessera.load_generator(path)
+    labels = torch.arange(generator.num_classes)  # --per-class 1: one row per class, in order
+    images, tokens = generator.sample(labels, seed=11, head={"temperature": 0.9}, return_tokens=True)
+    assert images.dtype == torch.uint8
+    assert images.shape == (10, generator.image_channels, generator.image_size, generator.image_size)
+    saved = load_file(tmp_path / "cli.safetensors")
+    assert torch.equal(saved["labels"], labels)
+    assert len(tokens) == len([k for k in saved if k.startswith("scale_")])
+    for s, scale in enumerate(tokens):
+        assert torch.equal(scale, saved[f"scale_{s}"]), f"scale {s}"
+    # The command's grid: one row per class, 2-pixel padding of grey 96, small images doubled.
+    tessera.write_image_grid(tmp_path / "py.png", images, columns=1, padding=2, pad_value=96, upscale=2)
+    assert (tmp_path / "py.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
+    # Decoding the returned tokens again gives the same images.
+    assert torch.equal(generator.decode(tokens), images)
+
+
+def test_sample_splits_into_batches_without_changing_samples():
+    generator = tessera.load_generator(SOURCE_DIR / "models" / "maskgit_fashion_mnist.safetensors")
+    labels = torch.tensor([3, 1, 4, 1, 5, 9])
+    whole = generator.sample(labels, seed=2)
+    first = generator.sample(labels[:4], seed=2)
+    rest = generator.sample(labels[4:], seed=2, first_index=4)
+    assert torch.equal(torch.cat([first, rest]), whole)
+
+
+def test_tokenizer_round_trip_matches_the_generators_decode():
+    tokenizer = tessera.load_tokenizer(SOURCE_DIR / "models" / "tokenizers" / "vq_vae_fashion_mnist.safetensors")
+    generator = tessera.load_generator(SOURCE_DIR / "models" / "maskgit_fashion_mnist.safetensors")
+    _, tokens = generator.sample(torch.tensor([0, 7]), seed=1, return_tokens=True)
+    images = tokenizer.decode(tokens, generator.image_size)
+    assert images.shape == (2, 1, generator.image_size, generator.image_size)
+    assert images.dtype == torch.float32
+    again = tokenizer.encode(images)
+    # Encoding a decoded image recovers most of its codes (a VQ-VAE is not an exact inverse).
+    assert (again[0] == tokens[0]).double().mean() > 0.5
+
+
+def open_var_fixture():
+    folder = parity_dir("var-tiny")
+    require(all((folder / f).is_file() for f in ("io.safetensors", "var.safetensors", "vqvae.safetensors")),
+            f"the VAR fixture in {folder}")
+    with safe_open(folder / "io.safetensors", "pt") as f:
+        metadata = f.metadata()
+    io = load_file(folder / "io.safetensors")
+    return metadata, io, load_file(folder / "var.safetensors"), load_file(folder / "vqvae.safetensors")
+
+
+def test_var_fixture_from_python_dicts_reproduces_the_reference_tokens_and_image():
+    metadata, io, transformer, vae = open_var_fixture()
+    generator = tessera.load_preset(architecture=metadata, transformer=transformer, vae=vae)
+    labels = io["label"].to(torch.int64)
+    images, tokens = generator.sample(labels, seed=int(metadata["sample_seed"]), reference_seeding=True,
+                                      return_tokens=True)
+    scales = sorted(k for k in io if k.startswith("sampled_idx."))
+    assert len(tokens) == len(scales)
+    for s in range(len(scales)):
+        assert torch.equal(tokens[s], io[f"sampled_idx.{s}"].to(torch.int64)), f"scale {s}"
+    # VAR's image in [0, 1], as uint8 the way Tessera maps [-1, 1]: within one grey level.
+    reference = (io["sample_image"].double() * 255).round().clamp(0, 255)
+    assert (images.double() - reference).abs().max() <= 1
+
+
+def test_a_wrong_state_dict_is_an_error_naming_the_keys():
+    metadata, _, transformer, vae = open_var_fixture()
+    broken = dict(transformer)
+    del broken["word_embed.weight"]
+    with pytest.raises(tessera.Error, match="word_embed.weight"):
+        tessera.load_preset(architecture=metadata, transformer=broken, vae=vae)
