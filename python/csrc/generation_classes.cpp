@@ -201,6 +201,12 @@ void write_image_grid_op(const std::string& path, const at::Tensor& images, int6
 TORCH_LIBRARY_FRAGMENT(tessera, m) {
   using tessera::python::GeneratorHolder;
   using tessera::python::TokenizerHolder;
+  // Tokenizer first: a method's types must be registered before the method (Generator.tokenizer).
+  m.class_<TokenizerHolder>("Tokenizer")
+      .def_static("load", &tessera::python::load_tokenizer)
+      .def("encode", &TokenizerHolder::encode)
+      .def("decode", &TokenizerHolder::decode)
+      .def("config_json", &TokenizerHolder::config_json);
   m.class_<GeneratorHolder>("Generator")
       .def_static("load", &tessera::python::load_generator)
       .def_static("load_preset", &tessera::python::load_preset)
@@ -219,12 +225,13 @@ TORCH_LIBRARY_FRAGMENT(tessera, m) {
       .def("precision", [](const c10::intrusive_ptr<GeneratorHolder>& self) {
         return std::string(tessera::to_string(self->generator.precision()));
       })
-      .def("set_precision", &GeneratorHolder::set_precision);
-  m.class_<TokenizerHolder>("Tokenizer")
-      .def_static("load", &tessera::python::load_tokenizer)
-      .def("encode", &TokenizerHolder::encode)
-      .def("decode", &TokenizerHolder::decode)
-      .def("config_json", &TokenizerHolder::config_json);
+      .def("set_precision", &GeneratorHolder::set_precision)
+      // The generator's own tokenizer; the returned object keeps the generator alive.
+      .def("tokenizer", [](const c10::intrusive_ptr<GeneratorHolder>& self) {
+        return c10::make_intrusive<TokenizerHolder>(
+            std::shared_ptr<tessera::Tokenizer>(&self->generator.tokenizer(),
+                                                [owner = self](tessera::Tokenizer*) {}));
+      });
   m.def("write_image_grid(str path, Tensor images, int columns, int padding, int pad_value, "
         "int upscale) -> ()",
         &tessera::python::write_image_grid_op);

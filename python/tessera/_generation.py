@@ -73,6 +73,11 @@ class Generator:
         with translated_errors():
             self._handle.set_precision(str(precision))
 
+    @property
+    def tokenizer(self) -> "Tokenizer":
+        """The generator's tokenizer (shared, not copied)."""
+        return Tokenizer(self._handle.tokenizer())
+
     def sample(
         self,
         labels: Optional[Union[torch.Tensor, Sequence[int]]] = None,

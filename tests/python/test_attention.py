@@ -195,3 +195,20 @@ def test_block_mask_describes_itself():
     allowed = dense_rule("block_causal", tessera.pyramid((1, 2, 3, 4, 5, 6, 8, 10, 13, 16)))
     assert math.isclose(mask.density(), allowed.double().mean().item())
     assert "block_causal" in repr(mask)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_kernel_forward_and_gradients_match_float64_sdpa(dtype):
+    segments = tessera.pyramid([1, 2, 3, 4, 5, 6, 8, 10])
+    allowed = dense_rule("block_causal", segments)
+    q, k, v = (t.cuda().requires_grad_() for t in random_qkv(2, 4, sum(segments), sum(segments), 64, dtype=dtype))
+    out = tessera.attention(q, k, v, tessera.BlockMask.block_causal(segments))
+    q64, k64, v64 = [t.detach().cpu().double().requires_grad_() for t in (q, k, v)]
+    ref = sdpa_reference(q64, k64, v64, allowed)
+    assert relative_error(out.cpu(), ref) < 2e-2
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    out.backward(grad.to(dtype).cuda())
+    ref.backward(grad)
+    for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
+        assert relative_error(got.cpu(), want) < 3e-2
