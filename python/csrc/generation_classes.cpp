@@ -22,10 +22,13 @@
 #include "tessera/compat/preset_state_dicts.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
+#include "tessera/head/discrete_head.h"
+#include "tessera/nn/backbone.h"
 #include "tessera/io/image_io.h"
 #include "tessera/nn/inference_precision.h"
 #include "tessera/pipeline/generator.h"
 #include "tessera/pipeline/sampling_request.h"
+#include "tessera/schedule/schedule_config.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
 namespace tessera::python {
@@ -93,6 +96,30 @@ struct GeneratorHolder final : torch::CustomClassHolder {
   at::Tensor decode(const std::vector<at::Tensor>& scales) {
     return at_python_boundary([&] {
       return to_uint8_images(generator.decode(tokens_from(scales, generator.token_grids())));
+    });
+  }
+
+  // VAR's forward(label, var_input): the backbone under the block-causal mask over its scales,
+  // then the discrete head, in evaluation mode: logits [B, L, V] for teacher-forcing inputs.
+  at::Tensor teacher_forcing_logits(const at::Tensor& inputs, const at::Tensor& labels) {
+    return at_python_boundary([&] {
+      TESSERA_CHECK(generator.config().schedule.kind == ScheduleKind::next_scale,
+                    "Generator.teacher_forcing_logits: defined for next-scale (VAR) generators, "
+                    "this one's schedule is {}",
+                    config_to_json(generator.config().schedule)["kind"].get<std::string>());
+      auto* head = dynamic_cast<DiscreteHead*>(&generator.head());
+      TESSERA_CHECK(head != nullptr,
+                    "Generator.teacher_forcing_logits: the generator's head is not discrete");
+      generator.set_training(false);
+      at::NoGradGuard no_grad;
+      Backbone& backbone = generator.backbone();
+      const BackboneOutput out =
+          backbone.forward(inputs, labels, BlockMask::block_causal(backbone.layout()));
+      const int64_t batch = out.hidden.size(0), length = out.hidden.size(1);
+      return head
+          ->logits(out.hidden.reshape({batch * length, backbone.width()}),
+                   out.condition.repeat_interleave(length, 0))
+          .view({batch, length, -1});
     });
   }
 
@@ -212,6 +239,7 @@ TORCH_LIBRARY_FRAGMENT(tessera, m) {
       .def_static("load_preset", &tessera::python::load_preset)
       .def("sample", &GeneratorHolder::sample)
       .def("decode", &GeneratorHolder::decode)
+      .def("teacher_forcing_logits", &GeneratorHolder::teacher_forcing_logits)
       .def("config_json", &GeneratorHolder::config_json)
       .def("num_classes", [](const c10::intrusive_ptr<GeneratorHolder>& self) {
         return self->generator.num_classes();

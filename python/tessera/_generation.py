@@ -121,6 +121,14 @@ class Generator:
             )
         return (images, list(tokens)) if return_tokens else images
 
+    def teacher_forcing_logits(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """VAR's ``forward(label, var_input)`` for a next-scale generator: the backbone under the
+        block-causal mask over its scales and the discrete head, in evaluation mode, without
+        autograd. ``inputs``: the teacher-forcing input [B, L - 1, C] (VAR's
+        ``idxBl_to_var_input``); returns logits [B, L, V]."""
+        with translated_errors():
+            return self._handle.teacher_forcing_logits(inputs, labels)
+
     def decode(self, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         """Tokens (one tensor per scale, as ``sample(return_tokens=True)`` gives them) to uint8
         images, decoded as ``sample`` decodes them."""

@@ -94,6 +94,15 @@ def test_var_fixture_from_python_dicts_reproduces_the_reference_tokens_and_image
     assert (images.double() - reference).abs().max() <= 1
 
 
+def test_var_fixture_from_python_dicts_reproduces_the_reference_logits():
+    metadata, io, transformer, vae = open_var_fixture()
+    generator = tessera.load_preset(architecture=metadata, transformer=transformer, vae=vae)
+    logits = generator.teacher_forcing_logits(io["var_input"], io["label"].to(torch.int64))
+    reference = io["logits"]
+    assert logits.shape == reference.shape
+    assert ((logits.double() - reference.double()).norm() / reference.double().norm()).item() < 1e-4
+
+
 def test_var_fixture_tokenizer_encodes_and_decodes_as_the_reference():
     metadata, io, transformer, vae = open_var_fixture()
     tokenizer = tessera.load_preset(architecture=metadata, transformer=transformer, vae=vae).tokenizer
