@@ -9,7 +9,8 @@ times in one run:
            BlockMask (create_block_mask over a mask_mod that reads each row's key interval), so it
            skips the blocks no row sees;
   tessera  tessera.attention with tessera.BlockMask.
-Each is timed twice: the attention call alone (q, k, v [B, 16, L, 64] in float32), and inside a
+Each is timed twice, in paired rounds (every implementation once per round, median of 9 rounds
+after 2 warm-up rounds): the attention call alone (q, k, v [B, 16, L, 64] in float32), and inside a
 VAR-style transformer block (LayerNorm, qkv projection, attention, output projection, MLP; width
 1024) as a training step would run it. Outputs are checked against SDPA before timing. Ratios are
 sdpa/tessera and flex/tessera times of the same run; the goals: tessera >= 1.2x flex and
@@ -53,17 +54,6 @@ def cpu_description():
         pass
     wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
     return {"name": name, "flags": [f for f in wanted if f in flags], "threads": torch.get_num_threads()}
-
-
-def median_seconds(fn, warmup, repeat):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def flex_mask(mask, length):
@@ -112,38 +102,53 @@ def run_case(length, rule, batch, warmup, repeat):
     q, k, v = (torch.randn(batch, HEADS, length, HEAD_DIM) for _ in range(3))
     reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=dense)
     record = {"length": length, "mask": rule, "density": mask.density(), "batch": batch, "seconds": {}}
+    workloads = {}  # (implementation, what) -> a call
     for name, fn in attend.items():
         with torch.no_grad():
             error = ((fn(q, k, v).double() - reference).norm() / reference.norm()).item()
         if error > 1e-4:
             raise SystemExit(f"{name} disagrees with float64 SDPA on {rule} L={length}: relative error {error:.2e}")
         qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+        torch.manual_seed(1)  # the same block weights and input for every implementation
         block = Block(fn)
         x = torch.randn(batch, length, WIDTH, requires_grad=True)
 
-        def attention_forward():
+        def attention_forward(fn=fn):
             with torch.no_grad():
                 fn(q, k, v)
 
-        def attention_backward():
+        def attention_backward(fn=fn, qg=qg, kg=kg, vg=vg):
             fn(qg, kg, vg).sum().backward()
 
-        def block_forward():
+        def block_forward(block=block, x=x):
             with torch.no_grad():
                 block(x)
 
-        def block_backward():
+        def block_backward(block=block, x=x):
             block(x).sum().backward()
 
+        workloads[name, "attention_fwd"] = attention_forward
+        workloads[name, "block_fwd"] = block_forward
         # FlexAttention has no CPU backward in torch 2.11 ("FlexAttention does not support
-        # backward on CPU"): its forward+backward columns stay null there.
-        backward = name != "flex" or q.is_cuda
-        record["seconds"][name] = {
-            "attention_fwd": median_seconds(attention_forward, warmup, repeat),
-            "attention_fwd_bwd": median_seconds(attention_backward, warmup, repeat) if backward else None,
-            "block_fwd": median_seconds(block_forward, warmup, repeat),
-            "block_fwd_bwd": median_seconds(block_backward, warmup, repeat) if backward else None,
-        }
+        # backward on CPU"): its forward+backward cells stay null there.
+        if name != "flex" or q.is_cuda:
+            workloads[name, "attention_fwd_bwd"] = attention_backward
+            workloads[name, "block_fwd_bwd"] = block_backward
+    # Paired rounds: each round times every implementation once, in turn, so that a slow spell of
+    # a shared machine lands on all of them rather than on one.
+    for what in ("attention_fwd", "attention_fwd_bwd", "block_fwd", "block_fwd_bwd"):
+        names = [name for name in attend if (name, what) in workloads]
+        samples = {name: [] for name in names}
+        for round_ in range(warmup + repeat):
+            for name in names:
+                start = time.perf_counter()
+                workloads[name, what]()
+                if round_ >= warmup:
+                    samples[name].append(time.perf_counter() - start)
+        for name in attend:
+            record["seconds"].setdefault(name, {})[what] = (
+                statistics.median(samples[name]) if name in samples else None
+            )
     times = record["seconds"]
     record["ratios"] = {
         f"{peer}/tessera": {
@@ -176,7 +181,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     lengths = (680,) if args.quick else (680, 2240)
-    warmup, repeat = (1, 3) if args.quick else (2, 5)
+    warmup, repeat = (1, 3) if args.quick else (2, 9)
     records = []
     for length in lengths:
         for rule in MASKS:
