@@ -62,3 +62,11 @@ def test_bad_input_raises_tessera_error_with_the_documented_message(row):
         CASES[row]()
     assert documented_rows()[row] in str(raised.value)
     assert isinstance(raised.value, ValueError)
+
+
+def test_import_refuses_a_torch_of_another_version(monkeypatch):
+    from tessera import _build_info, _library
+
+    monkeypatch.setattr(_build_info, "TORCH_VERSION", "2.10.0")
+    with pytest.raises(ImportError, match=r"built against torch 2\.10\.0, but this environment has torch 2\.11\.0"):
+        _library._check_torch()
