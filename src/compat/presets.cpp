@@ -1,6 +1,8 @@
 #include "tessera/compat/presets.h"
 #include "tessera/compat/preset_state_dicts.h"
 
+#include "compat/reference_metadata.h"
+
 #include <ATen/ATen.h>
 
 #include <fmt/format.h>
@@ -34,41 +36,24 @@ struct VarSize {
 constexpr VarSize kVarSizes[] = {
     {16, 310'000'000}, {20, 600'000'000}, {24, 1'000'000'000}, {30, 2'000'000'000}};
 
-// `text` as a whole integer; `key` names it in the error.
+// VAR's metadata, through the shared readers (compat/reference_metadata.h).
+constexpr std::string_view kVarMetadata = "VAR metadata";
+
 int64_t parse_integer(const std::string& text, const std::string& key) {
-  try {
-    size_t used = 0;
-    const int64_t v = std::stoll(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::logic_error&) {
-  }
-  TESSERA_FAIL("VAR metadata: '{}' is not an integer: '{}'", key, text);
+  return compat_detail::parse_metadata_integer(text, key, kVarMetadata);
 }
 
-// `text` as a whole number; `key` names it in the error.
 double parse_number(const std::string& text, const std::string& key) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::logic_error&) {
-  }
-  TESSERA_FAIL("VAR metadata: '{}' is not a number: '{}'", key, text);
+  return compat_detail::parse_metadata_number(text, key, kVarMetadata);
 }
 
 int64_t parse_int(const std::map<std::string, std::string>& m, const std::string& key) {
-  const auto it = m.find(key);
-  TESSERA_CHECK(it != m.end(), "VAR metadata: '{}' is missing", key);
-  return parse_integer(it->second, key);
+  return compat_detail::metadata_integer(m, key, kVarMetadata);
 }
 
 bool parse_bool(const std::map<std::string, std::string>& m, const std::string& key,
                 bool fallback) {
-  const auto it = m.find(key);
-  if (it == m.end()) return fallback;
-  if (it->second == "True" || it->second == "true" || it->second == "1") return true;
-  if (it->second == "False" || it->second == "false" || it->second == "0") return false;
-  TESSERA_FAIL("VAR metadata: '{}' must be True or False, got '{}'", key, it->second);
+  return compat_detail::metadata_bool(m, key, fallback, kVarMetadata);
 }
 
 // HMAR's published models: depth, the sampling settings of config/sample/hmar-d{depth}.yaml, and

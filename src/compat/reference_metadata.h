@@ -1,0 +1,30 @@
+#pragma once
+// Reading a reference checkpoint's configuration from safetensors __metadata__ strings (the keys
+// tools/convert_checkpoint.py and the parity fixtures record): whole integers, numbers and Python
+// booleans, each error naming the source ("VAR metadata", "LlamaGen metadata"), the key and the
+// text.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+namespace tessera::compat_detail {
+
+using Metadata = std::map<std::string, std::string>;
+
+/// `text` as a whole integer.
+int64_t parse_metadata_integer(const std::string& text, const std::string& key,
+                               std::string_view source);
+/// `text` as a whole number.
+double parse_metadata_number(const std::string& text, const std::string& key,
+                             std::string_view source);
+/// metadata[key] as a whole integer; a missing key is an error.
+int64_t metadata_integer(const Metadata& metadata, const std::string& key, std::string_view source);
+/// metadata[key] as a number; a missing key is an error.
+double metadata_number(const Metadata& metadata, const std::string& key, std::string_view source);
+/// metadata[key] as True/False (Python's spelling, or true/false/1/0); `fallback` when missing.
+bool metadata_bool(const Metadata& metadata, const std::string& key, bool fallback,
+                   std::string_view source);
+
+}  // namespace tessera::compat_detail
