@@ -72,7 +72,7 @@ class BlockMask:
     ``from_intervals``, ``from_dense``) and reuse it across calls; it is immutable.
     """
 
-    __slots__ = ("_rule", "_segments", "_key_length", "_key_begin", "_key_end", "_dense")
+    __slots__ = ("_rule", "_segments", "_segment_list", "_key_length", "_key_begin", "_key_end", "_dense")
 
     def __init__(
         self,
@@ -87,6 +87,7 @@ class BlockMask:
         assert rule in _RULES, rule
         self._rule = rule
         self._segments = tuple(int(n) for n in segments)
+        self._segment_list = list(self._segments)  # the operators' int[] argument, made once
         self._key_length = int(key_length)
         self._key_begin = key_begin
         self._key_end = key_end
@@ -248,7 +249,7 @@ class BlockMask:
 
 def _mask_arguments(mask: BlockMask) -> tuple:
     # What the operators take for a mask (Note [The mask as tensors] in python/csrc/attention_ops.cpp).
-    return (mask._key_begin, mask._key_end, mask._dense, list(mask._segments), mask._key_length)
+    return (mask._key_begin, mask._key_end, mask._dense, mask._segment_list, mask._key_length)
 
 
 def attention(
@@ -283,11 +284,14 @@ def attention(
         scale = float(scale)
         if not math.isfinite(scale):
             raise Error(f"tessera.attention: the softmax scale must be finite, got {scale}")
-    arguments = (q, k, v, *_mask_arguments(mask), scale)
-    if torch.compiler.is_compiling():
-        return torch.ops.tessera.attention_forward(*arguments)[0]
-    with translated_errors():
-        return torch.ops.tessera.attention_forward(*arguments)[0]
+    # A plain try rather than translated_errors(): this runs once per layer and decoding step, and
+    # a context manager costs microseconds there.
+    try:
+        return torch.ops.tessera.attention_forward(q, k, v, *_mask_arguments(mask), scale)[0]
+    except ValueError as e:
+        if isinstance(e, Error) or torch.compiler.is_compiling():
+            raise
+        raise Error(str(e)) from None
 
 
 # --- torch.compile: shapes of the outputs without running the kernels ---
