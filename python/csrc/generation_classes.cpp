@@ -45,14 +45,9 @@ at::Tensor to_uint8_images(const at::Tensor& images) {
   return at::stack(pixels);
 }
 
-std::map<std::string, at::Tensor> to_map(const c10::Dict<std::string, at::Tensor>& dict) {
-  std::map<std::string, at::Tensor> map;
-  for (const auto& entry : dict) map.emplace(entry.key(), entry.value());
-  return map;
-}
-
-std::map<std::string, std::string> to_map(const c10::Dict<std::string, std::string>& dict) {
-  std::map<std::string, std::string> map;
+template <class Value>
+std::map<std::string, Value> to_map(const c10::Dict<std::string, Value>& dict) {
+  std::map<std::string, Value> map;
   for (const auto& entry : dict) map.emplace(entry.key(), entry.value());
   return map;
 }

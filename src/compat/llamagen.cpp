@@ -17,9 +17,7 @@ constexpr std::string_view kSource = "LlamaGen metadata";
 
 const std::string& text(const std::map<std::string, std::string>& metadata,
                         const std::string& key) {
-  const auto it = metadata.find(key);
-  TESSERA_CHECK(it != metadata.end(), "{}: '{}' is missing", kSource, key);
-  return it->second;
+  return compat_detail::metadata_text(metadata, key, kSource);
 }
 
 // A backbone key under LlamaGen's name: Backbone::llamagen_key_renames undone, last first.
@@ -74,19 +72,13 @@ LlamagenArchitecture llamagen_architecture_from_metadata(
   TESSERA_CHECK(block_size == a.grid * a.grid,
                 "{}: gpt.block_size {} is not grid_size² = {}", kSource, block_size,
                 a.grid * a.grid);
-  const auto multiple_of = metadata.find("gpt.multiple_of");
   a.ffn_hidden = llamagen_ffn_hidden(
-      a.width, multiple_of == metadata.end()
-                   ? 256
-                   : compat_detail::parse_metadata_integer(multiple_of->second, "gpt.multiple_of",
-                                                           kSource));
-  if (const auto it = metadata.find("gpt.ffn_hidden_dim"); it != metadata.end()) {
-    const int64_t recorded =
-        compat_detail::parse_metadata_integer(it->second, "gpt.ffn_hidden_dim", kSource);
-    TESSERA_CHECK(recorded == a.ffn_hidden,
-                  "{}: gpt.ffn_hidden_dim {} differs from LlamaGen's rule for dim {} ({})",
-                  kSource, recorded, a.width, a.ffn_hidden);
-  }
+      a.width, compat_detail::metadata_integer_or(metadata, "gpt.multiple_of", 256, kSource));
+  const int64_t recorded = compat_detail::metadata_integer_or(metadata, "gpt.ffn_hidden_dim",
+                                                              a.ffn_hidden, kSource);
+  TESSERA_CHECK(recorded == a.ffn_hidden,
+                "{}: gpt.ffn_hidden_dim {} differs from LlamaGen's rule for dim {} ({})", kSource,
+                recorded, a.width, a.ffn_hidden);
   TESSERA_CHECK(a.width > 0 && a.depth > 0 && a.heads > 0 && a.width % a.heads == 0 &&
                     a.vocab_size > 0 && a.num_classes > 0 && a.grid > 0,
                 "{}: sizes out of range (dim {}, n_layer {}, n_head {}, vocab_size {}, "

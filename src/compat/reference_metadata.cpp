@@ -28,22 +28,26 @@ double parse_metadata_number(const std::string& text, const std::string& key,
   TESSERA_FAIL("{}: '{}' is not a number: '{}'", source, key, text);
 }
 
-namespace {
-const std::string& required(const Metadata& metadata, const std::string& key,
-                            std::string_view source) {
+const std::string& metadata_text(const Metadata& metadata, const std::string& key,
+                                 std::string_view source) {
   const auto it = metadata.find(key);
   TESSERA_CHECK(it != metadata.end(), "{}: '{}' is missing", source, key);
   return it->second;
 }
-}  // namespace
 
 int64_t metadata_integer(const Metadata& metadata, const std::string& key,
                          std::string_view source) {
-  return parse_metadata_integer(required(metadata, key, source), key, source);
+  return parse_metadata_integer(metadata_text(metadata, key, source), key, source);
+}
+
+int64_t metadata_integer_or(const Metadata& metadata, const std::string& key, int64_t fallback,
+                            std::string_view source) {
+  const auto it = metadata.find(key);
+  return it == metadata.end() ? fallback : parse_metadata_integer(it->second, key, source);
 }
 
 double metadata_number(const Metadata& metadata, const std::string& key, std::string_view source) {
-  return parse_metadata_number(required(metadata, key, source), key, source);
+  return parse_metadata_number(metadata_text(metadata, key, source), key, source);
 }
 
 bool metadata_bool(const Metadata& metadata, const std::string& key, bool fallback,

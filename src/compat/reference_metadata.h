@@ -19,8 +19,14 @@ int64_t parse_metadata_integer(const std::string& text, const std::string& key,
 /// `text` as a whole number.
 double parse_metadata_number(const std::string& text, const std::string& key,
                              std::string_view source);
+/// metadata[key] as it is; a missing key is an error.
+const std::string& metadata_text(const Metadata& metadata, const std::string& key,
+                                 std::string_view source);
 /// metadata[key] as a whole integer; a missing key is an error.
 int64_t metadata_integer(const Metadata& metadata, const std::string& key, std::string_view source);
+/// metadata[key] as a whole integer; `fallback` when missing.
+int64_t metadata_integer_or(const Metadata& metadata, const std::string& key, int64_t fallback,
+                            std::string_view source);
 /// metadata[key] as a number; a missing key is an error.
 double metadata_number(const Metadata& metadata, const std::string& key, std::string_view source);
 /// metadata[key] as True/False (Python's spelling, or true/false/1/0); `fallback` when missing.
