@@ -82,6 +82,14 @@ Tokens VqVae::encode(const at::Tensor& images) {
   return tokens;
 }
 
+at::Tensor VqVae::decode_latent(const at::Tensor& codes) {
+  TESSERA_CHECK(codes.dim() == 4 && codes.size(1) == config_.quantizer.code_dim,
+                "VQ-VAE: decode_latent expects codes [B, {}, h, w], got shape {}",
+                config_.quantizer.code_dim, codes.sizes());
+  at::NoGradGuard no_grad;
+  return module_->decoder->forward(module_->post_quant_conv->forward(codes.to(device())));
+}
+
 at::Tensor VqVae::decode(const Tokens& tokens) {
   tokens.validate();
   TESSERA_CHECK(tokens.discrete(), "VQ-VAE: decode needs codebook ids, got vectors");
@@ -91,8 +99,7 @@ at::Tensor VqVae::decode(const Tokens& tokens) {
   at::NoGradGuard no_grad;
   const at::Tensor ids =
       tokens.scales[0].to(device()).view({tokens.batch_size(), grid.height, grid.width});
-  const at::Tensor codes = module_->quantize->lookup(ids);
-  return module_->decoder->forward(module_->post_quant_conv->forward(codes)).clamp(-1, 1);
+  return decode_latent(module_->quantize->lookup(ids)).clamp(-1, 1);
 }
 
 TokenizerTrainingOutput VqVae::training_forward(const at::Tensor& images) {

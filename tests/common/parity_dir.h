@@ -45,3 +45,28 @@ inline std::filesystem::path missing_parity_file(const std::filesystem::path& di
                                                         << " (set TESSERA_PARITY_DIR)");       \
     }                                                                                          \
   } while (false)
+
+namespace tessera::testing {
+
+/// The LlamaGen parity fixture folder (../shared/parity/README-llamagen.md):
+/// $TESSERA_PARITY_LLAMAGEN_DIR when set, else ../shared/parity/llamagen-tiny beside the checkout.
+inline std::filesystem::path llamagen_parity_dir() {
+  if (const char* env = std::getenv("TESSERA_PARITY_LLAMAGEN_DIR"); env != nullptr && *env) {
+    return env;
+  }
+  return tessera::testing::source_dir() / ".." / "shared" / "parity" / "llamagen-tiny";
+}
+
+}  // namespace tessera::testing
+
+/// TESSERA_SKIP_WITHOUT_VAR_FIXTURE for the LlamaGen fixture: skips naming the first of the
+/// files that llamagen_parity_dir() lacks.
+#define TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE(...)                                            \
+  do {                                                                                        \
+    const auto tessera_missing_ = ::tessera::testing::missing_parity_file(                    \
+        ::tessera::testing::llamagen_parity_dir(), {__VA_ARGS__});                            \
+    if (!tessera_missing_.empty()) {                                                          \
+      TESSERA_SKIP_FOR_MISSING("LlamaGen parity fixture at "                                  \
+                               << tessera_missing_ << " (set TESSERA_PARITY_LLAMAGEN_DIR)"); \
+    }                                                                                         \
+  } while (false)

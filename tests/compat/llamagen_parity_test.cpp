@@ -24,22 +24,10 @@
 namespace tessera {
 namespace {
 
-std::filesystem::path llamagen_dir() {
-  if (const char* env = std::getenv("TESSERA_PARITY_LLAMAGEN_DIR"); env != nullptr && *env) {
-    return env;
-  }
-  return testing::source_dir() / ".." / "shared" / "parity" / "llamagen-tiny";
-}
+using testing::llamagen_parity_dir;
 
-#define SKIP_WITHOUT_LLAMAGEN_FIXTURE()                                                         \
-  do {                                                                                          \
-    const auto missing_ = ::tessera::testing::missing_parity_file(                              \
-        llamagen_dir(), {"model.safetensors", "io.safetensors"});                               \
-    if (!missing_.empty()) {                                                                    \
-      TESSERA_SKIP_FOR_MISSING("LlamaGen parity fixture at "                                    \
-                               << missing_ << " (set TESSERA_PARITY_LLAMAGEN_DIR)");            \
-    }                                                                                           \
-  } while (false)
+#define SKIP_WITHOUT_LLAMAGEN_FIXTURE() \
+  TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE("model.safetensors", "io.safetensors")
 
 double relative_error(const at::Tensor& out, const at::Tensor& reference) {
   return (out.to(at::kDouble) - reference.to(at::kDouble)).norm().item<double>() /
@@ -66,7 +54,7 @@ Gpt fixture_gpt(const SafetensorsFile& model) {
 // assumed), and every tensor of the reference is used: the parameter counts are equal.
 TEST(LlamagenParity, ArchitectureComesFromTheFiles) {
   SKIP_WITHOUT_LLAMAGEN_FIXTURE();
-  const SafetensorsFile model = SafetensorsFile::open(llamagen_dir() / "model.safetensors");
+  const SafetensorsFile model = SafetensorsFile::open(llamagen_parity_dir() / "model.safetensors");
   const LlamagenArchitecture a = llamagen_architecture_from_metadata(model.metadata());
   EXPECT_EQ(model.info("tok_embeddings.weight").shape,
             (std::vector<int64_t>{a.vocab_size, a.width}));
@@ -89,8 +77,8 @@ TEST(LlamagenParity, ArchitectureComesFromTheFiles) {
 // L - 1 codes under the causal mask; row i predicts code i.
 TEST(LlamagenParity, TeacherForcedLogitsMatchTheReference) {
   SKIP_WITHOUT_LLAMAGEN_FIXTURE();
-  const SafetensorsFile model = SafetensorsFile::open(llamagen_dir() / "model.safetensors");
-  const SafetensorsFile io = SafetensorsFile::open(llamagen_dir() / "io.safetensors");
+  const SafetensorsFile model = SafetensorsFile::open(llamagen_parity_dir() / "model.safetensors");
+  const SafetensorsFile io = SafetensorsFile::open(llamagen_parity_dir() / "io.safetensors");
   Gpt gpt = fixture_gpt(model);
   at::NoGradGuard no_grad;
   const at::Tensor codes = io.tensor("codes").to(at::kLong);
@@ -111,7 +99,7 @@ TEST(LlamagenParity, TeacherForcedLogitsMatchTheReference) {
 // A state dict that does not fit changes nothing and names the key.
 TEST(LlamagenParity, AWrongStateDictIsAnErrorNamingTheKey) {
   SKIP_WITHOUT_LLAMAGEN_FIXTURE();
-  const SafetensorsFile model = SafetensorsFile::open(llamagen_dir() / "model.safetensors");
+  const SafetensorsFile model = SafetensorsFile::open(llamagen_parity_dir() / "model.safetensors");
   const LlamagenArchitecture a = llamagen_architecture_from_metadata(model.metadata());
   Backbone backbone(llamagen_backbone_config(a), 0);
   DiscreteHead head(llamagen_head_config(a), 0);

@@ -49,6 +49,9 @@ class VqVae final : public Tokenizer {
   const VqVaeConfig& vq_vae_config() const { return config_; }  ///< Its configuration.
   /// quant_conv(encoder(images)): the latents before quantisation, [B, code_dim, h, w].
   at::Tensor encode_latent(const at::Tensor& images);
+  /// decoder(post_quant_conv(codes)) for code vectors [B, code_dim, h, w], not clamped (decode()
+  /// clamps to the image range): LlamaGen's VQModel.decode, for comparing with a reference.
+  at::Tensor decode_latent(const at::Tensor& codes);
   at::Tensor codebook() const;  ///< [V, code_dim], unit rows when L2-normalised
   at::Tensor code_hits_ema() const;  ///< The quantiser's hit counts (VectorQuantizer).
 
