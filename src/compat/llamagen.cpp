@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "compat/reference_metadata.h"
 #include "tessera/core/error.h"
+#include "tessera/schedule/raster_schedule.h"
 
 namespace tessera {
 
@@ -105,6 +107,99 @@ DiscreteHeadConfig llamagen_head_config(const LlamagenArchitecture& a) {
   c.bias = false;
   c.validate();
   return c;
+}
+
+GenerationOptions llamagen_default_sampling(int64_t vocab_size) {
+  GenerationOptions options;
+  options.guidance = Guidance::constant(4.0);
+  options.head.temperature = 1.0;
+  options.head.discrete.top_k = std::min<int64_t>(2000, vocab_size);
+  options.head.discrete.top_p = 1.0;
+  return options;
+}
+
+GenerationOptions llamagen_sampling_from_metadata(
+    const std::map<std::string, std::string>& metadata, GenerationOptions defaults) {
+  using compat_detail::metadata_number;
+  constexpr std::string_view source = "LlamaGen sampling metadata";
+  if (metadata.contains("cfg_scale") || metadata.contains("cfg_interval")) {
+    const double scale = metadata.contains("cfg_scale")
+                             ? metadata_number(metadata, "cfg_scale", source)
+                             : defaults.guidance.scale;
+    const int64_t interval =
+        compat_detail::metadata_integer_or(metadata, "cfg_interval", -1, source);
+    TESSERA_CHECK(interval >= -1, "{}: cfg_interval is {}; LlamaGen takes -1 or a step >= 0",
+                  source, interval);
+    // generate(): no unconditional half unless cfg_scale > 1; cfg_interval k guides the prefill
+    // token and decode steps 0..k, i.e. the first k + 2 tokens.
+    defaults.guidance = scale <= 1.0     ? Guidance::none()
+                        : interval == -1 ? Guidance::constant(scale)
+                                         : Guidance::cutoff(scale, interval + 2);
+  }
+  if (metadata.contains("temperature")) {
+    defaults.head.temperature = metadata_number(metadata, "temperature", source);
+  }
+  if (metadata.contains("top_k")) {
+    defaults.head.discrete.top_k = compat_detail::metadata_integer(metadata, "top_k", source);
+  }
+  if (metadata.contains("top_p")) {
+    defaults.head.discrete.top_p = metadata_number(metadata, "top_p", source);
+  }
+  defaults.head.validate();
+  return defaults;
+}
+
+GeneratorPreset llamagen_generator_preset(const LlamagenArchitecture& a,
+                                          const VqVaeConfig& tokenizer) {
+  GeneratorPreset p;
+  p.family = PresetFamily::llamagen;
+  p.tokenizer.kind = TokenizerKind::vq_vae;
+  p.tokenizer.vq_vae = tokenizer;
+  GeneratorConfig& g = p.generator;
+  g.backbone = llamagen_backbone_config(a);
+  g.head.kind = HeadKind::discrete;
+  g.head.discrete = llamagen_head_config(a);
+  g.schedule.kind = ScheduleKind::raster;
+  g.schedule.raster = RasterScheduleConfig{};
+  g.sampling = llamagen_default_sampling(a.vocab_size);
+  g.image_size = a.grid * tokenizer.autoencoder.downsampling_factor();
+  g.image_channels = tokenizer.autoencoder.image_channels;
+  return p;
+}
+
+LlamagenArchitecture llamagen_published_architecture(const std::string& size, int64_t grid) {
+  struct Size {
+    const char* name;
+    int64_t width, depth, heads;
+  };
+  // FoundationVision/LlamaGen autoregressive/models/gpt.py: GPT_B ... GPT_3B.
+  constexpr Size kSizes[] = {{"b", 768, 12, 12},
+                             {"l", 1024, 24, 16},
+                             {"xl", 1280, 36, 20},
+                             {"xxl", 1536, 48, 24},
+                             {"3b", 3200, 24, 32}};
+  for (const Size& s : kSizes) {
+    if (size != s.name) continue;
+    LlamagenArchitecture a;
+    a.width = s.width;
+    a.depth = s.depth;
+    a.heads = s.heads;
+    a.vocab_size = 16384;
+    a.num_classes = 1000;
+    a.grid = grid;
+    a.ffn_hidden = llamagen_ffn_hidden(s.width, 256);
+    return a;
+  }
+  TESSERA_FAIL("unknown LlamaGen size '{}'; the sizes are b, l, xl, xxl, 3b", size);
+}
+
+void load_llamagen_transformer(Generator& generator,
+                               const std::map<std::string, at::Tensor>& state_dict) {
+  auto* head = dynamic_cast<DiscreteHead*>(&generator.head());
+  TESSERA_CHECK(head != nullptr && generator.config().schedule.kind == ScheduleKind::raster,
+                "LlamaGen transformer: the generator is not a LlamaGen one (raster schedule, "
+                "discrete head); build it from a llamagen preset");
+  load_llamagen_transformer(generator.backbone(), *head, state_dict);
 }
 
 void load_llamagen_transformer(Backbone& backbone, DiscreteHead& head,

@@ -77,6 +77,31 @@ std::string with_projection(std::string q_key, const char* projection) {
 
 }  // namespace
 
+VqVaeConfig llamagen_vq_preset_config(int64_t codebook_size, int64_t code_dim, int64_t levels) {
+  TESSERA_CHECK(levels == 4 || levels == 5,
+                "LlamaGen VQ: VQ_8 has 4 levels and VQ_16 5, got {}", levels);
+  VqVaeConfig config;
+  ConvAutoencoderConfig& ae = config.autoencoder;
+  ae.image_channels = 3;
+  ae.base_channels = 128;
+  ae.channel_multipliers = levels == 5 ? std::vector<int64_t>{1, 1, 2, 2, 4}
+                                       : std::vector<int64_t>{1, 2, 2, 4};
+  ae.res_blocks_per_level = 2;
+  ae.lowest_level_attention = true;
+  ae.middle_attention = true;
+  ae.latent_channels = 256;
+  ae.norm_groups = 32;
+  ae.norm_eps = 1e-6;
+  ae.dropout = 0.0;
+  config.quantizer.codebook_size = codebook_size;
+  config.quantizer.code_dim = code_dim;
+  config.quantizer.commitment_weight = 0.25;
+  config.quantizer.l2_normalized_codes = true;
+  config.quant_conv_kernel_size = 1;
+  config.validate();
+  return config;
+}
+
 VqVaeConfig llamagen_vq_config(const std::map<std::string, at::Tensor>& sd,
                                const std::map<std::string, std::string>& metadata) {
   VqVaeConfig config;

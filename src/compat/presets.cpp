@@ -20,6 +20,8 @@
 #include "tessera/head/head.h"
 #include "tessera/nn/backbone.h"
 #include "tessera/schedule/hmar_schedule.h"
+#include "tessera/compat/llamagen.h"
+#include "tessera/compat/llamagen_vq.h"
 #include "tessera/compat/var_vae.h"
 #include "tessera/tokenizer/multiscale_vq_vae.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
@@ -68,6 +70,28 @@ constexpr HmarSize kHmarSizes[] = {{16, 1.7, 1000, 467'691'904},
                                    {20, 1.9, 950, 845'517'872},
                                    {24, 2.1, 900, 1'384'328'960},
                                    {30, 1.7, 1000, 2'556'324'212}};
+
+// LlamaGen's c2i models (gpt.py GPT_B ... GPT_3B) with the parameter counts of the reference
+// modules (FoundationVision/LlamaGen at ce98ec4, vocab 16384, 1000 classes, one class token; the
+// same at 256 and 384 px, since the rotary table is not a parameter). The paper publishes 111M,
+// 343M, 775M, 1.4B and 3.1B.
+struct LlamagenSize {
+  const char* size;
+  const char* reference_name;
+  int64_t reference_parameters;
+};
+constexpr LlamagenSize kLlamagenSizes[] = {{"b", "GPT-B", 110'888'448},
+                                           {"l", "GPT-L", 342'910'976},
+                                           {"xl", "GPT-XL", 774'699'520},
+                                           {"xxl", "GPT-XXL", 1'410'972'672},
+                                           {"3b", "GPT-3B", 3'096'659'200}};
+// The token grids of LlamaGen's two resolutions with VQ-16: 256 px and 384 px.
+constexpr int64_t kLlamagenGrids[] = {16, 24};
+
+std::string llamagen_preset_name(const LlamagenSize& size, int64_t grid) {
+  return grid == 16 ? fmt::format("llamagen-{}", size.size)
+                    : fmt::format("llamagen-{}-{}", size.size, grid * 16);
+}
 
 // HMAR's default mask_schedule (utils/sampling_arg_util.py) keyed by a scale's token count:
 // the 2x2 scale refines once (1 then 3), the 3x3 scale three times (1, 1, 2, 5), the others not.
@@ -189,6 +213,7 @@ GeneratorPreset hmar_generator_preset(const VarArchitecture& a, int64_t tail_blo
                 "HMAR preset: the tails must have 1..depth = {} blocks, got {}", a.depth,
                 tail_blocks);
   GeneratorPreset p = var_generator_preset(a);
+  p.family = PresetFamily::hmar;
   GeneratorConfig& g = p.generator;
   g.backbone.input_channels = a.vae_channels + 1;  // the mask indicator: mask_embed's column
   g.backbone.branch_blocks = tail_blocks;
@@ -207,6 +232,9 @@ std::vector<std::string> generator_preset_names() {
   std::vector<std::string> names;
   for (const VarSize& size : kVarSizes) names.push_back(fmt::format("var-d{}", size.depth));
   for (const HmarSize& size : kHmarSizes) names.push_back(fmt::format("hmar-d{}", size.depth));
+  for (const int64_t grid : kLlamagenGrids) {
+    for (const LlamagenSize& size : kLlamagenSizes) names.push_back(llamagen_preset_name(size, grid));
+  }
   return names;
 }
 
@@ -237,6 +265,21 @@ GeneratorPreset generator_preset(const std::string& name) {
     p.published_parameters = size.reference_parameters;
     p.parameters_source = "reference module (NVlabs/HMAR build_vae_hmar)";
     return p;
+  }
+  for (const int64_t grid : kLlamagenGrids) {
+    for (const LlamagenSize& size : kLlamagenSizes) {
+      if (name != llamagen_preset_name(size, grid)) continue;
+      const LlamagenArchitecture a = llamagen_published_architecture(size.size, grid);
+      GeneratorPreset p = llamagen_generator_preset(a, llamagen_vq_preset_config());
+      p.name = name;
+      p.description = fmt::format(
+          "LlamaGen {} c2i (FoundationVision/LlamaGen, ImageNet {}x{}): width {}, {} heads, {} "
+          "blocks, raster order over {}x{} tokens of LlamaGen's VQ-16",
+          size.reference_name, grid * 16, grid * 16, a.width, a.heads, a.depth, grid, grid);
+      p.published_parameters = size.reference_parameters;
+      p.parameters_source = "reference module (FoundationVision/LlamaGen gpt.py, c2i)";
+      return p;
+    }
   }
   TESSERA_FAIL("unknown preset '{}'; the presets are {}", name,
                fmt::join(generator_preset_names(), ", "));
@@ -353,42 +396,90 @@ void load_hmar_transformer(Generator& generator,
   generator.refinement_head()->load_state_dict(parts.refinement_head);
 }
 
+namespace {
+
+// The transformer's tensors, by the preset family's key names.
+void load_preset_transformer(const GeneratorPreset& preset, Generator& generator,
+                             const std::map<std::string, at::Tensor>& state_dict) {
+  switch (preset.family) {
+    case PresetFamily::var:
+      load_var_transformer(generator, state_dict);
+      return;
+    case PresetFamily::hmar:
+      load_hmar_transformer(generator, state_dict);
+      return;
+    case PresetFamily::llamagen:
+      load_llamagen_transformer(generator, state_dict);
+      return;
+  }
+}
+
+// The tokenizer from the reference's state dict: VAR's VQ-VAE keeps Tessera's layout (the
+// preset's architecture, strictly); LlamaGen's VQModel is renamed and its architecture read from
+// the tensors (llamagen_vq.h).
+std::unique_ptr<Tokenizer> preset_tokenizer(const GeneratorPreset& preset,
+                                            const std::map<std::string, at::Tensor>& state_dict,
+                                            const std::map<std::string, std::string>& metadata,
+                                            uint64_t init_seed) {
+  if (preset.family == PresetFamily::llamagen) {
+    auto vq = std::make_unique<VqVae>(llamagen_vq_config(state_dict, metadata), init_seed);
+    load_llamagen_vq(*vq, state_dict);
+    return vq;
+  }
+  std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(preset.tokenizer, init_seed);
+  tokenizer->load_state_dict(state_dict);
+  return tokenizer;
+}
+
+}  // namespace
+
 Generator build_preset_generator(const GeneratorPreset& preset, const PresetWeights& weights) {
   std::shared_ptr<Tokenizer> tokenizer;
   if (weights.tokenizer.empty()) {
     tokenizer = make_tokenizer(preset.tokenizer, derive_seed(weights.init_seed, 3));
+  } else if (preset.family == PresetFamily::llamagen) {
+    tokenizer = load_llamagen_vq(weights.tokenizer);
   } else {
     tokenizer = load_var_vae(weights.tokenizer);
   }
   Generator generator(preset.generator, std::move(tokenizer), weights.init_seed);
   if (!weights.transformer.empty()) {
     const SafetensorsFile file = SafetensorsFile::open(weights.transformer);
-    if (preset.generator.refinement_head) {
-      load_hmar_transformer(generator, file.all());
-    } else {
-      load_var_transformer(generator, file.all());
-    }
+    load_preset_transformer(preset, generator, file.all());
   }
   return generator;
 }
 
 Generator preset_generator_from_state_dicts(const GeneratorPreset& preset,
                                             const PresetStateDicts& weights) {
-  std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(preset.tokenizer, derive_seed(weights.init_seed, 3));
-  if (!weights.tokenizer.empty()) tokenizer->load_state_dict(weights.tokenizer);
+  const uint64_t tokenizer_seed = derive_seed(weights.init_seed, 3);
+  std::unique_ptr<Tokenizer> tokenizer =
+      weights.tokenizer.empty()
+          ? make_tokenizer(preset.tokenizer, tokenizer_seed)
+          : preset_tokenizer(preset, weights.tokenizer, {}, tokenizer_seed);
   Generator generator(preset.generator, std::move(tokenizer), weights.init_seed);
-  if (!weights.transformer.empty()) {
-    if (preset.generator.refinement_head) {
-      load_hmar_transformer(generator, weights.transformer);
-    } else {
-      load_var_transformer(generator, weights.transformer);
-    }
-  }
+  if (!weights.transformer.empty()) load_preset_transformer(preset, generator, weights.transformer);
   return generator;
 }
 
 GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weights) {
   const SafetensorsFile file = SafetensorsFile::open(weights);
+  if (file.contains("tok_embeddings.weight")) {  // LlamaGen's GPT
+    LlamagenArchitecture architecture;
+    try {
+      architecture = llamagen_architecture_from_metadata(file.metadata());
+    } catch (const Error& e) {
+      TESSERA_FAIL("{} is a LlamaGen GPT without its architecture in __metadata__ ({}); name a "
+                   "preset (llamagen-b, ...) instead",
+                   weights.string(), e.what());
+    }
+    GeneratorPreset preset = llamagen_generator_preset(
+        architecture, llamagen_vq_preset_config(architecture.vocab_size));
+    preset.name = weights.string();
+    preset.generator.sampling =
+        llamagen_sampling_from_metadata(file.metadata(), preset.generator.sampling);
+    return preset;
+  }
   VarArchitecture architecture;
   try {
     architecture = var_architecture_from_metadata(file.metadata());

@@ -1,5 +1,7 @@
 #include "tessera/core/rng.h"
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/DistributionsHelper.h>
@@ -48,11 +50,41 @@ SampleRngs::SampleRngs(uint64_t seed, int64_t first_index, int64_t count)
   }
 }
 
-SampleRngs SampleRngs::shared_stream(uint64_t seed, int64_t count) {
+const char* reference_multinomial_name(ReferenceMultinomial algorithm) {
+  return algorithm == ReferenceMultinomial::inverse_cdf ? "inverse_cdf" : "exponential_race";
+}
+
+ReferenceMultinomial reference_multinomial_from_name(const std::string& name) {
+  std::string normalized = name;
+  std::replace(normalized.begin(), normalized.end(), '-', '_');
+  for (const auto algorithm :
+       {ReferenceMultinomial::inverse_cdf, ReferenceMultinomial::exponential_race}) {
+    if (normalized == reference_multinomial_name(algorithm)) return algorithm;
+  }
+  TESSERA_FAIL("unknown reference multinomial '{}'; the choices are inverse_cdf (PyTorch <= 1.13) "
+               "and exponential_race (PyTorch >= 2.0)",
+               name);
+}
+
+at::Tensor reference_multinomial(const at::Tensor& probs, at::Generator& generator,
+                                 ReferenceMultinomial algorithm) {
+  if (algorithm == ReferenceMultinomial::inverse_cdf) {
+    return cdf_search_multinomial(probs, generator);
+  }
+  TESSERA_CHECK(probs.dim() == 2 && probs.device().is_cpu(),
+                "reference_multinomial: probs must be [N, V] on the CPU, got {} on {}",
+                probs.sizes(), probs.device().str());
+  if (probs.size(0) == 0) return at::empty({0}, probs.options().dtype(at::kLong));
+  return at::multinomial(probs, 1, /*replacement=*/false, generator).squeeze(1);
+}
+
+SampleRngs SampleRngs::shared_stream(uint64_t seed, int64_t count,
+                                     ReferenceMultinomial multinomial) {
   TESSERA_CHECK(count >= 0, "SampleRngs: sample count must be >= 0, got {}", count);
   SampleRngs out;
   out.seed_ = seed;
   out.shared_ = true;
+  out.multinomial_ = multinomial;
   const at::Generator shared = make_cpu_generator(seed);
   out.generators_.assign(count, shared);  // copies share the generator's state
   return out;
@@ -68,6 +100,7 @@ SampleRngs SampleRngs::subset(const std::vector<int64_t>& rows) const {
   out.seed_ = seed_;
   out.first_index_ = first_index_;
   out.shared_ = shared_;
+  out.multinomial_ = multinomial_;
   for (int64_t row : rows) {
     TESSERA_CHECK(row >= 0 && row < size(), "SampleRngs::subset: row {} out of range [0, {})", row,
                   size());
@@ -116,7 +149,8 @@ at::Tensor SampleRngs::categorical(const at::Tensor& probs) {
   TESSERA_CHECK(p.size(1) > 0, "SampleRngs::categorical: empty vocabulary");
   if (shared_) {
     if (size() == 0) return at::empty({0}, probs.options().dtype(at::kLong));
-    return cdf_search_multinomial(probs.to(at::kCPU), generators_[0]).to(probs.device());
+    return reference_multinomial(probs.to(at::kCPU), generators_[0], multinomial_)
+        .to(probs.device());
   }
   TESSERA_CHECK((p >= 0).all().item<bool>() && at::isfinite(p).all().item<bool>(),
                 "SampleRngs::categorical: probabilities must be finite and non-negative");

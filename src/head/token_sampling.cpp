@@ -124,9 +124,9 @@ TokenDraw draw_tokens(const at::Tensor& distribution, bool gumbel_max, SampleRng
     at::Tensor gumbel = rngs.gumbel({per_sample, vocab}, distribution.device()).reshape({rows, vocab});
     out.ids = (distribution.log() + gumbel.to(distribution.scalar_type())).argmax(-1);
   } else if (rngs.shares_one_stream()) {
-    // One generator for the batch: the reference's torch.multinomial stream, row by row in the
+    // One generator for the batch: the reference's torch.multinomial over all rows, in the
     // distribution's own precision (Note [Reference seeding]).
-    out.ids = cdf_search_multinomial(distribution.to(at::kCPU), rngs.generator(0))
+    out.ids = reference_multinomial(distribution.to(at::kCPU), rngs.generator(0), rngs.multinomial())
                   .to(distribution.device());
   } else {
     // Inverse CDF in float64 with one uniform per position: the first token whose cumulative

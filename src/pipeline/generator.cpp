@@ -328,7 +328,8 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
   std::optional<AutocastGuard> autocast;
   enter_precision_autocast(autocast, backbone_.device().type());
   SampleRngs rngs = request.reference_seeding
-                        ? SampleRngs::shared_stream(request.seed, batch)
+                        ? SampleRngs::shared_stream(request.seed, batch,
+                                                    request.reference_multinomial)
                         : SampleRngs(request.seed, request.first_index, batch);
   return schedule_->sample(models(), labels, grids_, options, rngs);
 }

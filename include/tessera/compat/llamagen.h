@@ -18,10 +18,13 @@
 #include <map>
 #include <string>
 
+#include "tessera/compat/presets.h"
 #include "tessera/head/discrete_head.h"
 #include "tessera/head/head_config.h"
 #include "tessera/nn/backbone.h"
 #include "tessera/nn/backbone_config.h"
+#include "tessera/pipeline/generator.h"
+#include "tessera/tokenizer/tokenizer_config.h"
 
 namespace tessera {
 
@@ -50,11 +53,42 @@ BackboneConfig llamagen_backbone_config(const LlamagenArchitecture& architecture
 /// The head: LlamaGen's `output` Linear (no bias) over the final RMSNorm's output.
 DiscreteHeadConfig llamagen_head_config(const LlamagenArchitecture& architecture);
 
+/// LlamaGen's sampling as autoregressive/sample/sample_c2i.py runs it by default: cfg_scale 4.0
+/// (constant guidance u + (c − u)·s on every token, cfg_interval −1), temperature 1.0, top-k 2000,
+/// top-p 1.0 (top-k capped at the vocabulary).
+GenerationOptions llamagen_default_sampling(int64_t vocab_size);
+
+/// LlamaGen's sampling settings as a fixture's or converted checkpoint's metadata records them,
+/// over `defaults`: cfg_scale (≤ 1: no guidance, as generate() skips the unconditional half),
+/// cfg_interval (−1: every token; k ≥ 0: the prefill token and k + 1 more are guided, then the
+/// conditional logits alone: Guidance::cutoff(s, k + 2)), temperature, top_k (0 = off), top_p.
+/// Absent keys keep the default; a malformed one is an error naming it.
+GenerationOptions llamagen_sampling_from_metadata(
+    const std::map<std::string, std::string>& metadata, GenerationOptions defaults);
+
+/// The generator of a LlamaGen c2i model over `tokenizer` (a VQ-16 or VQ-8 configuration,
+/// llamagen_vq.h): the backbone and head above, the raster schedule with a KV cache,
+/// llamagen_default_sampling, images of grid · downsampling pixels with 3 channels. The preset's
+/// family is llamagen; its name and published size are the caller's.
+GeneratorPreset llamagen_generator_preset(const LlamagenArchitecture& architecture,
+                                          const VqVaeConfig& tokenizer);
+
+/// The architecture of a named LlamaGen c2i model (FoundationVision/LlamaGen gpt.py GPT_B, GPT_L,
+/// GPT_XL, GPT_XXL, GPT_3B: "b", "l", "xl", "xxl", "3b") over VQ-16's 16384 codes, 1000 classes,
+/// at `grid` tokens a side (16 for 256 px, 24 for 384 px). Throws tessera::Error for another
+/// size name.
+LlamagenArchitecture llamagen_published_architecture(const std::string& size, int64_t grid);
+
 /// Loads a GPT state dict under LlamaGen's key names (tok_embeddings, cls_embedding, layers.i.*,
 /// norm, output) strictly: throws tessera::Error naming missing, unexpected or misshapen keys,
 /// and changes nothing then. The rotary table LlamaGen keeps as a buffer (freqs_cis) is
 /// recomputed, not loaded.
 void load_llamagen_transformer(Backbone& backbone, DiscreteHead& head,
+                               const std::map<std::string, at::Tensor>& state_dict);
+
+/// The same into a generator built from a LlamaGen preset (its head must be discrete and
+/// linear); throws tessera::Error otherwise.
+void load_llamagen_transformer(Generator& generator,
                                const std::map<std::string, at::Tensor>& state_dict);
 
 }  // namespace tessera

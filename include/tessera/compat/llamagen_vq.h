@@ -39,6 +39,13 @@ namespace tessera {
 VqVaeConfig llamagen_vq_config(const std::map<std::string, at::Tensor>& state_dict,
                                const std::map<std::string, std::string>& metadata = {});
 
+/// LlamaGen's VQ_16 (VQ_8 with `levels` = 4) as vq_model.py's ModelArgs define it: ch 128,
+/// channel multipliers 1, 1, 2, 2, 4 (VQ_8: 1, 2, 2, 4), two ResNet blocks per level (the decoder
+/// three), z_channels 256, a codebook of `codebook_size` unit vectors of `code_dim` (the
+/// published tokenizers: 16384 × 8), β 0.25, RGB images.
+VqVaeConfig llamagen_vq_preset_config(int64_t codebook_size = 16384, int64_t code_dim = 8,
+                                      int64_t levels = 5);
+
 /// Loads a LlamaGen VQModel state dict into `vq` (built from llamagen_vq_config) by LlamaGen's
 /// key names (Note [LlamaGen's VQModel in Tessera's layout]), strictly: throws tessera::Error
 /// naming every missing, unexpected or misshapen key in LlamaGen's names, and changes nothing

@@ -29,6 +29,9 @@
 
 namespace tessera {
 
+/// Whose checkpoints a preset reads: which key names its loaders expect.
+enum class PresetFamily { var, hmar, llamagen };
+
 struct GeneratorPreset {
   std::string name;         ///< "var-d16"
   std::string description;  ///< one line, with the reference it reproduces
@@ -38,6 +41,8 @@ struct GeneratorPreset {
   /// and where that number comes from.
   int64_t published_parameters = 0;
   std::string parameters_source = "published";  ///< see published_parameters
+  /// The reference whose state dicts load into it (build_preset_generator).
+  PresetFamily family = PresetFamily::var;
 };  ///< A named generator configuration reproducing a reference model.
 
 /// The sizes that vary between VAR models; the named presets are VarArchitecture{depth, 64·depth,
@@ -137,9 +142,11 @@ void load_var_transformer(Generator& generator,
 GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weights);
 
 struct PresetWeights {
-  /// The reference's key names (VAR's or HMAR's, after the preset); empty: random (init_seed).
+  /// The reference's key names (VAR's, HMAR's or LlamaGen's, after the preset's family); empty:
+  /// random (init_seed).
   std::filesystem::path transformer{};
-  std::filesystem::path tokenizer{};  ///< VAR's VQ-VAE (its key names); empty: random weights
+  /// VAR's VQ-VAE or LlamaGen's VQModel (their key names); empty: random weights
+  std::filesystem::path tokenizer{};
   uint64_t init_seed = 0;  ///< random initialisation without a transformer file
 };  ///< Where build_preset_generator takes weights from.
 

@@ -29,16 +29,32 @@
 // for the batch that, together with draw_tokens(), makes the same draws in the same order. Later
 // PyTorch versions (2.x) draw a single multinomial sample by the exponential race (argmax of p/E,
 // E ~ Exp(1)) instead, so the same seed gives other tokens there; Tessera follows the 1.13 stream
-// because the published fixtures were made with it. The mt19937 stream itself is the same in both
-// (tests/core/rng_test.cpp checks exponential_ against the fixture).
+// for VAR because its published fixture was made with it; LlamaGen's fixture (torch 2.11) draws by
+// the exponential race, which is this libtorch's own at::multinomial. ReferenceMultinomial names
+// the two, and a shared stream draws by the one it was made with. The mt19937 stream itself is the
+// same in both (tests/core/rng_test.cpp checks exponential_ against the fixture).
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace tessera {
+
+/// How a shared stream (SampleRngs::shared_stream) draws one categorical sample per row, i.e.
+/// which PyTorch's torch.multinomial(probs, 1) it reproduces (Note [Reference seeding]).
+enum class ReferenceMultinomial {
+  inverse_cdf,       ///< PyTorch <= 1.13 on the CPU: cdf_search_multinomial (VAR's fixture)
+  exponential_race,  ///< PyTorch >= 2.0: argmax(p / E), E ~ Exp(1) over the whole [N, V] tensor
+};
+
+/// "inverse_cdf" or "exponential_race".
+const char* reference_multinomial_name(ReferenceMultinomial algorithm);
+/// The algorithm of that name (a '-' may stand for the '_'); throws tessera::Error listing the
+/// names otherwise.
+ReferenceMultinomial reference_multinomial_from_name(const std::string& name);
 
 /// SplitMix64's output for state x (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
 uint64_t splitmix64(uint64_t x);
@@ -58,8 +74,12 @@ class SampleRngs {
   /// One CPU generator seeded with `seed` itself (torch.Generator().manual_seed(seed)) for all
   /// `count` samples: every draw is one call over the whole batch, sample-major, as the reference
   /// implementations draw (Note [Reference seeding]). Sample i then depends on the batch.
-  static SampleRngs shared_stream(uint64_t seed, int64_t count);
+  static SampleRngs shared_stream(
+      uint64_t seed, int64_t count,
+      ReferenceMultinomial multinomial = ReferenceMultinomial::inverse_cdf);
   bool shares_one_stream() const { return shared_; }  ///< Whether all share one generator.
+  /// How a shared stream draws categorical samples (draw_tokens, categorical).
+  ReferenceMultinomial multinomial() const { return multinomial_; }
 
   int64_t size() const { return static_cast<int64_t>(generators_.size()); }  ///< Number of samples.
   uint64_t seed() const { return seed_; }  ///< The request's seed.
@@ -86,6 +106,7 @@ class SampleRngs {
   int64_t first_index_ = 0;
   std::vector<at::Generator> generators_;  // with a shared stream: copies of one generator
   bool shared_ = false;
+  ReferenceMultinomial multinomial_ = ReferenceMultinomial::inverse_cdf;
 };
 
 /// torch.multinomial(probs, 1, replacement=True, generator) as PyTorch <= 1.13 computes it on the
@@ -93,5 +114,11 @@ class SampleRngs {
 /// (float32 or float64, on the CPU; rows need not be normalised), rows in order. int64 [N]. Throws
 /// tessera::Error for a negative or non-finite entry or a row summing to 0.
 at::Tensor cdf_search_multinomial(const at::Tensor& probs, at::Generator& generator);
+
+/// torch.multinomial(probs, 1, generator) as the named PyTorch version draws it on the CPU, for
+/// probs [N, V] on the CPU: cdf_search_multinomial, or this libtorch's at::multinomial (one
+/// exponential_ call over the whole tensor, then argmax(probs / E) per row). int64 [N].
+at::Tensor reference_multinomial(const at::Tensor& probs, at::Generator& generator,
+                                 ReferenceMultinomial algorithm);
 
 }  // namespace tessera

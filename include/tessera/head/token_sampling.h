@@ -41,9 +41,10 @@ struct TokenDraw {
 /// One draw per row of `distribution` [N, V] (rows sample-major, N a multiple of rngs.size()).
 /// Inverse-CDF: one uniform per row; Gumbel-max: V Gumbels per row; either way sample b makes the
 /// same draws whatever the batch. Zero-probability tokens are never chosen. With a shared stream
-/// (SampleRngs::shared_stream) inverse-CDF draws are cdf_search_multinomial over all rows in order,
-/// the reference's torch.multinomial (Note [Reference seeding] in core/rng.h); like it, that
-/// can return a leading zero-probability token only when the uniform is exactly 0 (chance 2^-53).
+/// (SampleRngs::shared_stream) the draws are reference_multinomial over all rows in order, the
+/// reference's torch.multinomial as the stream's PyTorch version makes it (Note [Reference
+/// seeding] in core/rng.h); like it, the inverse CDF can return a leading zero-probability token
+/// only when the uniform is exactly 0 (chance 2^-53).
 TokenDraw draw_tokens(const at::Tensor& distribution, bool gumbel_max, SampleRngs& rngs);
 
 }  // namespace tessera

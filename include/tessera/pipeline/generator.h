@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "tessera/core/config.h"
+#include "tessera/core/rng.h"
 #include "tessera/head/head.h"
 #include "tessera/head/head_config.h"
 #include "tessera/nn/backbone.h"
@@ -85,6 +86,10 @@ struct SampleRequest {
   /// the same seed, batch and settings, but sample i then depends on the batch. Needs
   /// first_index 0 (the reference numbers nothing).
   bool reference_seeding = false;
+  /// With reference_seeding: which PyTorch's torch.multinomial the stream reproduces (VAR's
+  /// fixture: PyTorch 1.13's inverse CDF; LlamaGen's and anything run under PyTorch 2: the
+  /// exponential race).
+  ReferenceMultinomial reference_multinomial = ReferenceMultinomial::inverse_cdf;
   /// Overrides config().sampling when set; its `schedule` member, when not empty, overrides the
   /// schedule's sampling defaults (sampling_request.h makes one from a JSON patch).
   std::optional<GenerationOptions> options{};
