@@ -10,14 +10,13 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/reference_key_list.h"
 #include "common/source_paths.h"
 #include "tessera/compat/presets.h"
 #include "tessera/core/error.h"
@@ -60,31 +59,8 @@ TEST(HmarPresets, SizesAreTheReferenceModules) {
   EXPECT_EQ(generator_preset("hmar-d24").generator.sampling.head.discrete.top_k, 900);
 }
 
-// tests/compat/data/hmar_d16_state_dict.txt: "key (d0, d1, ...) torch.dtype" per line.
-std::map<std::string, at::Tensor> reference_hmar_d16_state_dict() {
-  std::ifstream in(tessera::testing::source_dir() / "tests" / "compat" / "data" /
-                   "hmar_d16_state_dict.txt");
-  EXPECT_TRUE(in.good());
-  std::map<std::string, at::Tensor> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const size_t open = line.find('('), close = line.find(')');
-    const std::string key = line.substr(0, open - 1);
-    std::vector<int64_t> shape;
-    std::stringstream dims(line.substr(open + 1, close - open - 1));
-    std::string dim;
-    while (std::getline(dims, dim, ',')) {
-      if (dim.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(dim));
-    }
-    const bool integer = line.find("int64") != std::string::npos;
-    out[key] = at::zeros(shape, integer ? at::kLong : at::kFloat);
-  }
-  return out;
-}
-
 TEST(HmarPresets, ReferenceKeysMapOntoThePresetsPartsExactly) {
-  const std::map<std::string, at::Tensor> reference = reference_hmar_d16_state_dict();
+  const std::map<std::string, at::Tensor> reference = testing::reference_key_list("hmar_d16_state_dict.txt");
   ASSERT_EQ(reference.size(), 329u);
   const GeneratorPreset p = generator_preset("hmar-d16");
   const HmarStateDicts parts = hmar_state_dicts(reference, 16 - 8);
