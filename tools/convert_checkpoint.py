@@ -7,7 +7,9 @@
 
 Key names are kept exactly (Tessera's parts carry the reference names, docs/compat.md). The
 checkpoint is read with torch.load(weights_only=True): a pickle that needs anything beyond tensors
-and plain containers is refused instead of executed. Wrappers are unwrapped: a dict under one of
+and plain containers is refused instead of executed. The one class allowed besides is
+argparse.Namespace, a plain attribute holder that LlamaGen's and MAR's training scripts save their
+arguments in (`"args": args`). Wrappers are unwrapped: a dict under one of
 `model_ema`, `ema`, `model`, `state_dict`, `module` (or VAR's trainer state `trainer.var_wo_ddp`),
 and DistributedDataParallel's `module.` key prefix. When several wrappers hold state dicts, name
 one with --key (a dotted path). Anything else that is not a tensor is an error naming its key.
@@ -165,7 +167,8 @@ def convert(source: str, destination: str, key: str | None, extra: dict[str, str
     if not os.path.isfile(source):
         raise ConversionError(f"{source}: no such file")
     try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... by version
         raise ConversionError(
             f"{source}: torch.load(weights_only=True) refused it ({type(e).__name__}: "

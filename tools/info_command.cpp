@@ -23,7 +23,7 @@ void run_info_preset(const std::string& name) {
   const int64_t backbone = g.backbone.parameter_count();
   const int64_t total = transformer_parameter_count(g);
   std::printf("%s: %s\n", preset.name.c_str(), preset.description.c_str());
-  std::printf("  backbone: %lld blocks%s, width %lld, %lld heads, %lld positions (patch_nums %s)\n",
+  std::printf("  backbone: %lld blocks%s, width %lld, %lld heads, %lld positions (segments %s)\n",
               static_cast<long long>(g.backbone.depth),
               g.backbone.branch_blocks > 0
                   ? fmt::format(" + {} branch blocks", g.backbone.branch_blocks).c_str()
@@ -47,6 +47,18 @@ void run_info_preset(const std::string& name) {
                 static_cast<long long>(vq.quantizer.phi_count),
                 static_cast<long long>(g.image_size), static_cast<long long>(g.image_size));
   }
+  if (preset.tokenizer.vq_vae) {
+    const VqVaeConfig& vq = *preset.tokenizer.vq_vae;
+    std::printf("  tokenizer: VQ-VAE, ch %lld, channel multipliers %s, z %lld, codebook %lld x "
+                "%lld%s, images %lldx%lld\n",
+                static_cast<long long>(vq.autoencoder.base_channels),
+                fmt::format("{}", fmt::join(vq.autoencoder.channel_multipliers, ",")).c_str(),
+                static_cast<long long>(vq.autoencoder.latent_channels),
+                static_cast<long long>(vq.quantizer.codebook_size),
+                static_cast<long long>(vq.quantizer.code_dim),
+                vq.quantizer.l2_normalized_codes ? " (l2-normalised)" : "",
+                static_cast<long long>(g.image_size), static_cast<long long>(g.image_size));
+  }
 }
 
 }  // namespace
@@ -56,7 +68,8 @@ void setup_info(CLI::App& app, const CommandContext& context) {
       "info", "print the build configuration, or a preset's architecture and parameter counts");
   auto preset = std::make_shared<std::string>();
   info->add_option("--preset", *preset,
-                   "a preset name (var-d16 … var-d30, hmar-d16 … hmar-d30): its architecture and "
+                   "a preset name (var-d16 … var-d30, hmar-d16 … hmar-d30, llamagen-b … "
+                   "llamagen-3b, llamagen-b-384 … llamagen-3b-384): its architecture and "
                    "parameter counts, computed from the config");
   info->callback([preset, heap = context.heap] {
     if (!preset->empty()) {

@@ -30,13 +30,14 @@ struct SampleOptions {
   std::string model;   // a generator file, or
   std::string config;  // a `tessera train` config: its generator with freshly initialised weights
   std::string preset;   // a preset (generator_preset), with or without weights
-  std::string weights;  // reference transformer weights (VAR's key names)
-  std::string vae;      // reference VQ-VAE weights (VAR's key names)
+  std::string weights;  // reference transformer weights (the preset family's key names)
+  std::string vae;      // reference tokenizer weights (the preset family's key names)
   std::string out = "out/samples.png";
   int64_t per_class = 10;  // grid: per_class samples of each class
   std::vector<int64_t> classes;  // grid rows; empty: every class
   uint64_t seed = 0;
   bool reference_seeding = false;  // SampleRequest::reference_seeding
+  std::string reference_multinomial = "inverse_cdf";  // SampleRequest::reference_multinomial
   std::string save_tokens;  // safetensors file for the token ids / vectors ("" = none)
   std::string sampling;     // JSON merge patch over the generator's sampling defaults ("" = none)
   int64_t threads = 0;
@@ -76,7 +77,7 @@ Generator preset_generator_to_sample(const SampleOptions& options) {
                 preset.name.c_str());
   }
   if (options.vae.empty()) {
-    std::printf("%s: random VQ-VAE weights (no --vae)\n", preset.name.c_str());
+    std::printf("%s: random tokenizer weights (no --vae)\n", preset.name.c_str());
   }
   return build_preset_generator(preset, {.transformer = options.weights, .tokenizer = options.vae});
 }
@@ -134,7 +135,10 @@ void run_measured_sample(const SampleOptions& options, Generator& generator,
       generator, {.per_class = options.per_class, .classes = options.classes});
   const SamplingMeasurement m = measure_sampling(
       generator, labels,
-      {.seed = options.seed, .reference_seeding = options.reference_seeding, .options = sampling},
+      {.seed = options.seed,
+       .reference_seeding = options.reference_seeding,
+       .reference_multinomial = reference_multinomial_from_name(options.reference_multinomial),
+       .options = sampling},
       {.warmup = options.warmup, .repeat = options.repeat});
   const int64_t upscale = generator.config().image_size < 128 ? 2 : 1;
   write_image_grid(options.out, m.images,
@@ -173,6 +177,9 @@ void run_sample(const SampleOptions& options) {
                                                             .seed = options.seed,
                                                             .reference_seeding =
                                                                 options.reference_seeding,
+                                                            .reference_multinomial =
+                                                                reference_multinomial_from_name(
+                                                                    options.reference_multinomial),
                                                             .options = sampling});
   // Small images (Fashion-MNIST's 32 pixels) are shown twice as large.
   const int64_t upscale = generator.config().image_size < 128 ? 2 : 1;
@@ -212,19 +219,21 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
   model->excludes(config);
   auto* preset = sample->add_option(
       "--preset", options->preset,
-      "instead of --model: a preset (var-d16 … var-d30, hmar-d16 … hmar-d30) with --weights and --vae, "
-      "or random weights without them (for speed and memory measurements)");
+      "instead of --model: a preset (var-d16 … var-d30, hmar-d16 … hmar-d30, llamagen-b … "
+      "llamagen-3b, llamagen-b-384 … llamagen-3b-384) with --weights "
+      "and --vae, or random weights without them (for speed and memory measurements)");
   preset->excludes(model)->excludes(config);
   auto* weights =
       sample->add_option("--weights", options->weights,
-                         "the transformer's reference checkpoint (VAR's or HMAR's key names, converted by "
+                         "the transformer's reference checkpoint (VAR's, HMAR's or LlamaGen's key names, converted by "
                          "tools/convert_checkpoint.py); without --preset its __metadata__ must "
                          "describe the architecture (docs/compat.md)")
           ->check(CLI::ExistingFile);
   weights->excludes(model)->excludes(config);
   sample->add_option("--vae", options->vae,
-                     "with --preset or --weights: VAR's VQ-VAE checkpoint (vae_ch160v4096z32, "
-                     "converted); random weights without it")
+                     "with --preset or --weights: the reference's tokenizer checkpoint (VAR's "
+                     "vae_ch160v4096z32 or LlamaGen's vq_ds16_c2i, converted); random weights "
+                     "without it")
       ->check(CLI::ExistingFile)
       ->excludes(model)
       ->excludes(config);
@@ -233,9 +242,15 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
                      "required for generators with more than 16 classes)")
       ->delimiter(',');
   sample->add_flag("--reference-seeding", options->reference_seeding,
-                   "draw as VAR's sampler does: one generator seeded with --seed for the whole "
-                   "grid, torch 1.13's multinomial (docs/compat.md); default: one stream per "
-                   "sample");
+                   "draw as the reference samplers do: one generator seeded with --seed for "
+                   "the whole grid, torch.multinomial as --reference-multinomial says "
+                   "(docs/compat.md); default: one stream per sample");
+  sample
+      ->add_option("--reference-multinomial", options->reference_multinomial,
+                   "with --reference-seeding: inverse_cdf (PyTorch <= 1.13, VAR's fixture) or "
+                   "exponential_race (PyTorch >= 2.0, LlamaGen's fixture and today's references)")
+      ->check(CLI::IsMember({"inverse_cdf", "exponential_race", "inverse-cdf", "exponential-race"}))
+      ->capture_default_str();
   sample->add_option("--out", options->out, "PNG grid to write")->capture_default_str();
   sample->add_option("--per-class", options->per_class, "samples per class (grid columns)")
       ->capture_default_str();

@@ -22,7 +22,9 @@ namespace {
 BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_t count,
                           int64_t batch_size, uint64_t seed,
                           const std::optional<GenerationOptions>& options,
-                          bool reference_seeding = false) {
+                          bool reference_seeding = false,
+                          ReferenceMultinomial reference_multinomial =
+                              ReferenceMultinomial::inverse_cdf) {
   TESSERA_CHECK(count >= 1, "sampling: count must be >= 1, got {}", count);
   TESSERA_CHECK(batch_size >= 1, "sampling: batch_size must be >= 1, got {}", batch_size);
   BulkSamples out;
@@ -35,6 +37,7 @@ BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_
     SampleRequest request{.seed = seed,
                           .first_index = begin,
                           .reference_seeding = reference_seeding,
+                          .reference_multinomial = reference_multinomial,
                           .options = options};
     const at::Tensor batch_labels = labels.defined() ? labels.slice(0, begin, end) : at::Tensor();
     const Tokens tokens = generator.sample_tokens(batch_labels, request, end - begin);
@@ -92,7 +95,8 @@ at::Tensor class_row_labels(const Generator& generator, const ClassRowsRequest& 
 BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request) {
   const at::Tensor labels = class_row_labels(generator, request);
   return sample_labels(generator, labels, labels.size(0), labels.size(0), request.seed,
-                       request.options, request.reference_seeding);
+                       request.options, request.reference_seeding,
+                       request.reference_multinomial);
 }
 
 GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& samples,

@@ -5,13 +5,16 @@ equal the originals bit for bit, and that `tessera convert` reads; bad input get
 With the VAR parity fixture (../shared/parity/var-tiny or $TESSERA_PARITY_DIR, any size), the
 user's whole path: the reference transformer saved as a .pth, converted with its architecture as
 metadata, and `tessera sample --weights … --vae … --reference-seeding` gives the reference's sampled
-tokens. Without the fixture the other checks run and the script exits 77 (skipped), or 1 under
+tokens; the same for LlamaGen's GPT and VQ checkpoints with the LlamaGen fixture
+(../shared/parity/llamagen-tiny or $TESSERA_PARITY_LLAMAGEN_DIR), saved as its training scripts
+save them (an argparse.Namespace beside the weights). Without a fixture the other checks run and the script exits 77 (skipped), or 1 under
 TESSERA_REQUIRE_ALL; any failed check exits 1.
 
 Run by ctest (label compat) with the project venv's python:
     python tests/compat/convert_checkpoint_test.py <repo root> <tessera binary>
 """
 
+import argparse
 import json
 import os
 import pickle
@@ -203,13 +206,59 @@ with tempfile.TemporaryDirectory() as tmp:
                           f"tessera sample: scale {s} differs from the reference")
             check(os.path.getsize(path("var_fixture.png")) > 0, "no grid written")
 
+    # LlamaGen's checkpoints as its training scripts save them ({"model": ..., "args": Namespace,
+    # "steps": ...}) for the GPT and the VQ tokenizer: converted, then sampled with reference
+    # seeding by the exponential race (torch 2.x), the fixture's sampled tokens.
+    llamagen = os.environ.get("TESSERA_PARITY_LLAMAGEN_DIR") or os.path.join(
+        ROOT, "..", "shared", "parity", "llamagen-tiny")
+    if all(os.path.exists(os.path.join(llamagen, n))
+           for n in ("model.safetensors", "tokenizer.safetensors", "io.safetensors")):
+        gpt, gpt_meta = read_safetensors(os.path.join(llamagen, "model.safetensors"))
+        vq, _ = read_safetensors(os.path.join(llamagen, "tokenizer.safetensors"))
+        io, io_meta = read_safetensors(os.path.join(llamagen, "io.safetensors"))
+        args = argparse.Namespace(gpt_model="GPT-tiny", ema=False)
+        torch.save({"model": gpt, "optimizer": {}, "steps": 10, "args": args}, path("gpt.pt"))
+        torch.save({"model": vq, "steps": 10, "args": args}, path("vq.pt"))
+        pairs = [f"{k}={v}" for k, v in gpt_meta.items()
+                 if k.startswith("gpt.") or k in ("grid_size", "cfg_scale", "cfg_interval",
+                                                   "temperature", "top_k", "top_p")]
+        r = run(path("gpt.pt"), path("gpt.safetensors"), "--metadata", *pairs)
+        check(r.returncode == 0 and "from 'model'" in r.stdout, f"LlamaGen GPT: {r.stderr}")
+        r = run(path("vq.pt"), path("vq.safetensors"))
+        check(r.returncode == 0, f"LlamaGen VQ: {r.stderr}")
+        labels = ",".join(str(int(v)) for v in io["label"].tolist())
+        r = subprocess.run([TESSERA, "sample", "--weights", path("gpt.safetensors"),
+                            "--vae", path("vq.safetensors"), "--classes", labels,
+                            "--per-class", "1", "--seed", io_meta["sample_seed"],
+                            "--reference-seeding", "--reference-multinomial", "exponential_race",
+                            "--out", path("llamagen.png"),
+                            "--save-tokens", path("llamagen_tokens.safetensors")],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"tessera sample, LlamaGen: {r.stdout}{r.stderr}")
+        if r.returncode == 0:
+            tokens, _ = read_safetensors(path("llamagen_tokens.safetensors"))
+            check(torch.equal(tokens["scale_0"].long(), io["sampled_tokens"].long()),
+                  "tessera sample: LlamaGen's tokens differ from the reference's")
+        # The VQ file's truncated state dict: the error names the missing key in LlamaGen's names.
+        del vq["decoder.conv_out.weight"]
+        torch.save({"model": vq}, path("vq_truncated.pt"))
+        run(path("vq_truncated.pt"), path("vq_truncated.safetensors"))
+        r = subprocess.run([TESSERA, "sample", "--weights", path("gpt.safetensors"),
+                            "--vae", path("vq_truncated.safetensors"), "--classes", labels,
+                            "--out", path("x.png")], capture_output=True, text=True)
+        check(r.returncode != 0 and "decoder.conv_out.weight" in r.stderr,
+              f"truncated LlamaGen VQ: {r.stderr}")
+    elif missing_fixture is None:
+        missing_fixture = llamagen
+
 print("convert_checkpoint: %d failure(s)" % len(failures))
 if failures:
     sys.exit(1)
 if missing_fixture is not None:
     # A missing prerequisite is a skip (ctest: SKIP_RETURN_CODE 77), or a failure where every
     # reference check must run (TESSERA_REQUIRE_ALL, as CI sets it).
-    what = f"VAR parity fixture at {missing_fixture} (set TESSERA_PARITY_DIR)"
+    what = (f"parity fixture at {missing_fixture} (set TESSERA_PARITY_DIR and "
+            "TESSERA_PARITY_LLAMAGEN_DIR)")
     if os.environ.get("TESSERA_REQUIRE_ALL", "") not in ("", "0"):
         print(f"FAILED: missing prerequisite: {what} (TESSERA_REQUIRE_ALL is set: the end-to-end "
               "sampling check must run)")

@@ -48,6 +48,8 @@ struct ClassRowsRequest {
   uint64_t seed = 0;  ///< the request's seed
   /// SampleRequest::reference_seeding (the whole grid is one batch either way).
   bool reference_seeding = false;
+  /// SampleRequest::reference_multinomial.
+  ReferenceMultinomial reference_multinomial = ReferenceMultinomial::inverse_cdf;
   std::optional<GenerationOptions> options{};  ///< the generator's defaults when unset
 };  ///< What sample_class_rows draws.
 
