@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "boundary.h"
+#include "tessera/compat/llamagen.h"
+#include "tessera/compat/llamagen_vq.h"
 #include "tessera/compat/presets.h"
 #include "tessera/compat/preset_state_dicts.h"
 #include "tessera/core/config.h"
@@ -70,6 +72,7 @@ struct GeneratorHolder final : torch::CustomClassHolder {
   std::tuple<at::Tensor, std::vector<at::Tensor>> sample(const std::optional<at::Tensor>& labels,
                                                          int64_t seed, int64_t first_index,
                                                          bool reference_seeding,
+                                                         const std::string& reference_multinomial,
                                                          const std::string& sampling,
                                                          int64_t count) {
     return at_python_boundary([&] {
@@ -81,6 +84,8 @@ struct GeneratorHolder final : torch::CustomClassHolder {
       const SampleRequest request{.seed = static_cast<uint64_t>(seed),
                                   .first_index = first_index,
                                   .reference_seeding = reference_seeding,
+                                  .reference_multinomial =
+                                      reference_multinomial_from_name(reference_multinomial),
                                   .options = options};
       const Tokens tokens = generator.sample_tokens(label_tensor, request, count);
       const at::Tensor images = generator.decode(tokens);
@@ -164,19 +169,27 @@ c10::intrusive_ptr<GeneratorHolder> load_generator(const std::string& path) {
       [&] { return c10::make_intrusive<GeneratorHolder>(Generator::load(path)); });
 }
 
-// VAR's (or, with HMAR's mask token, HMAR's) preset for architecture metadata, with the sampling
-// defaults the metadata records.
+// LlamaGen's preset for its metadata keys (gpt.dim, ...), else VAR's (or, with HMAR's mask token,
+// HMAR's), with the sampling defaults the metadata records.
 GeneratorPreset preset_from_architecture(const std::map<std::string, std::string>& metadata,
                                          bool hmar) {
+  if (metadata.contains("gpt.dim")) {
+    const LlamagenArchitecture a = llamagen_architecture_from_metadata(metadata);
+    GeneratorPreset preset = llamagen_generator_preset(a, llamagen_vq_preset_config(a.vocab_size));
+    preset.generator.sampling =
+        llamagen_sampling_from_metadata(metadata, preset.generator.sampling);
+    return preset;
+  }
   const VarArchitecture a = var_architecture_from_metadata(metadata);
   GeneratorPreset preset = hmar ? hmar_generator_preset(a) : var_generator_preset(a);
   preset.generator.sampling = var_sampling_from_metadata(metadata, preset.generator.sampling);
   return preset;
 }
 
-// A published architecture: by preset name, or from VAR's architecture metadata (the keys
+// A published architecture: by preset name, or from architecture metadata (VAR's keys, which
 // `tessera convert` and tools/convert_checkpoint.py record: depth, width, heads, patch_nums, ...;
-// HMAR when the transformer has HMAR's mask token), with the reference's state dicts.
+// HMAR when the transformer has HMAR's mask token; LlamaGen's gpt.* keys), with the reference's
+// state dicts.
 c10::intrusive_ptr<GeneratorHolder> load_preset(
     const std::string& name, const c10::Dict<std::string, std::string>& architecture,
     const c10::Dict<std::string, at::Tensor>& transformer,

@@ -86,6 +86,7 @@ class Generator:
         count: int = 0,
         first_index: int = 0,
         reference_seeding: bool = False,
+        reference_multinomial: str = "inverse_cdf",
         return_tokens: bool = False,
         **sampling: Mapping[str, Any],
     ) -> Union[torch.Tensor, tuple[torch.Tensor, list[torch.Tensor]]]:
@@ -94,8 +95,11 @@ class Generator:
         ``labels``: int64 class labels [B] (None for an unconditional generator, which then
         samples ``count`` images). ``seed``: sample i of the request draws from its own stream
         derived from (seed, first_index + i), so a request split into batches gives the same
-        images as one batch. ``reference_seeding``: one stream for the batch, drawn as VAR's
-        reference sampler draws it (bit-compatible tokens with VAR for the same seed and batch).
+        images as one batch. ``reference_seeding``: one stream for the batch, drawn as the
+        reference samplers draw it (bit-compatible tokens with VAR or LlamaGen for the same seed
+        and batch), with torch.multinomial as ``reference_multinomial`` names it:
+        ``"inverse_cdf"`` (PyTorch <= 1.13, VAR's fixture) or ``"exponential_race"`` (PyTorch 2,
+        LlamaGen's fixture and a reference run today).
         ``sampling``: the sections of ``tessera sample --sampling``, e.g.
         ``guidance={"scale": 4}, head={"temperature": 0.9, "top_k": 600}, schedule={"steps": 8}``,
         patched over the generator's defaults. ``return_tokens``: also return the tokens, one
@@ -106,7 +110,7 @@ class Generator:
             raise Error(
                 f"Generator.sample: unknown option(s) {unknown}; the sampling sections are "
                 f"{list(_SAMPLING_SECTIONS)} (as in tessera sample --sampling), plus seed, count, "
-                "first_index, reference_seeding and return_tokens"
+                "first_index, reference_seeding, reference_multinomial and return_tokens"
             )
         if labels is not None and not isinstance(labels, torch.Tensor):
             labels = torch.as_tensor(list(labels), dtype=torch.int64)
@@ -117,7 +121,8 @@ class Generator:
         patch = json.dumps(sampling) if sampling else ""
         with translated_errors():
             images, tokens = self._handle.sample(
-                labels, int(seed), int(first_index), bool(reference_seeding), patch, int(count)
+                labels, int(seed), int(first_index), bool(reference_seeding),
+                str(reference_multinomial), patch, int(count)
             )
         return (images, list(tokens)) if return_tokens else images
 
@@ -201,16 +206,21 @@ def load_preset(
     vae: Optional[Mapping[str, torch.Tensor]] = None,
     seed: int = 0,
 ) -> Generator:
-    """A published VAR / HMAR architecture with the reference's weights, straight from state dicts.
+    """A published VAR / HMAR / LlamaGen architecture with the reference's weights, straight from
+    state dicts.
 
-    ``name``: a preset (``tessera info --presets`` lists them: "var-d16" ... "var-d30",
-    "hmar-d16" ...); or ``architecture``: VAR's architecture as the keys tools/convert_checkpoint.py
-    records (depth, width, heads, patch_nums, vocab_size, Cvae, ch, share_quant_resi, num_classes,
-    optionally shared_aln, attn_l2_norm, norm_eps, and the sampling defaults cfg, top_k, top_p);
-    HMAR when ``transformer`` holds HMAR's mask token. ``transformer``: the reference's
-    state dict (e.g. ``torch.load("var_d16.pth", weights_only=True)``); ``vae``: VAR's VQ-VAE state
-    dict (``vae_ch160v4096z32.pth``). Either may be left out for random weights (``seed``), for speed
-    measurements. Wrong keys or shapes raise tessera.Error naming them.
+    ``name``: a preset ("var-d16" ... "var-d30", "hmar-d16" ..., "llamagen-b" ... "llamagen-3b",
+    "llamagen-b-384" ...; the names ``tessera info --preset`` takes); or ``architecture``: VAR's
+    architecture as the keys tools/convert_checkpoint.py records (depth, width, heads, patch_nums,
+    vocab_size, Cvae, ch, share_quant_resi, num_classes, optionally shared_aln, attn_l2_norm,
+    norm_eps, and the sampling defaults cfg, top_k, top_p), HMAR when ``transformer`` holds HMAR's
+    mask token; or LlamaGen's (gpt.dim, gpt.n_layer, gpt.n_head, gpt.vocab_size, gpt.num_classes,
+    grid_size, ..., and cfg_scale, cfg_interval, temperature, top_k, top_p; docs/compat.md).
+    ``transformer``: the reference's state dict (e.g. ``torch.load("var_d16.pth",
+    weights_only=True)``, or LlamaGen's checkpoint's ``"model"``); ``vae``: the tokenizer's state
+    dict (VAR's ``vae_ch160v4096z32.pth``, LlamaGen's ``vq_ds16_c2i.pt``'s ``"model"``). Either may
+    be left out for random weights (``seed``), for speed measurements. Wrong keys or shapes raise
+    tessera.Error naming them.
     """
     if (name is None) == (architecture is None):
         raise Error("tessera.load_preset: give either a preset name or an architecture")

@@ -9,11 +9,16 @@ import pytest
 SOURCE_DIR = pathlib.Path(os.environ.get("TESSERA_SOURCE_DIR", pathlib.Path(__file__).parents[2]))
 
 
+# The variable naming each fixture's folder, as the C++ tests read them (tests/common/parity_dir.h).
+PARITY_VARIABLES = {"var-tiny": "TESSERA_PARITY_DIR", "llamagen-tiny": "TESSERA_PARITY_LLAMAGEN_DIR",
+                    "mar-tiny": "TESSERA_PARITY_MAR_DIR"}
+
+
 def parity_dir(name: str) -> pathlib.Path:
-    """A reference fixture folder: $TESSERA_PARITY_DIR/<name> or ../shared/parity/<name>."""
-    root = os.environ.get("TESSERA_PARITY_DIR")
-    base = pathlib.Path(root) if root else SOURCE_DIR.parent / "shared" / "parity"
-    return base / name
+    """A reference fixture folder: the folder its variable names (TESSERA_PARITY_DIR for var-tiny,
+    TESSERA_PARITY_LLAMAGEN_DIR for llamagen-tiny) or ../shared/parity/<name>."""
+    folder = os.environ.get(PARITY_VARIABLES.get(name, ""))
+    return pathlib.Path(folder) if folder else SOURCE_DIR.parent / "shared" / "parity" / name
 
 
 def require(condition: bool, what: str) -> None:

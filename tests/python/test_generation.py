@@ -116,6 +116,30 @@ def test_var_fixture_tokenizer_encodes_and_decodes_as_the_reference():
     assert error < 1e-4
 
 
+def test_llamagen_fixture_from_python_dicts_reproduces_the_reference_tokens():
+    """LlamaGen's GPT and VQ state dicts with the fixture's metadata as the architecture: reference
+    seeding by the exponential race (torch 2.x) gives generate()'s tokens; the inverse CDF other
+    tokens; the tokenizer encodes the fixture's images to its codes."""
+    folder = parity_dir("llamagen-tiny")
+    require(all((folder / f).is_file() for f in ("io.safetensors", "model.safetensors", "tokenizer.safetensors")),
+            f"the LlamaGen fixture in {folder}")
+    with safe_open(folder / "io.safetensors", "pt") as f:
+        metadata = f.metadata()
+    io = load_file(folder / "io.safetensors")
+    generator = tessera.load_preset(architecture=metadata, transformer=load_file(folder / "model.safetensors"),
+                                    vae=load_file(folder / "tokenizer.safetensors"))
+    labels = io["label"].to(torch.int64)
+    seed = int(metadata["sample_seed"])
+    _, tokens = generator.sample(labels, seed=seed, reference_seeding=True,
+                                 reference_multinomial="exponential_race", return_tokens=True)
+    assert torch.equal(tokens[0], io["sampled_tokens"].to(torch.int64))
+    _, other = generator.sample(labels, seed=seed, reference_seeding=True, return_tokens=True)
+    assert not torch.equal(other[0], io["sampled_tokens"].to(torch.int64))
+    assert torch.equal(generator.tokenizer.encode(io["image"])[0], io["codes"].to(torch.int64))
+    with pytest.raises(tessera.Error, match="exponential_race"):
+        generator.sample(labels, reference_seeding=True, reference_multinomial="gumbel")
+
+
 def test_a_wrong_state_dict_is_an_error_naming_the_keys():
     metadata, _, transformer, vae = open_var_fixture()
     broken = dict(transformer)
