@@ -28,6 +28,8 @@
 #include "common/error_message.h"
 #include "common/source_paths.h"
 #include "common/temporary_folder.h"
+#include "tessera/compat/llamagen.h"
+#include "tessera/compat/llamagen_vq.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/data/fashion_mnist.h"
@@ -332,6 +334,26 @@ const std::vector<BadInput>& cases() {
          std::string bytes(8, '\0');
          bytes[0] = static_cast<char>(header.size());
          return bytes_error(bytes + header);
+       }},
+      {"E47",
+       [] {
+         // A LlamaGen GPT (a tiny architecture, as a converted checkpoint's metadata gives it)
+         // whose state dict holds only the head.
+         const LlamagenArchitecture a = llamagen_architecture_from_metadata(
+             {{"gpt.model_type", "c2i"}, {"gpt.rope", "2d"}, {"gpt.dim", "64"},
+              {"gpt.n_layer", "1"}, {"gpt.n_head", "1"}, {"gpt.vocab_size", "16"},
+              {"gpt.num_classes", "2"}, {"grid_size", "2"}, {"gpt.block_size", "4"},
+              {"gpt.cls_token_num", "1"}, {"gpt.norm_eps", "1e-5"}, {"gpt.rope_base", "10000"}});
+         Backbone backbone(llamagen_backbone_config(a), 0);
+         DiscreteHead head(llamagen_head_config(a), 0);
+         return error_message_of([&] {
+           load_llamagen_transformer(backbone, head, {{"output.weight", at::zeros({16, 64})}});
+         });
+       }},
+      {"E48",
+       [] {
+         return error_message_of(
+             [] { llamagen_vq_config({{"decoder.conv_in.weight", at::zeros({8, 4, 3, 3})}}); });
        }},
       // Datasets.
       {"E25",
