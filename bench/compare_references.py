@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
-"""Measure Tessera's VAR and HMAR samplers against the reference Python samplers, in one run.
+"""Measure Tessera's VAR, HMAR and LlamaGen samplers against the reference Python samplers, at once.
 
-What it measures: for each family (VAR, HMAR; depth 16, random weights, the references'
-published sampling settings) and each batch size, the wall-clock seconds of one sampling call
-from class labels to decoded 256x256 images, on the CPU, on both sides:
+What it measures: for each family (VAR and HMAR at depth 16; LlamaGen GPT-B c2i with the
+VQ-16 tokenizer at 256 px; random weights, the references' published sampling settings) and
+each batch size, the wall-clock seconds of one sampling call from class labels to decoded
+256x256 images, on the CPU, on both sides:
 
   * the reference: bench/reference_sample.py, which imports the reference's own model code
     from a git clone and times its own entry point (VAR.autoregressive_infer_cfg /
-    HMAR.generate), in fp32, under torch.autocast(bfloat16) ("autocast-bf16") and with its
-    transformer's linear layers in PyTorch's dynamic int8 ("dynamic-int8");
-  * Tessera: build/bench/sample_bench with the var-d16 / hmar-d16 presets, in fp32, bf16 and
-    int8.
+    HMAR.generate / LlamaGen's generate() followed by VQModel.decode_code, as its
+    sample_c2i.py runs them), in fp32, under torch.autocast(bfloat16) ("autocast-bf16") and
+    with its transformer's linear layers in PyTorch's dynamic int8 ("dynamic-int8");
+    LlamaGen in fp32 only;
+  * Tessera: build/bench/sample_bench with the var-d16 / hmar-d16 / llamagen-b presets, in
+    fp32, bf16 and int8 (LlamaGen: fp32 only, like its reference side). Its labels are
+    0, 1, 2, ... (sample_bench's); the LlamaGen reference uses sample_c2i.py's class list
+    cycled to the batch (the labels do not change the cost of a call).
 
 From the medians it derives, per (family, batch):
 
-  * fp32 speed ratio  = Tessera fp32 images/s / reference fp32 images/s   (goal >= 1.10)
+  * fp32 speed ratio  = Tessera fp32 images/s / reference fp32 images/s
+    (goal >= 1.10 for VAR and HMAR, >= 1.50 for LlamaGen: FP32_SPEED_GOALS)
   * fp32 memory ratio = Tessera fp32 peak RSS / reference fp32 peak RSS    (goal <= 1.00)
-  * bf16: Tessera bf16 / reference fp32 (goal >= 2.5, only judged on a CPU with avx512_bf16
-    or amx_bf16) and Tessera bf16 / reference autocast-bf16 (goal >= 1.5), for speed and for
-    memory alike;
+  * bf16 (VAR, HMAR): Tessera bf16 / reference fp32 (goal >= 2.5, only judged on a CPU with
+    avx512_bf16 or amx_bf16) and Tessera bf16 / reference autocast-bf16 (goal >= 1.5), for
+    speed and for memory alike;
   * int8: Tessera int8 / reference fp32 and Tessera int8 / reference dynamic-int8, speed and
     memory (reported; the issue sets no goal for int8);
   * the phase split (backbone / head or sampling / decode / rest) of both sides, side by side;
@@ -28,23 +34,30 @@ The one-run protocol: every measurement is a separate process (so that each peak
 to one configuration, and neither side inherits the other's caches or allocator state), run
 one after the other on the same machine, each doing its own warm-up and timed repeats. For
 each (family, batch) the order is reference fp32, Tessera fp32, then reference autocast-bf16,
-Tessera bf16, then reference dynamic-int8, Tessera int8, and which side goes first alternates from one batch size to the next, so that
-slow spells of a shared machine (another build, thermal or frequency changes) fall on both
-sides alike rather than on one. All processes get the same thread count and see no GPU.
+Tessera bf16, then reference dynamic-int8, Tessera int8 (those the family supports), and
+which side goes first alternates from one (family, batch) pair to the next, so that slow
+spells of a shared machine (another build, thermal or frequency changes) fall on both sides
+alike rather than on one. All processes get the same thread count and see no GPU.
 
 The reference code is never committed to this repository: it is imported at run time from
 clones in a scratch folder outside the repository, at the commits that the output JSON
-records (see bench/reference_sample.py for how to clone them).
+records (see bench/reference_sample.py for how to clone them). A copy that is not a git clone
+records the commit given with --<family>-commit (or its COMMIT file).
 
-Example:
+Examples:
 
     ~/.cache/tessera/venv-torch-2.11.0/bin/python bench/compare_references.py \\
         --var-repo /work/scratch/refs/VAR --hmar-repo /work/scratch/refs/HMAR
+    ~/.cache/tessera/venv-torch-2.11.0/bin/python bench/compare_references.py \\
+        --llamagen-repo /work/scratch/refs/LlamaGen \\
+        --llamagen-commit ce98ec41803a74a90ce68c40ababa9eaeffeb4ec \\
+        --batches 1,8 --precisions fp32 --json-name compat_speed.json
 
-Outputs, in --out (default build/bench): compare_references.log (the full stdout/stderr of
-every process) and sample_vs_reference.json (machine, versions, reference commits and
-settings, every raw result of both sides and the ratios), written only when every process
-succeeded. The tables and goal checks are printed as Markdown.
+Outputs, in --out (default build/bench): the JSON named by --json-name (default
+sample_vs_reference.json: machine, versions, reference commits and settings, every raw result
+of both sides and the ratios), written only when every process succeeded, and a log with the
+full stdout/stderr of every process (compare_references.log, or <name>.log for a
+--json-name <name>.json). The tables and goal checks are printed as Markdown.
 """
 
 import argparse
@@ -62,21 +75,36 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 REFERENCE_SCRIPT = os.path.join(BENCH_DIR, "reference_sample.py")
 
-# Both sides run the depth-16 models: Tessera's presets are var-d16 / hmar-d16, and the
-# reference script is told the same depth explicitly rather than relying on its default.
+# Both sides run the same models: Tessera's presets var-d16 / hmar-d16 / llamagen-b, and the
+# reference script is told the same depth (VAR, HMAR) or GPT size (LlamaGen) explicitly rather
+# than relying on its default.
 DEPTH = 16
-FAMILIES = ("var", "hmar")
+LLAMAGEN_SIZE = "b"
+FAMILIES = ("var", "hmar", "llamagen")
+FAMILY_NAMES = {"var": "VAR", "hmar": "HMAR", "llamagen": "LlamaGen"}
+TESSERA_MODELS = {"var": f"var-d{DEPTH}", "hmar": f"hmar-d{DEPTH}",
+                  "llamagen": f"llamagen-{LLAMAGEN_SIZE}"}
+REFERENCE_MODEL_ARGS = {"var": ["--depth", str(DEPTH)], "hmar": ["--depth", str(DEPTH)],
+                        "llamagen": ["--size", LLAMAGEN_SIZE]}
 PRECISIONS = ("fp32", "bf16", "int8")
+# The precisions each family's reference side supports (reference_sample.py refuses
+# --autocast-bf16 / --dynamic-int8 for LlamaGen); the others are skipped for that family.
+FAMILY_PRECISIONS = {"var": PRECISIONS, "hmar": PRECISIONS, "llamagen": ("fp32",)}
+
+DEFAULT_JSON_NAME = "sample_vs_reference.json"
 
 # Goals (see the docstring). Speed ratios are Tessera / reference images/s, memory ratios
-# Tessera / reference peak RSS.
-GOAL_FP32_SPEED = 1.10
+# Tessera / reference peak RSS. The fp32 speed goal is per family (LlamaGen: issue 28).
+FP32_SPEED_GOALS = {"var": 1.10, "hmar": 1.10, "llamagen": 1.50}
 GOAL_FP32_MEMORY = 1.00
 GOAL_BF16_VS_REF_FP32 = 2.5
 GOAL_BF16_VS_REF_BF16 = 1.5
 # A CPU without native bf16 arithmetic emulates it, so the bf16-vs-fp32 goal only means
 # something where one of these flags is present.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+# sample_bench's labels (labels_for in bench/sample_bench.cpp).
+TESSERA_LABELS = "torch.arange(batch) % num_classes (sample_bench)"
 
 GB = 1e9  # peak RSS is shown in GB (10^9 bytes), the raw bytes are in the JSON
 
@@ -125,6 +153,13 @@ def parse_args():
                         help="Tessera's benchmark binary (default: build/bench/sample_bench)")
     parser.add_argument("--var-repo", help="clone of the VAR reference (omit to skip VAR)")
     parser.add_argument("--hmar-repo", help="clone of the HMAR reference (omit to skip HMAR)")
+    parser.add_argument("--llamagen-repo",
+                        help="clone (or exported tree) of the LlamaGen reference (omit to skip "
+                             "LlamaGen); measured in fp32 only")
+    for family in FAMILIES:
+        parser.add_argument(f"--{family}-commit", metavar="SHA",
+                            help=f"commit of the {FAMILY_NAMES[family]} reference, recorded "
+                                 "when its folder is not a git clone (else its COMMIT file)")
     parser.add_argument("--batches", type=positive_ints, default=[1, 4, 16],
                         metavar="N[,N...]", help="batch sizes (default 1,4,16)")
     parser.add_argument("--precisions", type=precisions, default=list(PRECISIONS),
@@ -137,6 +172,9 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2, help="compute threads, both sides")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "build", "bench"),
                         help="folder for the log and the JSON (default build/bench)")
+    parser.add_argument("--json-name", default=DEFAULT_JSON_NAME, metavar="NAME.json",
+                        help=f"file name of the JSON in --out (default {DEFAULT_JSON_NAME}); "
+                             "the log is then NAME.log")
     parser.add_argument("--python", default=sys.executable,
                         help="Python that runs the reference (default: this one)")
     args = parser.parse_args()
@@ -145,7 +183,20 @@ def parse_args():
         parser.error("--warmup must be >= 0; --repeat and --threads must be >= 1")
     args.repos = {f: getattr(args, f"{f}_repo") for f in FAMILIES if getattr(args, f"{f}_repo")}
     if not args.repos:
-        parser.error("nothing to measure: give --var-repo and/or --hmar-repo")
+        parser.error("nothing to measure: give --var-repo, --hmar-repo and/or --llamagen-repo")
+    args.commits = {f: getattr(args, f"{f}_commit") for f in FAMILIES
+                    if getattr(args, f"{f}_commit")}
+    for family in args.commits:
+        if family not in args.repos:
+            parser.error(f"--{family}-commit without --{family}-repo")
+    for family in args.repos:
+        if not [p for p in args.precisions if p in FAMILY_PRECISIONS[family]]:
+            parser.error(f"{FAMILY_NAMES[family]} is measured in "
+                         f"{', '.join(FAMILY_PRECISIONS[family])} only; --precisions "
+                         f"{','.join(args.precisions)} leaves nothing to measure for it")
+    if (os.path.basename(args.json_name) != args.json_name
+            or not args.json_name.endswith(".json") or args.json_name == ".json"):
+        parser.error(f"--json-name {args.json_name!r}: a plain file name ending in .json")
     # Check everything that can be checked before the first (slow) process starts, so that a
     # typo does not surface only after minutes of reference runs.
     for family, repo in args.repos.items():
@@ -177,7 +228,12 @@ def child_env(threads):
 
 
 def tessera_model(family):
-    return f"{family}-d{DEPTH}"
+    return TESSERA_MODELS[family]
+
+
+def family_precisions(args, family):
+    """The asked-for precisions that this family's reference side supports."""
+    return [p for p in args.precisions if p in FAMILY_PRECISIONS[family]]
 
 
 def run_logged(command, log, env):
@@ -212,11 +268,13 @@ def measure_reference(args, family, precision, batch, tmp, log, env):
     """One reference process; returns (its JSON minus results, its single result, command, s)."""
     json_path = os.path.join(tmp, f"reference_{family}_b{batch}_{precision}.json")
     command = [args.python, REFERENCE_SCRIPT, "--family", family, "--repo", args.repos[family],
-               "--depth", str(DEPTH), "--batch", str(batch), "--warmup", str(args.warmup),
+               *REFERENCE_MODEL_ARGS[family], "--batch", str(batch), "--warmup", str(args.warmup),
                "--repeat", str(args.repeat), "--threads", str(args.threads),
                # --profile: the phase split for the side-by-side table. Its timers wrap a few
                # hundred Python calls per image, microseconds against seconds per call.
                "--profile", "--json", json_path]
+    if family in args.commits:
+        command += ["--commit", args.commits[family]]
     if precision == "bf16":
         command.append("--autocast-bf16")
     elif precision == "int8":
@@ -265,7 +323,7 @@ def plan(args):
             continue
         for batch in args.batches:
             sides = ("reference", "tessera") if pair % 2 == 0 else ("tessera", "reference")
-            for precision in args.precisions:
+            for precision in family_precisions(args, family):
                 for side in sides:
                     steps.append((family, batch, side, precision))
             pair += 1
@@ -281,7 +339,8 @@ def measure_all(args, log):
         for index, (family, batch, side, precision) in enumerate(steps, 1):
             label = side_label(side, precision)
             # One progress line per process: what runs now, then its result when it ends.
-            print(f"[{index:>{width}}/{len(steps)}] {family:<4} batch {batch:>3}  {label:<23}",
+            print(f"[{index:>{width}}/{len(steps)}] {FAMILY_NAMES[family]:<8} batch {batch:>3}  "
+                  f"{label:<23}",
                   end=" ", flush=True)
             measure = measure_reference if side == "reference" else measure_tessera
             try:
@@ -429,10 +488,13 @@ def goal_checks(rows, families, bf16_hardware):
                        "missed_at": [b for b, v in values.items() if not op(v, threshold)]})
 
     for family in families:
-        check(family, f"fp32 speed ratio >= {GOAL_FP32_SPEED:.2f}", "fp32",
-              lambda r: r["fp32"]["speed"], operator.ge, GOAL_FP32_SPEED)
+        speed_goal = FP32_SPEED_GOALS[family]
+        check(family, f"fp32 speed ratio >= {speed_goal:.2f}", "fp32",
+              lambda r: r["fp32"]["speed"], operator.ge, speed_goal)
         check(family, f"fp32 memory ratio <= {GOAL_FP32_MEMORY:.2f}", "fp32",
               lambda r: r["fp32"]["memory"], operator.le, GOAL_FP32_MEMORY)
+        if "bf16" not in FAMILY_PRECISIONS[family]:
+            continue  # no bf16 on the reference side (LlamaGen), so no bf16 goals
         check(family, f"bf16 speed vs reference fp32 >= {GOAL_BF16_VS_REF_FP32:.1f}", "bf16",
               lambda r: r["bf16"]["speed_vs_reference_fp32"], operator.ge, GOAL_BF16_VS_REF_FP32,
               skip=None if bf16_hardware else "no bf16 hardware")
@@ -474,11 +536,13 @@ def print_lower_precision_table(runs, rows, precision, reference, key):
           f"| memory vs ref {precision} |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
+        if precision not in FAMILY_PRECISIONS[row["family"]]:
+            continue  # not measured for this family (LlamaGen: fp32 only)
         ref32 = find(runs, row["family"], row["batch"], "reference", "fp32")
         ref_low = find(runs, row["family"], row["batch"], "reference", precision)
         tes_low = find(runs, row["family"], row["batch"], "tessera", precision)
         r = row.get(precision, {})
-        print(f"| {row['family'].upper()} | {row['batch']} "
+        print(f"| {FAMILY_NAMES[row['family']]} | {row['batch']} "
               f"| {fmt(seconds_of(ref32), '.3f')} | {fmt(seconds_of(ref_low), '.3f')} "
               f"| {fmt(seconds_of(tes_low), '.3f')} "
               f"| {fmt(r.get('speed_vs_reference_fp32'), '.2f')} "
@@ -499,14 +563,16 @@ def print_tables(runs, rows, args):
             ref = find(runs, row["family"], row["batch"], "reference", "fp32")
             tes = find(runs, row["family"], row["batch"], "tessera", "fp32")
             r = row.get("fp32", {})
-            print(f"| {row['family'].upper()} | {row['batch']} | {fmt(seconds_of(ref), '.3f')} "
+            print(f"| {FAMILY_NAMES[row['family']]} | {row['batch']} "
+                  f"| {fmt(seconds_of(ref), '.3f')} "
                   f"| {fmt(seconds_of(tes), '.3f')} | {fmt(r.get('speed'), '.2f')} "
                   f"| {fmt(gb_of(ref), '.2f')} / {fmt(gb_of(tes), '.2f')} "
                   f"| {fmt(r.get('memory'), '.2f')} |")
     # The lower precisions: Tessera's against the reference's fp32 and the reference's own.
     for precision, reference, key in (("bf16", "autocast-bf16", "autocast_bf16"),
                                       ("int8", "dynamic-int8", "dynamic_int8")):
-        if precision in args.precisions:
+        if precision in args.precisions and any(precision in FAMILY_PRECISIONS[row["family"]]
+                                                for row in rows):
             print_lower_precision_table(runs, rows, precision, reference, key)
 
     print("\n### Phase split (seconds per call)\n")
@@ -516,16 +582,17 @@ def print_tables(runs, rows, args):
         for key, split in row["phases_s"].items():
             side = PHASE_ROW_LABELS[key]
             if split is None:
-                print(f"| {row['family'].upper()} | {row['batch']} | {side} "
+                print(f"| {FAMILY_NAMES[row['family']]} | {row['batch']} | {side} "
                       f"| n/a | n/a | n/a | n/a | n/a |")
                 continue
             cells = " | ".join(fmt(split[k], ".3f") for k in
                                ("backbone", "head_or_sampling", "decode", "rest", "total"))
-            print(f"| {row['family'].upper()} | {row['batch']} | {side} | {cells} |")
+            print(f"| {FAMILY_NAMES[row['family']]} | {row['batch']} | {side} | {cells} |")
     # The two sides draw their phase boundaries slightly differently; say how, so that the
     # columns are not read as exactly like for like.
-    print("\nPhases: the reference's backbone includes the vocabulary projection (get_logits / "
-          "get_*_logits) and its sampling column is top-k/top-p/multinomial only; Tessera's "
+    print("\nPhases: the reference's backbone includes the vocabulary projection (VAR's "
+          "get_logits, HMAR's get_*_logits, the output layer inside LlamaGen's "
+          "Transformer.forward) and its sampling column is top-k/top-p/multinomial only; Tessera's "
           "head column holds the projection and the token draw (guidance, top-k/top-p). "
           "backbone + head/sampling is comparable across sides. Reference phases are means "
           "over the timed calls; Tessera's as its sample.json reports them.")
@@ -536,7 +603,7 @@ def print_goals(checks, hmar_vs_var, bf16_hardware, flags_source_ok):
     if not flags_source_ok:
         print("(no CPU flags were reported; bf16 hardware is taken as absent)")
     for c in checks:
-        family = c["family"].upper()
+        family = FAMILY_NAMES[c["family"]]
         if c["status"] == "n/a":
             print(f"n/a   {family} {c['goal']}: n/a: {c['reason']}")
             continue
@@ -558,7 +625,8 @@ def print_goals(checks, hmar_vs_var, bf16_hardware, flags_source_ok):
 def write_json_atomically(path, data):
     """Write data so that path holds either the previous file or the complete new one."""
     folder = os.path.dirname(path)
-    fd, tmp_path = tempfile.mkstemp(prefix=".sample_vs_reference.", suffix=".tmp", dir=folder)
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                    dir=folder)
     try:
         # mkstemp creates the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
@@ -592,13 +660,21 @@ def write_json_atomically(path, data):
 def main():
     args = parse_args()
     os.makedirs(args.out, exist_ok=True)
-    log_path = os.path.join(args.out, "compare_references.log")
-    json_path = os.path.join(args.out, "sample_vs_reference.json")
+    log_name = ("compare_references.log" if args.json_name == DEFAULT_JSON_NAME
+                else args.json_name[:-len(".json")] + ".log")
+    log_path = os.path.join(args.out, log_name)
+    json_path = os.path.join(args.out, args.json_name)
     families = [f for f in FAMILIES if f in args.repos]
 
-    print(f"Tessera vs reference: {', '.join(f.upper() for f in families)}; batches "
+    print(f"Tessera vs reference: {', '.join(FAMILY_NAMES[f] for f in families)}; batches "
           f"{','.join(map(str, args.batches))}; precisions {','.join(args.precisions)}; "
           f"warmup {args.warmup}, repeat {args.repeat}, threads {args.threads}")
+    skipped = {f: [p for p in args.precisions if p not in FAMILY_PRECISIONS[f]]
+               for f in families}
+    skipped = {f: ps for f, ps in skipped.items() if ps}
+    for family, ps in skipped.items():
+        print(f"note: {FAMILY_NAMES[family]} is measured in "
+              f"{', '.join(FAMILY_PRECISIONS[family])} only; skipping its {', '.join(ps)}")
     print(f"log: {log_path}", flush=True)
     started = datetime.datetime.now(datetime.timezone.utc)
     with open(log_path, "w") as log:
@@ -631,13 +707,17 @@ def main():
     checks = goal_checks(rows, families, bf16_hardware)
 
     torch_versions = sorted({m.get("torch") for m in reference_meta.values() if m.get("torch")})
-    print(f"\nmachine: {machine.get('cpu_model') or machine.get('cpu') or 'unknown'}, "
+    cpu_names = [n for n in (machine.get("cpu"), machine.get("cpu_model")) if n]
+    print(f"\nmachine: {' / '.join(cpu_names) or 'unknown'}, "
           f"{machine.get('logical_cpus', '?')} logical CPUs; reference torch "
           f"{', '.join(torch_versions) or 'unknown'}")
     for family, meta in reference_meta.items():
-        print(f"reference {family.upper()} @ {(meta.get('commit') or 'unknown')[:10]}: "
+        print(f"reference {FAMILY_NAMES[family]} @ {(meta.get('commit') or 'unknown')[:10]}: "
               + ", ".join(f"{k}={v}" for k, v in (meta.get("settings") or {}).items()
                           if k != "settings_read_from"))
+    for family, meta in reference_meta.items():
+        print(f"labels: reference {FAMILY_NAMES[family]}: {meta.get('labels')}; "
+              f"Tessera {tessera_model(family)}: {TESSERA_LABELS}")
     for w in warnings:
         print(f"warning: {w}")
     print_tables(runs, rows, args)
@@ -652,11 +732,14 @@ def main():
         "machine": machine,
         "tessera": {"sample_bench": args.sample_bench,
                     "models": {f: tessera_model(f) for f in families},
+                    "labels": TESSERA_LABELS,
                     "meta": tessera_meta},
         "torch": torch_versions[0] if len(torch_versions) == 1 else torch_versions,
         "references": {
             family: {"repo": args.repos[family], "commit": meta.get("commit"),
+                     "commit_source": meta.get("commit_source"),
                      "torch": meta.get("torch"), "depth": meta.get("depth"),
+                     "model": meta.get("model"), "grad_mode": meta.get("grad_mode"),
                      "settings": meta.get("settings"), "cpu": meta.get("cpu"),
                      "labels": meta.get("labels"), "notes": meta.get("notes_by_precision"),
                      "phase_definitions": meta.get("phase_definitions")}
@@ -666,10 +749,16 @@ def main():
         "threads": args.threads,
         "batches": args.batches,
         "precisions": args.precisions,
+        "precisions_skipped": skipped,
         "protocol": "one process per (family, batch, side, precision), run sequentially; per "
                     "(family, batch): reference fp32, Tessera fp32, reference autocast-bf16, "
-                    "Tessera bf16, reference dynamic-int8, Tessera int8, with the side that goes first alternating between "
-                    "consecutive batch sizes (the runs' `order` field)",
+                    "Tessera bf16, reference dynamic-int8, Tessera int8 (those of them the "
+                    "family supports), with the side that goes first alternating between "
+                    "consecutive (family, batch) pairs (the runs' `order` field)",
+        "goal_thresholds": {"fp32_speed": {f: FP32_SPEED_GOALS[f] for f in families},
+                            "fp32_memory": GOAL_FP32_MEMORY,
+                            "bf16_speed_vs_reference_fp32": GOAL_BF16_VS_REF_FP32,
+                            "bf16_speed_vs_reference_autocast_bf16": GOAL_BF16_VS_REF_BF16},
         "bf16_hardware": bf16_hardware,
         "warnings": warnings,
         "runs": runs,

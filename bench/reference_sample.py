@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Time the reference Python samplers of VAR and HMAR on the CPU, for comparison with Tessera.
+"""Time the reference Python samplers of VAR, HMAR and LlamaGen on the CPU, to compare with Tessera.
 
 What it measures: the wall-clock time of ONE call of the reference's own class-conditional
 sampling entry point -- VAR's `VAR.autoregressive_infer_cfg` or HMAR's `HMAR.generate` --
 from class labels to decoded 256x256 images (the VQ-VAE decode is inside that call, as the
 references return images), with the reference's published sampling settings, for one or more
-batch sizes. Per batch size it reports the median/min/max seconds per call, images/s
-(= batch / median) and the peak resident set size of the process during that batch's calls.
-With --profile the call's time is split into backbone / sampling / decode / rest.
+batch sizes. LlamaGen's entry point returns token indices, so for it ONE call is what its
+autoregressive/sample/sample_c2i.py times in two pieces: `generate(gpt_model, c_indices, 256,
+...)` (which sets up the KV caches itself on every call) followed by
+`vq_model.decode_code(index_sample, qzshape)`, together. Per batch size it reports the
+median/min/max seconds per call, images/s (= batch / median) and the peak resident set size
+of the process during that batch's calls. With --profile the call's time is split into
+backbone / sampling / decode / rest.
 
 The weights are random (seeded), built through the reference's own constructors: the speed of
 these models does not depend on the weight values, and no checkpoint can be downloaded here.
@@ -15,13 +19,19 @@ these models does not depend on the weight values, and no checkpoint can be down
 The reference code is NOT part of Tessera: it is imported at run time from a git clone given
 with --repo, kept outside this repository and never committed. Clone it with e.g.
 
-    git clone https://github.com/FoundationVision/VAR  /work/scratch/refs/VAR    # at 78b9539
-    git clone https://github.com/NVlabs/HMAR           /work/scratch/refs/HMAR   # at 595a9df
+    git clone https://github.com/FoundationVision/VAR      /work/scratch/refs/VAR       # at 78b9539
+    git clone https://github.com/NVlabs/HMAR               /work/scratch/refs/HMAR      # at 595a9df
+    git clone https://github.com/FoundationVision/LlamaGen /work/scratch/refs/LlamaGen  # at ce98ec4
 
-Beyond torch, the references' model code needs numpy (install it with `pip install --no-deps
+A copy that is not a git clone (an exported tree) records the commit given with --commit, or
+else the first word of a COMMIT file in its top folder.
+
+Beyond torch, VAR's and HMAR's model code needs numpy (install it with `pip install --no-deps
 numpy` so that pip cannot touch torch). Training-only imports that the model modules drag in
 (huggingface_hub, HMAR's utils.misc with wandb/pytz/torchvision) are replaced by small substitutes
-when missing; the notes in the output list every such substitute and patch.
+when missing; the notes in the output list every such substitute and patch. LlamaGen's model
+and tokenizer code needs torch only; LlamaGen is measured in float32 only (--autocast-bf16 and
+--dynamic-int8 are refused for it).
 
 Example:
 
@@ -29,6 +39,8 @@ Example:
         --batch 1,4,16 --warmup 1 --repeat 3 --threads 2 --json /tmp/ref_var.json
     python bench/reference_sample.py --family hmar --repo /work/scratch/refs/HMAR \\
         --batch 1 --warmup 0 --repeat 1 --profile
+    python bench/reference_sample.py --family llamagen --repo /work/scratch/refs/LlamaGen \\
+        --size b --commit ce98ec41803a74a90ce68c40ababa9eaeffeb4ec --batch 1,8 --profile
 """
 
 import argparse
@@ -68,6 +80,13 @@ VAR_SEED = 0
 # hmar_published_settings).
 HMAR_SEED = 13
 
+# LlamaGen: the c2i model at 256 px (16 x 16 = 256 tokens from the VQ-16 tokenizer), which
+# is Tessera's llamagen-b preset. sample_c2i.py's own defaults are --image-size 384 and
+# --precision bf16; everything else (cfg, top-k, ..., seed, class labels) is read from it,
+# see llamagen_published_settings.
+LLAMAGEN_IMAGE_SIZE = 256
+LLAMAGEN_SIZES = ("b", "l", "xl", "xxl", "xxxl", "1b", "3b", "7b")  # GPT_models' "GPT-<SIZE>"
+
 # CPU features that decide which LibTorch/oneDNN kernels run; recorded so that results from
 # different machines are not compared blindly.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
@@ -83,12 +102,39 @@ RESET_DISABLED = (nn.Linear, nn.LayerNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.
 # --------------------------------------------------------------------------- small utilities
 
 def git_head(repo):
+    """HEAD of the clone at repo; None if repo is not the top of a git work tree (an exported
+    tree inside some other repository must not report that repository's commit)."""
     try:
-        out = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], check=True,
-                             capture_output=True, text=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["git", "-C", repo, "rev-parse", "--show-toplevel", "HEAD"],
+                             check=True, capture_output=True, text=True)
+        top, head = out.stdout.split()
+        if os.path.realpath(top) != os.path.realpath(repo):
+            return None
+        return head
+    except (OSError, subprocess.CalledProcessError, ValueError):
         return None
+
+
+def reference_commit(repo, given):
+    """(commit, where it came from): the clone's HEAD, else --commit, else <repo>/COMMIT.
+
+    A clone whose HEAD differs from --commit is an error: the JSON must not record a commit
+    that is not the code that ran."""
+    head = git_head(repo)
+    if head is not None:
+        if given and not head.startswith(given.lower()):
+            sys.exit(f"error: --commit {given} but {repo} is a git clone at {head}")
+        return head, "git rev-parse HEAD"
+    if given:
+        return given, "--commit"
+    try:
+        with open(os.path.join(repo, "COMMIT")) as f:
+            words = f.read().split()
+        if words:
+            return words[0], "COMMIT file"
+    except OSError:
+        pass
+    return None, None
 
 
 def cpu_info():
@@ -219,17 +265,28 @@ def phase_timers(hooks, acc):
 
 # --------------------------------------------------------------------------- the references
 
+def arange_labels(batch):
+    return torch.arange(batch) % 1000
+
+
 class Reference:
     """What the benchmark loop needs from a family: the call, its settings, its phases."""
 
-    def __init__(self, name, call, settings, hooks, phase_notes, notes, transformer):
-        self.name = name            # "var" or "hmar"
+    def __init__(self, name, call, settings, hooks, phase_notes, notes, transformer,
+                 labels=arange_labels, labels_text="torch.arange(batch) % 1000",
+                 grad_mode="inference_mode"):
+        self.name = name            # "var", "hmar" or "llamagen"
         self.transformer = transformer  # the nn.Module that --dynamic-int8 quantizes
         self.call = call            # call(labels) -> images (B, 3, 256, 256)
         self.settings = settings    # sampling settings, as recorded in the JSON
         self.hooks = hooks          # [(owner, attribute, phase)] for --profile
         self.phase_notes = phase_notes
         self.notes = notes          # substitutes and patches applied to make it run
+        self.labels = labels        # labels(batch) -> int64 tensor of class labels
+        self.labels_text = labels_text
+        # The autograd mode the reference's own sampling script runs in: "inference_mode"
+        # (VAR's demo, HMAR's sample.py) or "no_grad" (LlamaGen's sample_c2i.py).
+        self.grad_mode = grad_mode
 
 
 def build_var(repo, depth, seed, overrides, autocast_bf16):
@@ -450,6 +507,134 @@ def build_hmar(repo, depth, seed, overrides, autocast_bf16):
     return Reference("hmar", call, settings, hooks, phase_notes, notes, hmar)
 
 
+def llamagen_published_settings(repo):
+    """sample_c2i.py's argparse defaults and its class labels, read from the file with `ast`.
+
+    Importing the script would import torchvision (save_image) and run its module-level
+    settings, so we read the `parser.add_argument("--name", ..., default=...)` calls and the
+    `class_labels = [...]` assignment instead. Returns (defaults by dest, labels, file read)."""
+    path = os.path.join(repo, "autoregressive", "sample", "sample_c2i.py")
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    defaults, labels = {}, None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument" and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).startswith("--")):
+            for kw in node.keywords:
+                if kw.arg == "default":
+                    try:
+                        defaults[node.args[0].value[2:].replace("-", "_")] = \
+                            ast.literal_eval(kw.value)
+                    except ValueError:
+                        pass
+        elif (isinstance(node, ast.Assign) and len(node.targets) == 1
+              and isinstance(node.targets[0], ast.Name)
+              and node.targets[0].id == "class_labels"):
+            labels = ast.literal_eval(node.value)
+    wanted = ("cfg_scale", "cfg_interval", "temperature", "top_k", "top_p", "seed",
+              "codebook_size", "codebook_embed_dim", "downsample_size", "num_classes",
+              "cls_token_num", "gpt_type", "vq_model")
+    missing = [k for k in wanted if k not in defaults]
+    if missing or not labels:
+        sys.exit(f"error: could not read {missing or 'class_labels'} from {path}")
+    return defaults, labels, os.path.relpath(path, repo)
+
+
+def build_llamagen(repo, size, seed, overrides, autocast_bf16):
+    if autocast_bf16:  # main() refuses it first; kept here so no other caller slips past
+        sys.exit("error: LlamaGen is measured in float32 only")
+    notes = []
+    published, class_labels, source = llamagen_published_settings(repo)
+    if published["gpt_type"] != "c2i":
+        sys.exit(f"error: {source} defaults to --gpt-type {published['gpt_type']}, not c2i")
+    # LlamaGen's own packages, from --repo (autoregressive/, tokenizer/, utils/).
+    import autoregressive.models.generate as llamagen_generate
+    import autoregressive.models.gpt as llamagen_gpt
+    import tokenizer.tokenizer_image.vq_model as llamagen_vq
+
+    gpt_name = f"GPT-{size.upper()}"
+    if gpt_name not in llamagen_gpt.GPT_models:
+        sys.exit(f"error: LlamaGen has no {gpt_name} (GPT_models: "
+                 f"{', '.join(llamagen_gpt.GPT_models)})")
+    seed = published["seed"] if seed is None else seed
+    latent = LLAMAGEN_IMAGE_SIZE // published["downsample_size"]
+    with contextlib.redirect_stdout(sys.stderr):
+        torch.manual_seed(seed)  # as sample_c2i.py does before building
+        # The arguments of sample_c2i.py's main(), at 256 px.
+        vq_model = llamagen_vq.VQ_models[published["vq_model"]](
+            codebook_size=published["codebook_size"],
+            codebook_embed_dim=published["codebook_embed_dim"])
+        gpt_model = llamagen_gpt.GPT_models[gpt_name](
+            vocab_size=published["codebook_size"], block_size=latent ** 2,
+            num_classes=published["num_classes"], cls_token_num=published["cls_token_num"],
+            model_type="c2i").to(dtype=torch.float32)
+    # Transformer.initialize_weights draws Linear/Embedding weights from N(0, 0.02) and then
+    # zeroes the vocabulary projection (a training-start choice): every logit would be 0 and
+    # every draw uniform. Give the projection the same N(0, initializer_range) as the other
+    # layers; the cost of a call does not depend on it (top-k sorts the full vocabulary).
+    torch.nn.init.normal_(gpt_model.output.weight, mean=0.0,
+                          std=gpt_model.config.initializer_range)
+    notes.append(f"{gpt_name} initialised by Transformer.initialize_weights (N(0, "
+                 f"{gpt_model.config.initializer_range})), its zeroed output projection "
+                 f"redrawn from the same normal; {published['vq_model']} keeps its "
+                 "constructors' init (sample_c2i.py's reset_parameters no-ops are not "
+                 "imported)")
+    for m in (vq_model, gpt_model):
+        m.eval()
+        m.requires_grad_(False)
+
+    settings = {k: published[k] for k in ("cfg_scale", "cfg_interval", "temperature", "top_k",
+                                          "top_p")}
+    settings.update({"cfg_scale" if k == "cfg" else k: v for k, v in overrides.items()
+                     if v is not None})
+    settings.update({"sample_logits": True, "kv_cache": True, "gpt_model": gpt_name,
+                     "vq_model": published["vq_model"], "image_size": LLAMAGEN_IMAGE_SIZE,
+                     "downsample_size": published["downsample_size"],
+                     "codebook_size": published["codebook_size"],
+                     "codebook_embed_dim": published["codebook_embed_dim"],
+                     "cls_token_num": published["cls_token_num"], "dtype": "float32",
+                     "seed": seed, "settings_read_from": [source]})
+    notes.append(f"{source} defaults to --image-size 384 and --precision bf16; this run uses "
+                 f"{LLAMAGEN_IMAGE_SIZE} px ({latent}x{latent} tokens) and float32, as "
+                 "Tessera's llamagen presets")
+    notes.append("torch.manual_seed(seed) at the start of every call (sample_c2i.py seeds "
+                 "once per process), so that each call draws the same tokens")
+
+    def call(labels):
+        torch.manual_seed(seed)
+        index_sample = llamagen_generate.generate(
+            gpt_model, labels, latent ** 2, cfg_scale=settings["cfg_scale"],
+            cfg_interval=settings["cfg_interval"], temperature=settings["temperature"],
+            top_k=settings["top_k"], top_p=settings["top_p"], sample_logits=True)
+        qzshape = [labels.numel(), settings["codebook_embed_dim"], latent, latent]
+        return vq_model.decode_code(index_sample, qzshape)
+
+    def labels_of(batch):
+        return torch.tensor([class_labels[i % len(class_labels)] for i in range(batch)])
+
+    # prefill() and decode_one_token() call `sample` through the module's globals, so
+    # replacing the module attribute times every draw.
+    hooks = [(llamagen_gpt.Transformer, "forward", "backbone"),
+             (llamagen_generate, "sample", "sampling"),
+             (llamagen_vq.VQModel, "decode", "decode")]
+    phase_notes = {
+        "backbone": "Transformer.forward (class/token embedding, all blocks incl. the KV-cache "
+                    "update, final RMSNorm, vocabulary projection)",
+        "sampling": "autoregressive.models.generate.sample (temperature, top-k/top-p "
+                    "filtering, softmax, multinomial)",
+        "decode": "VQModel.decode (post-quant conv + decoder)",
+        "rest": "setup_caches (KV caches, causal mask, RoPE table: every call), CFG logit mix, "
+                "token bookkeeping, VQModel.decode_code's codebook lookup",
+    }
+    return Reference("llamagen", call, settings, hooks, phase_notes, notes, gpt_model,
+                     labels=labels_of,
+                     labels_text=f"sample_c2i.py's class_labels {class_labels}, cycled to "
+                                 "the batch",
+                     grad_mode="no_grad")
+
+
 def quantize_dynamic_int8(ref):
     """PyTorch's dynamic int8 on the reference's transformer: every nn.Linear the model calls
     as a module becomes a DynamicQuantizedLinear (int8 weights per output channel, activations
@@ -473,7 +658,7 @@ def quantize_dynamic_int8(ref):
 # --------------------------------------------------------------------------- measurement
 
 def run_batch(ref, batch, args):
-    labels = torch.arange(batch) % 1000
+    labels = ref.labels(batch)
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast_bf16
                 else contextlib.nullcontext())
     acc = {"backbone": 0.0, "sampling": 0.0, "decode": 0.0}
@@ -481,8 +666,9 @@ def run_batch(ref, batch, args):
 
     seconds, phases, output = [], [], None
     hwm_reset = reset_peak_rss()  # before the warm-up: its first call allocates the most
-    # inference_mode is what both references' own sampling scripts use.
-    with timers, torch.inference_mode(), autocast:
+    # The autograd mode of the reference's own sampling script (see Reference.grad_mode).
+    grad_mode = torch.inference_mode() if ref.grad_mode == "inference_mode" else torch.no_grad()
+    with timers, grad_mode, autocast:
         for _ in range(args.warmup):
             ref.call(labels)
         for _ in range(args.repeat):
@@ -520,8 +706,10 @@ def run_batch(ref, batch, args):
 
 
 def print_report(report):
+    size = (f"model {report['model']}" if report.get("model")
+            else f"depth {report['depth']}")
     print(f"reference {report['reference']} @ {(report['commit'] or 'unknown')[:10]}  "
-          f"depth {report['depth']}  torch {report['torch']}  threads {report['threads']}  "
+          f"{size}  torch {report['torch']}  threads {report['threads']}  "
           f"autocast_bf16 {report['autocast_bf16']}")
     cpu = report["cpu"]
     print(f"cpu {cpu['name']}  [{' '.join(cpu['flags'])}]")
@@ -563,10 +751,16 @@ def main():
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--family", required=True, choices=("var", "hmar"))
+    parser.add_argument("--family", required=True, choices=("var", "hmar", "llamagen"))
     parser.add_argument("--repo", required=True,
                         help="git clone of the reference (outside this repository)")
-    parser.add_argument("--depth", type=int, default=16, help="transformer depth (default 16)")
+    parser.add_argument("--commit", metavar="SHA",
+                        help="the reference's commit, recorded when --repo is not a git clone "
+                             "(else read from <repo>/COMMIT if there is one)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="VAR/HMAR transformer depth (default 16)")
+    parser.add_argument("--size", choices=LLAMAGEN_SIZES, default=None,
+                        help="LlamaGen GPT size: GPT-<SIZE> of its GPT_models (default b)")
     parser.add_argument("--batch", action="append", metavar="N[,N...]",
                         help="batch size(s); repeatable or comma-separated (default 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per batch size")
@@ -574,7 +768,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"weight-init and sampling seed (default: the reference's, "
-                             f"VAR {VAR_SEED}, HMAR {HMAR_SEED})")
+                             f"VAR {VAR_SEED}, HMAR {HMAR_SEED}, LlamaGen sample_c2i.py's "
+                             f"--seed default)")
     parser.add_argument("--autocast-bf16", action="store_true",
                         help='run the call under torch.autocast("cpu", dtype=torch.bfloat16)')
     parser.add_argument("--dynamic-int8", action="store_true",
@@ -594,10 +789,22 @@ def main():
         batches = parse_batches(args.batch)
     except (ValueError, argparse.ArgumentTypeError) as err:
         parser.error(f"--batch: {err}")
-    if args.warmup < 0 or args.repeat < 1 or args.threads < 1 or args.depth < 1:
+    if args.family == "llamagen":
+        if args.depth is not None:
+            parser.error("--depth is for VAR/HMAR; LlamaGen's model is chosen with --size")
+        if args.autocast_bf16 or args.dynamic_int8:
+            parser.error("LlamaGen is measured in float32 only: --autocast-bf16 and "
+                         "--dynamic-int8 are not supported for --family llamagen")
+        args.size = args.size or "b"
+    else:
+        if args.size is not None:
+            parser.error("--size is for LlamaGen; VAR/HMAR are chosen with --depth")
+        args.depth = 16 if args.depth is None else args.depth
+    if args.warmup < 0 or args.repeat < 1 or args.threads < 1 or (args.depth or 1) < 1:
         parser.error("--warmup must be >= 0; --repeat, --threads and --depth must be >= 1")
     repo = os.path.abspath(args.repo)
-    entry = {"var": "models/var.py", "hmar": "models/hmar.py"}[args.family]
+    entry = {"var": "models/var.py", "hmar": "models/hmar.py",
+             "llamagen": "autoregressive/models/generate.py"}[args.family]
     if not os.path.isdir(repo):
         parser.error(f"--repo {args.repo}: no such directory")
     if not os.path.isfile(os.path.join(repo, entry)):
@@ -605,14 +812,20 @@ def main():
                      f"{args.family.upper()} reference?")
 
     torch.set_num_threads(args.threads)
-    # The references import their own top-level packages (models, utils, dist, attn), so the
-    # clone goes first on the path; only one family is loaded per process.
+    # The references import their own top-level packages (models, utils, dist, attn;
+    # LlamaGen's autoregressive, tokenizer, utils), so the clone goes first on the path; only
+    # one family is loaded per process.
     sys.path.insert(0, repo)
-    seed = args.seed if args.seed is not None else (VAR_SEED if args.family == "var"
-                                                    else HMAR_SEED)
     overrides = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p}
-    build = build_var if args.family == "var" else build_hmar
-    ref = build(repo, args.depth, seed, overrides, args.autocast_bf16)
+    if args.family == "llamagen":
+        # Its default seed is sample_c2i.py's, read with its other settings.
+        ref = build_llamagen(repo, args.size, args.seed, overrides, args.autocast_bf16)
+    else:
+        seed = args.seed if args.seed is not None else (VAR_SEED if args.family == "var"
+                                                        else HMAR_SEED)
+        build = build_var if args.family == "var" else build_hmar
+        ref = build(repo, args.depth, seed, overrides, args.autocast_bf16)
+    commit, commit_source = reference_commit(repo, args.commit)
     if args.dynamic_int8:
         quantize_dynamic_int8(ref)
 
@@ -624,16 +837,19 @@ def main():
 
     report = {
         "reference": ref.name,
-        "commit": git_head(repo),
+        "commit": commit,
+        "commit_source": commit_source,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "autocast_bf16": bool(args.autocast_bf16),
         "dynamic_int8": bool(args.dynamic_int8),
         "cpu": cpu_info(),
         "depth": args.depth,
+        "model": ref.settings.get("gpt_model"),  # LlamaGen's GPT-<SIZE>; None for VAR/HMAR
         "warmup": args.warmup,
         "repeat": args.repeat,
-        "labels": "torch.arange(batch) % 1000",
+        "labels": ref.labels_text,
+        "grad_mode": ref.grad_mode,
         "settings": ref.settings,
         "notes": ref.notes,
         "phase_definitions": ref.phase_notes if args.profile else None,
