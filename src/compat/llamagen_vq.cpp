@@ -6,11 +6,11 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <set>
 #include <string>
 #include <vector>
 
 #include "compat/reference_metadata.h"
+#include "compat/separate_qkv_state.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/io/safetensors.h"
@@ -68,11 +68,6 @@ std::string llamagen_vq_name(const std::string& key, int64_t levels) {
     if (part == "qkv") part = "q";
   }
   return fmt::format("{}", fmt::join(parts, "."));
-}
-
-std::string with_projection(std::string q_key, const char* projection) {
-  const size_t at = q_key.rfind(".q.");
-  return q_key.replace(at + 1, 1, projection);
 }
 
 }  // namespace
@@ -181,49 +176,14 @@ VqVaeConfig llamagen_vq_config(const std::map<std::string, at::Tensor>& sd,
 void load_llamagen_vq(VqVae& vq, const std::map<std::string, at::Tensor>& sd) {
   const int64_t levels =
       static_cast<int64_t>(vq.vq_vae_config().autoencoder.channel_multipliers.size());
-  std::map<std::string, at::Tensor> converted;
-  std::set<std::string> used{"quantize.codebook_used"};  // a training statistic, not loaded
-  std::vector<std::string> problems;
-  const auto take = [&](const std::string& name, at::IntArrayRef expected) -> at::Tensor {
-    used.insert(name);
-    const auto it = sd.find(name);
-    if (it == sd.end()) {
-      problems.push_back(fmt::format("missing {}", name));
-      return {};
-    }
-    if (it->second.sizes() != expected) {
-      problems.push_back(fmt::format("{} has shape {}, expected {}", name, it->second.sizes(),
-                                     expected));
-      return {};
-    }
-    return it->second;
-  };
-  for (const auto& [key, target] : vq.state_dict()) {
-    if (key == "quantize.code_hits_ema") {
-      converted[key] = target;  // Tessera's own usage statistic: LlamaGen has none to give
-      continue;
-    }
-    const std::string name = llamagen_vq_name(key, levels);
-    if (key.find(".qkv.") == std::string::npos) {
-      converted[key] = take(name, target.sizes());
-      continue;
-    }
-    std::vector<int64_t> part_shape = target.sizes().vec();
-    part_shape[0] /= 3;
-    std::vector<at::Tensor> parts;
-    for (const char* projection : {"q", "k", "v"}) {
-      parts.push_back(take(with_projection(name, projection), part_shape));
-    }
-    if (parts[0].defined() && parts[1].defined() && parts[2].defined()) {
-      converted[key] = at::cat(parts, 0);
-    }
-  }
-  for (const auto& [name, tensor] : sd) {
-    if (!used.contains(name)) problems.push_back(fmt::format("unexpected {}", name));
-  }
-  TESSERA_CHECK(problems.empty(), "LlamaGen VQ model (LlamaGen's names): {}",
-                fmt::join(problems, "; "));
-  vq.load_state_dict(converted);
+  vq.load_state_dict(compat_detail::from_separate_qkv_state(
+      vq.state_dict(), sd,
+      {.reference_name = [levels](const std::string& key) { return llamagen_vq_name(key, levels); },
+       // Tessera's own usage statistic: LlamaGen has none to give.
+       .model_only = {"quantize.code_hits_ema"},
+       // LlamaGen's training statistic, not loaded.
+       .skipped = [](const std::string& name) { return name == "quantize.codebook_used"; }},
+      "LlamaGen VQ model (LlamaGen's names)"));
 }
 
 std::unique_ptr<VqVae> load_llamagen_vq(const std::filesystem::path& path) {

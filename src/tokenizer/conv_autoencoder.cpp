@@ -274,13 +274,15 @@ ConvDecoder::ConvDecoder(const ConvAutoencoderConfig& config, int64_t in_channel
   // Built from the lowest resolution up, as the reference does, but registered in level order
   // (up.0 is the full-resolution level): the reference prepends each level to its ModuleList.
   up_.resize(levels);
+  const bool lowest_level_attention =
+      config.decoder_lowest_level_attention.value_or(config.lowest_level_attention);
   for (size_t level_index = levels; level_index-- > 0;) {
     auto level = std::make_shared<ResolutionLevel>();
     const int64_t block_out = config.level_channels(level_index);
     for (int64_t i = 0; i < config.res_blocks_per_level + 1; ++i) {
       level->blocks.push_back(std::make_shared<ResnetBlock>(block_in, block_out, config));
       block_in = block_out;
-      if (level_index == levels - 1 && config.lowest_level_attention) {
+      if (level_index == levels - 1 && lowest_level_attention) {
         level->attentions.push_back(std::make_shared<AttentionBlock>(block_in, config));
       }
     }

@@ -122,6 +122,14 @@ Tokens KlVae::encode_sample(const at::Tensor& images, at::Generator generator) {
   return tokens_from_latent(posterior(images).sample(std::move(generator)));
 }
 
+at::Tensor KlVae::decode_latent(const at::Tensor& latent) {
+  TESSERA_CHECK(latent.dim() == 4 && latent.size(1) == config_.token_channels,
+                "KL-VAE: decode_latent expects latents [B, {}, h, w], got shape {}",
+                config_.token_channels, latent.sizes());
+  at::NoGradGuard no_grad;
+  return module_->decoder->forward(module_->post_quant_conv->forward(latent.to(device(), at::kFloat)));
+}
+
 at::Tensor KlVae::decode(const Tokens& tokens) {
   tokens.validate();
   TESSERA_CHECK(!tokens.discrete(), "KL-VAE: decode needs token vectors, got ids");
@@ -138,7 +146,7 @@ at::Tensor KlVae::decode(const Tokens& tokens) {
           .view({vectors.size(0), grid.height, grid.width, config_.token_channels})
           .permute({0, 3, 1, 2})
           .contiguous();
-  return module_->decoder->forward(module_->post_quant_conv->forward(latent)).clamp(-1, 1);
+  return decode_latent(latent).clamp(-1, 1);
 }
 
 TokenizerTrainingOutput KlVae::training_forward(const at::Tensor& images) {

@@ -70,3 +70,27 @@ inline std::filesystem::path llamagen_parity_dir() {
                                << tessera_missing_ << " (set TESSERA_PARITY_LLAMAGEN_DIR)"); \
     }                                                                                         \
   } while (false)
+
+namespace tessera::testing {
+
+/// The MAR parity fixture folder (../shared/parity/README-mar.md): $TESSERA_PARITY_MAR_DIR when
+/// set, else ../shared/parity/mar-tiny beside the checkout.
+inline std::filesystem::path mar_parity_dir() {
+  if (const char* env = std::getenv("TESSERA_PARITY_MAR_DIR"); env != nullptr && *env) {
+    return env;
+  }
+  return tessera::testing::source_dir() / ".." / "shared" / "parity" / "mar-tiny";
+}
+
+}  // namespace tessera::testing
+
+/// TESSERA_SKIP_WITHOUT_VAR_FIXTURE for the MAR fixture.
+#define TESSERA_SKIP_WITHOUT_MAR_FIXTURE(...)                                                \
+  do {                                                                                       \
+    const auto tessera_missing_ = ::tessera::testing::missing_parity_file(                   \
+        ::tessera::testing::mar_parity_dir(), {__VA_ARGS__});                                \
+    if (!tessera_missing_.empty()) {                                                         \
+      TESSERA_SKIP_FOR_MISSING("MAR parity fixture at " << tessera_missing_                  \
+                                                        << " (set TESSERA_PARITY_MAR_DIR)"); \
+    }                                                                                        \
+  } while (false)

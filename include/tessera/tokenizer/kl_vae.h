@@ -71,6 +71,10 @@ class KlVae final : public Tokenizer {
   DiagonalGaussian encode_posterior(const at::Tensor& images);
   /// Tokens from a posterior sample (MAR's training-time tokens), ε from `generator`.
   Tokens encode_sample(const at::Tensor& images, at::Generator generator);
+  /// decoder(post_quant_conv(latent)) for latents [B, token_channels, h, w] (tokens / latent_scale,
+  /// unpatchified), not clamped (decode() clamps to the image range): MAR's vae.decode, for
+  /// comparing with a reference.
+  at::Tensor decode_latent(const at::Tensor& latent);
 
  private:
   DiagonalGaussian posterior(const at::Tensor& images);

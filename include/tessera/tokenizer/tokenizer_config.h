@@ -29,6 +29,10 @@ struct ConvAutoencoderConfig {
   int64_t res_blocks_per_level = 2;  ///< num_res_blocks (the decoder has one more per level)
   /// using_sa: self-attention after every ResNet block of the lowest-resolution level.
   bool lowest_level_attention = true;
+  /// The same for the decoder when it differs from the encoder (MAR's KL-16: attention in the
+  /// encoder's lowest level only, attn_resolutions empty in its decoder); null: as
+  /// lowest_level_attention.
+  std::optional<bool> decoder_lowest_level_attention{};
   bool middle_attention = true;  ///< using_mid_sa: self-attention between the two middle blocks
   int64_t latent_channels = 32;  ///< z_channels: channels the encoder emits (Cvae in VAR)
   int64_t norm_groups = 32;      ///< GroupNorm groups; every channel count must be divisible by it
@@ -47,6 +51,7 @@ struct ConvAutoencoderConfig {
     v("channel_multipliers", channel_multipliers);
     v("res_blocks_per_level", res_blocks_per_level);
     v("lowest_level_attention", lowest_level_attention);
+    v("decoder_lowest_level_attention", decoder_lowest_level_attention);
     v("middle_attention", middle_attention);
     v("latent_channels", latent_channels);
     v("norm_groups", norm_groups);
