@@ -17,6 +17,7 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "common/reference_key_list.h"
+#include "common/relative_error.h"
 #include "common/source_paths.h"
 #include "tessera/compat/presets.h"
 #include "tessera/core/error.h"
@@ -126,10 +127,7 @@ std::map<std::string, at::Tensor> var_fixture_as_hmar(const std::map<std::string
   return out;
 }
 
-double relative_error(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).norm().item<double>() /
-         b.to(at::kDouble).norm().item<double>();
-}
+using testing::relative_error;
 
 at::Tensor logits_of(Backbone& backbone, Head& head, const at::Tensor& inputs,
                      const at::Tensor& labels, bool branch) {

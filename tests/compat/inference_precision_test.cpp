@@ -18,6 +18,7 @@
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/relative_error.h"
 #include "tessera/compat/presets.h"
 #include "tessera/core/error.h"
 #include "tessera/core/rng.h"
@@ -59,10 +60,7 @@ at::Tensor teacher_forced_logits(Generator& generator, const SafetensorsFile& io
       .to(at::kFloat);
 }
 
-double relative_error(const at::Tensor& out, const at::Tensor& reference) {
-  return (out.to(at::kDouble) - reference.to(at::kDouble)).norm().item<double>() /
-         reference.to(at::kDouble).norm().item<double>();
-}
+using testing::relative_error;
 
 // bf16 rounds every weight and every matrix product's inputs to 8 significant bits (relative
 // rounding 2^-9 = 2e-3); through the fixture's two blocks and the head the logits moved by 6e-3

@@ -16,6 +16,7 @@
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/relative_error.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/compat/llamagen.h"
 #include "tessera/core/error.h"
@@ -29,10 +30,7 @@ using testing::llamagen_parity_dir;
 #define SKIP_WITHOUT_LLAMAGEN_FIXTURE() \
   TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE("model.safetensors", "io.safetensors")
 
-double relative_error(const at::Tensor& out, const at::Tensor& reference) {
-  return (out.to(at::kDouble) - reference.to(at::kDouble)).norm().item<double>() /
-         reference.to(at::kDouble).norm().item<double>();
-}
+using testing::relative_error;
 
 struct Gpt {
   LlamagenArchitecture architecture;

@@ -15,6 +15,7 @@
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/relative_error.h"
 #include "tessera/attention/block_mask.h"
 #include "tessera/compat/llamagen.h"
 #include "tessera/compat/presets.h"
@@ -32,10 +33,7 @@ using testing::llamagen_parity_dir;
   TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE("model.safetensors", "tokenizer.safetensors", \
                                         "io.safetensors")
 
-double relative_error(const at::Tensor& out, const at::Tensor& reference) {
-  return (out.to(at::kDouble) - reference.to(at::kDouble)).norm().item<double>() /
-         reference.to(at::kDouble).norm().item<double>();
-}
+using testing::relative_error;
 
 Generator fixture_generator() {
   const std::filesystem::path dir = llamagen_parity_dir();

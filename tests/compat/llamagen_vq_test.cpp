@@ -11,12 +11,12 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/relative_error.h"
 #include "tessera/compat/llamagen_vq.h"
 #include "tessera/io/safetensors.h"
 
@@ -28,18 +28,7 @@ using testing::llamagen_parity_dir;
 #define SKIP_WITHOUT_LLAMAGEN_FIXTURE() \
   TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE("tokenizer.safetensors", "io.safetensors")
 
-double relative_error(const at::Tensor& out, const at::Tensor& reference) {
-  return (out.to(at::kDouble) - reference.to(at::kDouble)).norm().item<double>() /
-         reference.to(at::kDouble).norm().item<double>();
-}
-
-std::vector<int64_t> integers(const std::string& text) {
-  std::vector<int64_t> values;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) values.push_back(std::stoll(item));
-  return values;
-}
+using testing::relative_error;
 
 // The sizes come from the tensors and agree with what the file's metadata records; every
 // reference parameter is used (the parameter counts are equal; codebook_used is a buffer).
@@ -49,7 +38,7 @@ TEST(LlamagenVq, ArchitectureComesFromTheFile) {
   const auto& metadata = file.metadata();
   const VqVaeConfig c = llamagen_vq_config(file.all(), metadata);
   EXPECT_EQ(c.autoencoder.base_channels, std::stoll(metadata.at("vq.ch")));
-  EXPECT_EQ(c.autoencoder.channel_multipliers, integers(metadata.at("vq.encoder_ch_mult")));
+  EXPECT_EQ(c.autoencoder.channel_multipliers, testing::metadata_integers(metadata.at("vq.encoder_ch_mult")));
   EXPECT_EQ(c.autoencoder.res_blocks_per_level, std::stoll(metadata.at("vq.num_res_blocks")));
   EXPECT_EQ(c.autoencoder.latent_channels, std::stoll(metadata.at("vq.z_channels")));
   EXPECT_EQ(c.autoencoder.downsampling_factor(), std::stoll(metadata.at("downsample")));

@@ -11,12 +11,12 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/relative_error.h"
 #include "tessera/compat/mar_vae.h"
 #include "tessera/io/safetensors.h"
 
@@ -28,18 +28,7 @@ using testing::mar_parity_dir;
 #define SKIP_WITHOUT_MAR_FIXTURE() \
   TESSERA_SKIP_WITHOUT_MAR_FIXTURE("vae.safetensors", "io.safetensors")
 
-double relative_error(const at::Tensor& out, const at::Tensor& reference) {
-  return (out.to(at::kDouble) - reference.to(at::kDouble)).norm().item<double>() /
-         reference.to(at::kDouble).norm().item<double>();
-}
-
-std::vector<int64_t> integers(const std::string& text) {
-  std::vector<int64_t> values;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) values.push_back(std::stoll(item));
-  return values;
-}
+using testing::relative_error;
 
 // The sizes come from the tensors and agree with the metadata; attention sits in the encoder's
 // lowest level and the middles, not in the decoder's levels; every reference tensor is used.
@@ -49,7 +38,7 @@ TEST(MarVae, ArchitectureComesFromTheFile) {
   const auto& m = file.metadata();
   const KlVaeConfig c = mar_vae_config(file.all(), m);
   EXPECT_EQ(c.autoencoder.base_channels, std::stoll(m.at("vae.ch")));
-  EXPECT_EQ(c.autoencoder.channel_multipliers, integers(m.at("vae.ch_mult")));
+  EXPECT_EQ(c.autoencoder.channel_multipliers, testing::metadata_integers(m.at("vae.ch_mult")));
   EXPECT_EQ(c.autoencoder.res_blocks_per_level, std::stoll(m.at("vae.num_res_blocks")));
   EXPECT_EQ(c.autoencoder.latent_channels, std::stoll(m.at("vae.z_channels")));
   EXPECT_EQ(c.token_channels, std::stoll(m.at("vae.embed_dim")));

@@ -15,6 +15,7 @@
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/relative_error.h"
 #include "tessera/core/error.h"
 #include "tessera/io/safetensors.h"
 #include "tessera/pipeline/generator.h"
@@ -47,10 +48,7 @@ Generator fixture_generator(const Fixture& f) {
       f.preset, {.transformer = dir / "var.safetensors", .tokenizer = dir / "vqvae.safetensors"});
 }
 
-double relative_error(const at::Tensor& out, const at::Tensor& reference) {
-  return (out.to(at::kDouble) - reference.to(at::kDouble)).norm().item<double>() /
-         reference.to(at::kDouble).norm().item<double>();
-}
+using testing::relative_error;
 
 TEST(VarSamplingParity, ReferenceSeedingReproducesTheReferenceTokensAndImage) {
   TESSERA_SKIP_WITHOUT_VAR_FIXTURE(parity_dir(), "var.safetensors", "vqvae.safetensors",
