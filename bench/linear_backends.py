@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The CPU GEMMs a linear layer can run on, timed on the shapes of VAR-d16's sampling.
+"""The CPU GEMMs a linear layer can run on, timed on the shapes of VAR-d16's or LlamaGen-B's sampling.
 
 tessera::linear (include/tessera/nn/linear.h) chooses between at::linear (MKL's sgemm for float32
 on the CPU) and LibTorch's mkldnn::_linear_pointwise (oneDNN's inner product) by a fixed rule
@@ -9,7 +9,10 @@ LibTorch kernels through torch, so the rule's numbers can be checked on any mach
     ~/.cache/tessera/venv-torch-2.11.0/bin/python bench/linear_backends.py --threads 2
 
 For each weight shape of a VAR-d16 block (qkv 1024->3072, MLP 1024->4096 and 4096->1024, AdaLN
-1024->6144) and each row count (a scale's tokens times the doubled guidance batch), it prints the
+1024->6144), or with --model llamagen-b of a GPT-B block and its head (qkv 768->2304, SwiGLU
+768->2048 and 2048->768, vocabulary 768->16384; the 768x768 projection is below the rule's size
+and stays on MKL), and each row count (a scale's tokens, or one token per sample, times the
+doubled guidance batch), it prints the
 median GFLOP/s of both, float32 and bfloat16, and their ratio; and of Tessera's int8 layer
 (tessera/nn/int8_linear.h: per-channel int8 weights, each row scaled to [-1, 1] and quantized by
 FBGEMM's fixed-scale product, the row's scale and the bias applied after), with its ratio to the
@@ -21,6 +24,13 @@ import statistics
 import time
 
 import torch
+
+
+# (in, out) of the layers each model's sampling runs through tessera::linear, and its row counts.
+SHAPES = {"var-d16": ((1024, 3072), (1024, 4096), (4096, 1024), (1024, 6144)),
+          "llamagen-b": ((768, 2304), (768, 2048), (2048, 768), (768, 16384))}
+ROWS = {"var-d16": (2, 4, 8, 16, 32, 64, 128, 256, 512, 2048),
+        "llamagen-b": (2, 4, 8, 16, 32, 64)}
 
 
 def median_seconds(fn, runs):
@@ -75,6 +85,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--model", choices=sorted(SHAPES), default="var-d16",
+                        help="whose layer shapes to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     onednn = torch.ops.mkldnn._linear_pointwise
@@ -86,13 +98,13 @@ def main():
           f"int8 input levels {127 if cpu_has_vnni() else 63}")
     print(f"{'in':>5} {'out':>5} {'rows':>5} | {'fp32 MKL':>9} {'oneDNN':>7} {'ratio':>6} | "
           f"{'bf16 at::linear':>15} {'oneDNN':>7} | {'int8':>6} {'vs fp32':>7}   GFLOP/s")
-    for in_features, out_features in ((1024, 3072), (1024, 4096), (4096, 1024), (1024, 6144)):
+    for in_features, out_features in SHAPES[args.model]:
         torch.manual_seed(0)
         weight = torch.randn(out_features, in_features) * 0.02
         bias = torch.randn(out_features)
         weight_bf16, bias_bf16 = weight.bfloat16(), bias.bfloat16()
         int8 = int8_layer(weight, bias)
-        for rows in (2, 4, 8, 16, 32, 64, 128, 256, 512, 2048):
+        for rows in ROWS[args.model]:
             x = torch.randn(rows, in_features)
             x_bf16 = x.bfloat16()
             flops = 2 * rows * in_features * out_features / 1e9

@@ -15,6 +15,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
+#include "tessera/core/machine.h"
 #include "tessera/nn/int8_linear.h"
 
 namespace tessera {
@@ -25,9 +26,11 @@ namespace tessera {
 //     on Intel CPUs MKL's tuned kernels are kept (not measured against oneDNN here);
 //   - the weight has at least 2^20 elements (1024 x 1024): small layers, among them all of the
 //     shipped Fashion-MNIST models', keep MKL and so their recorded samples' bits;
-//   - the row count is not in [16, 64) with fewer than 4096 input features, where oneDNN's kernel
-//     for narrow inputs measured slower than MKL's (docs/performance.md, "Linear layers").
-// The rule reads only the vendor and the shape, never a timing, so it is deterministic.
+//   - on a CPU with AVX-512, the row count is not in [16, 64) with fewer than 4096 input
+//     features, where oneDNN's AVX-512 kernel for narrow inputs measured slower than MKL's; on an
+//     AVX2-only CPU oneDNN measured faster there too (docs/performance.md, "Linear layers").
+// The rule reads only the vendor, the CPU's flags and the shape, never a timing, so it is
+// deterministic: a machine always takes the same path.
 
 namespace {
 
@@ -89,7 +92,8 @@ LinearBackend cpu_linear_backend(int64_t rows, int64_t in_features, int64_t out_
   }
   if (!at::hasMKLDNN() || !cpu_is_amd()) return LinearBackend::aten;
   if (in_features * out_features < (int64_t{1} << 20)) return LinearBackend::aten;
-  if (rows >= 16 && rows < 64 && in_features < 4096) return LinearBackend::aten;
+  static const bool avx512 = cpu_has_any_flag({"avx512f"});
+  if (avx512 && rows >= 16 && rows < 64 && in_features < 4096) return LinearBackend::aten;
   return LinearBackend::onednn;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "common/error_message.h"
+#include "tessera/core/machine.h"
 #include "tessera/nn/autocast.h"
 #include "tessera/nn/linear.h"
 
@@ -99,6 +100,22 @@ TEST(Linear, AutogradAndAutocastTakeAtLinear) {
 TEST(Linear, SmallLayersStayOnAten) {
   EXPECT_EQ(cpu_linear_backend(512, 256, 1024), LinearBackend::aten);
   EXPECT_EQ(cpu_linear_backend(512, 64, 512), LinearBackend::aten);
+}
+
+// Where the rule takes oneDNN at all (an AMD CPU: two rows of a large layer go there), 16 to 63
+// rows of a narrow layer stay on MKL only on an AVX-512 CPU, whose oneDNN kernel for them was
+// measured slower; on an AVX2-only CPU they go to oneDNN too (LlamaGen-B's steps at batch 8).
+TEST(Linear, NarrowInputsOfSixteenToSixtyThreeRowsFollowTheCpu) {
+  if (cpu_linear_backend(2, 768, 2304) != LinearBackend::onednn) {
+    EXPECT_EQ(cpu_linear_backend(16, 768, 2304), LinearBackend::aten);  // MKL everywhere
+    return;
+  }
+  const LinearBackend narrow =
+      cpu_has_any_flag({"avx512f"}) ? LinearBackend::aten : LinearBackend::onednn;
+  EXPECT_EQ(cpu_linear_backend(16, 768, 2304), narrow);
+  EXPECT_EQ(cpu_linear_backend(63, 1024, 4096), narrow);
+  EXPECT_EQ(cpu_linear_backend(16, 4096, 1024), LinearBackend::onednn);  // wide inputs: oneDNN
+  EXPECT_EQ(cpu_linear_backend(64, 1024, 4096), LinearBackend::onednn);
 }
 
 }  // namespace
