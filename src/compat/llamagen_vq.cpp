@@ -24,10 +24,8 @@ constexpr std::string_view kSource = "LlamaGen VQ metadata";
 // A tensor's shape by LlamaGen's name, or an error naming it.
 at::IntArrayRef shape_of(const std::map<std::string, at::Tensor>& state_dict,
                          const std::string& key) {
-  const auto it = state_dict.find(key);
-  TESSERA_CHECK(it != state_dict.end(),
-                "LlamaGen VQ model: '{}' is missing (not a LlamaGen VQModel state dict?)", key);
-  return it->second.sizes();
+  return compat_detail::reference_tensor_shape(state_dict, key, "LlamaGen VQ model",
+                                               "a LlamaGen VQModel state dict");
 }
 
 std::vector<int64_t> parse_integer_list(const std::string& text, const std::string& key) {

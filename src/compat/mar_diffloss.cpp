@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "compat/reference_metadata.h"
+
 #include "tessera/core/error.h"
 
 namespace tessera {
@@ -10,11 +12,8 @@ namespace {
 
 at::IntArrayRef shape_of(const std::map<std::string, at::Tensor>& state_dict,
                          const std::string& key) {
-  const auto it = state_dict.find(key);
-  TESSERA_CHECK(it != state_dict.end(),
-                "MAR DiffLoss: '{}' is missing (not a MAR state dict with its DiffLoss head?)",
-                key);
-  return it->second.sizes();
+  return compat_detail::reference_tensor_shape(state_dict, key, "MAR DiffLoss",
+                                               "a MAR state dict with its DiffLoss head");
 }
 
 }  // namespace

@@ -20,10 +20,8 @@ constexpr std::string_view kSource = "MAR VAE metadata";
 
 at::IntArrayRef shape_of(const std::map<std::string, at::Tensor>& state_dict,
                          const std::string& key) {
-  const auto it = state_dict.find(key);
-  TESSERA_CHECK(it != state_dict.end(),
-                "MAR VAE: '{}' is missing (not an AutoencoderKL state dict?)", key);
-  return it->second.sizes();
+  return compat_detail::reference_tensor_shape(state_dict, key, "MAR VAE",
+                                               "an AutoencoderKL state dict");
 }
 
 }  // namespace

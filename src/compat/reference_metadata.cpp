@@ -59,4 +59,12 @@ bool metadata_bool(const Metadata& metadata, const std::string& key, bool fallba
   TESSERA_FAIL("{}: '{}' must be True or False, got '{}'", source, key, it->second);
 }
 
+at::IntArrayRef reference_tensor_shape(const std::map<std::string, at::Tensor>& state_dict,
+                                       const std::string& key, std::string_view what,
+                                       std::string_view expected) {
+  const auto it = state_dict.find(key);
+  TESSERA_CHECK(it != state_dict.end(), "{}: '{}' is missing (not {}?)", what, key, expected);
+  return it->second.sizes();
+}
+
 }  // namespace tessera::compat_detail

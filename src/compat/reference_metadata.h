@@ -4,6 +4,8 @@
 // booleans, each error naming the source ("VAR metadata", "LlamaGen metadata"), the key and the
 // text.
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -32,5 +34,11 @@ double metadata_number(const Metadata& metadata, const std::string& key, std::st
 /// metadata[key] as True/False (Python's spelling, or true/false/1/0); `fallback` when missing.
 bool metadata_bool(const Metadata& metadata, const std::string& key, bool fallback,
                    std::string_view source);
+
+/// The shape of state_dict[key]; a missing key is an error "<what>: '<key>' is missing (not
+/// <expected>?)", e.g. what "MAR VAE", expected "an AutoencoderKL state dict".
+at::IntArrayRef reference_tensor_shape(const std::map<std::string, at::Tensor>& state_dict,
+                                       const std::string& key, std::string_view what,
+                                       std::string_view expected);
 
 }  // namespace tessera::compat_detail
