@@ -49,15 +49,16 @@ void run_info_preset(const std::string& name) {
   }
   if (preset.tokenizer.vq_vae) {
     const VqVaeConfig& vq = *preset.tokenizer.vq_vae;
-    std::printf("  tokenizer: VQ-VAE, ch %lld, channel multipliers %s, z %lld, codebook %lld x "
-                "%lld%s, images %lldx%lld\n",
-                static_cast<long long>(vq.autoencoder.base_channels),
-                fmt::format("{}", fmt::join(vq.autoencoder.channel_multipliers, ",")).c_str(),
-                static_cast<long long>(vq.autoencoder.latent_channels),
-                static_cast<long long>(vq.quantizer.codebook_size),
-                static_cast<long long>(vq.quantizer.code_dim),
-                vq.quantizer.l2_normalized_codes ? " (l2-normalised)" : "",
-                static_cast<long long>(g.image_size), static_cast<long long>(g.image_size));
+    std::printf(
+        "  tokenizer: VQ-VAE, ch %lld, channel multipliers %s, z %lld, codebook %lld x "
+        "%lld%s, images %lldx%lld\n",
+        static_cast<long long>(vq.autoencoder.base_channels),
+        fmt::format("{}", fmt::join(vq.autoencoder.channel_multipliers, ",")).c_str(),
+        static_cast<long long>(vq.autoencoder.latent_channels),
+        static_cast<long long>(vq.quantizer.codebook_size),
+        static_cast<long long>(vq.quantizer.code_dim),
+        vq.quantizer.l2_normalized_codes ? " (l2-normalised)" : "",
+        static_cast<long long>(g.image_size), static_cast<long long>(g.image_size));
   }
 }
 

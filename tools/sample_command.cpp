@@ -172,15 +172,14 @@ void run_sample(const SampleOptions& options) {
     run_measured_sample(options, generator, sampling);
     return;
   }
-  const BulkSamples samples = sample_class_rows(generator, {.per_class = options.per_class,
-                                                            .classes = options.classes,
-                                                            .seed = options.seed,
-                                                            .reference_seeding =
-                                                                options.reference_seeding,
-                                                            .reference_multinomial =
-                                                                reference_multinomial_from_name(
-                                                                    options.reference_multinomial),
-                                                            .options = sampling});
+  const BulkSamples samples = sample_class_rows(
+      generator,
+      {.per_class = options.per_class,
+       .classes = options.classes,
+       .seed = options.seed,
+       .reference_seeding = options.reference_seeding,
+       .reference_multinomial = reference_multinomial_from_name(options.reference_multinomial),
+       .options = sampling});
   // Small images (Fashion-MNIST's 32 pixels) are shown twice as large.
   const int64_t upscale = generator.config().image_size < 128 ? 2 : 1;
   write_image_grid(options.out, samples.images,
@@ -224,16 +223,19 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
       "and --vae, or random weights without them (for speed and memory measurements)");
   preset->excludes(model)->excludes(config);
   auto* weights =
-      sample->add_option("--weights", options->weights,
-                         "the transformer's reference checkpoint (VAR's, HMAR's or LlamaGen's key names, converted by "
-                         "tools/convert_checkpoint.py); without --preset its __metadata__ must "
-                         "describe the architecture (docs/compat.md)")
+      sample
+          ->add_option("--weights", options->weights,
+                       "the transformer's reference checkpoint (VAR's, HMAR's or LlamaGen's key "
+                       "names, converted by "
+                       "tools/convert_checkpoint.py); without --preset its __metadata__ must "
+                       "describe the architecture (docs/compat.md)")
           ->check(CLI::ExistingFile);
   weights->excludes(model)->excludes(config);
-  sample->add_option("--vae", options->vae,
-                     "with --preset or --weights: the reference's tokenizer checkpoint (VAR's "
-                     "vae_ch160v4096z32 or LlamaGen's vq_ds16_c2i, converted); random weights "
-                     "without it")
+  sample
+      ->add_option("--vae", options->vae,
+                   "with --preset or --weights: the reference's tokenizer checkpoint (VAR's "
+                   "vae_ch160v4096z32 or LlamaGen's vq_ds16_c2i, converted); random weights "
+                   "without it")
       ->check(CLI::ExistingFile)
       ->excludes(model)
       ->excludes(config);

@@ -20,13 +20,13 @@
 #include "boundary.h"
 #include "tessera/compat/llamagen.h"
 #include "tessera/compat/llamagen_vq.h"
-#include "tessera/compat/presets.h"
 #include "tessera/compat/preset_state_dicts.h"
+#include "tessera/compat/presets.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/head/discrete_head.h"
-#include "tessera/nn/backbone.h"
 #include "tessera/io/image_io.h"
+#include "tessera/nn/backbone.h"
 #include "tessera/nn/inference_precision.h"
 #include "tessera/pipeline/generator.h"
 #include "tessera/pipeline/sampling_request.h"
@@ -81,12 +81,12 @@ struct GeneratorHolder final : torch::CustomClassHolder {
           sampling.empty() ? std::nullopt
                            : std::optional(sampling_request(generator.config(), sampling));
       const at::Tensor label_tensor = labels.has_value() ? *labels : at::Tensor();
-      const SampleRequest request{.seed = static_cast<uint64_t>(seed),
-                                  .first_index = first_index,
-                                  .reference_seeding = reference_seeding,
-                                  .reference_multinomial =
-                                      reference_multinomial_from_name(reference_multinomial),
-                                  .options = options};
+      const SampleRequest request{
+          .seed = static_cast<uint64_t>(seed),
+          .first_index = first_index,
+          .reference_seeding = reference_seeding,
+          .reference_multinomial = reference_multinomial_from_name(reference_multinomial),
+          .options = options};
       const Tokens tokens = generator.sample_tokens(label_tensor, request, count);
       const at::Tensor images = generator.decode(tokens);
       return std::make_tuple(to_uint8_images(images), tokens.scales);

@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -35,7 +34,8 @@ std::vector<int64_t> parse_integer_list(const std::string& text, const std::stri
     size_t end = text.find(',', begin);
     if (end == std::string::npos) end = text.size();
     std::string item = text.substr(begin, end - begin);
-    std::erase_if(item, [](char c) { return c == ' ' || c == '[' || c == ']' || c == '(' || c == ')'; });
+    std::erase_if(item,
+                  [](char c) { return c == ' ' || c == '[' || c == ']' || c == '(' || c == ')'; });
     if (!item.empty()) values.push_back(compat_detail::parse_metadata_integer(item, key, kSource));
     begin = end + 1;
   }
@@ -71,14 +71,14 @@ std::string llamagen_vq_name(const std::string& key, int64_t levels) {
 }  // namespace
 
 VqVaeConfig llamagen_vq_preset_config(int64_t codebook_size, int64_t code_dim, int64_t levels) {
-  TESSERA_CHECK(levels == 4 || levels == 5,
-                "LlamaGen VQ: VQ_8 has 4 levels and VQ_16 5, got {}", levels);
+  TESSERA_CHECK(levels == 4 || levels == 5, "LlamaGen VQ: VQ_8 has 4 levels and VQ_16 5, got {}",
+                levels);
   VqVaeConfig config;
   ConvAutoencoderConfig& ae = config.autoencoder;
   ae.image_channels = 3;
   ae.base_channels = 128;
-  ae.channel_multipliers = levels == 5 ? std::vector<int64_t>{1, 1, 2, 2, 4}
-                                       : std::vector<int64_t>{1, 2, 2, 4};
+  ae.channel_multipliers =
+      levels == 5 ? std::vector<int64_t>{1, 1, 2, 2, 4} : std::vector<int64_t>{1, 2, 2, 4};
   ae.res_blocks_per_level = 2;
   ae.lowest_level_attention = true;
   ae.middle_attention = true;
@@ -162,8 +162,8 @@ VqVaeConfig llamagen_vq_config(const std::map<std::string, at::Tensor>& sd,
                   kSource, key, fmt::join(recorded, ","), fmt::join(ae.channel_multipliers, ","));
   }
   if (const auto it = metadata.find("vq.norm_type"); it != metadata.end()) {
-    TESSERA_CHECK(it->second == "group", "{}: vq.norm_type is '{}'; Tessera runs 'group'",
-                  kSource, it->second);
+    TESSERA_CHECK(it->second == "group", "{}: vq.norm_type is '{}'; Tessera runs 'group'", kSource,
+                  it->second);
   }
   ae.validate();
   q.validate();

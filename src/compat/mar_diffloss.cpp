@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include "compat/reference_metadata.h"
-
 #include "tessera/core/error.h"
 
 namespace tessera {

@@ -83,8 +83,8 @@ KlVaeConfig mar_vae_config(const std::map<std::string, at::Tensor>& sd,
   check_integer("vae.downsample", ae.downsampling_factor());
   if (const auto it = metadata.find("vae.use_variational"); it != metadata.end()) {
     TESSERA_CHECK(compat_detail::metadata_bool(metadata, "vae.use_variational", true, kSource),
-                  "{}: vae.use_variational is {}; Tessera runs MAR's variational KL-16",
-                  kSource, it->second);
+                  "{}: vae.use_variational is {}; Tessera runs MAR's variational KL-16", kSource,
+                  it->second);
   }
   ae.validate();
   config.validate();
@@ -98,8 +98,7 @@ void load_mar_vae(KlVae& vae, const std::map<std::string, at::Tensor>& sd) {
            [](std::string key) {
              // Tessera's names are MAR's but for the fused attention projection.
              const size_t at = key.find(".qkv.");
-             return at == std::string::npos ? key
-                                            : key.substr(0, at) + ".q." + key.substr(at + 5);
+             return at == std::string::npos ? key : key.substr(0, at) + ".q." + key.substr(at + 5);
            },
        .skipped = [](const std::string& name) { return name.starts_with("loss."); }},
       "MAR VAE (MAR's names)"));

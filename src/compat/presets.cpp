@@ -1,10 +1,6 @@
 #include "tessera/compat/presets.h"
-#include "tessera/compat/preset_state_dicts.h"
-
-#include "compat/reference_metadata.h"
 
 #include <ATen/ATen.h>
-
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -13,16 +9,18 @@
 #include <stdexcept>
 #include <utility>
 
+#include "compat/reference_metadata.h"
+#include "tessera/compat/llamagen.h"
+#include "tessera/compat/llamagen_vq.h"
+#include "tessera/compat/preset_state_dicts.h"
+#include "tessera/compat/var_vae.h"
 #include "tessera/core/error.h"
 #include "tessera/core/format.h"
 #include "tessera/core/rng.h"
-#include "tessera/io/safetensors.h"
 #include "tessera/head/head.h"
+#include "tessera/io/safetensors.h"
 #include "tessera/nn/backbone.h"
 #include "tessera/schedule/hmar_schedule.h"
-#include "tessera/compat/llamagen.h"
-#include "tessera/compat/llamagen_vq.h"
-#include "tessera/compat/var_vae.h"
 #include "tessera/tokenizer/multiscale_vq_vae.h"
 #include "tessera/tokenizer/tokenizer_checkpoint.h"
 
@@ -233,7 +231,8 @@ std::vector<std::string> generator_preset_names() {
   for (const VarSize& size : kVarSizes) names.push_back(fmt::format("var-d{}", size.depth));
   for (const HmarSize& size : kHmarSizes) names.push_back(fmt::format("hmar-d{}", size.depth));
   for (const int64_t grid : kLlamagenGrids) {
-    for (const LlamagenSize& size : kLlamagenSizes) names.push_back(llamagen_preset_name(size, grid));
+    for (const LlamagenSize& size : kLlamagenSizes)
+      names.push_back(llamagen_preset_name(size, grid));
   }
   return names;
 }
@@ -454,9 +453,8 @@ Generator preset_generator_from_state_dicts(const GeneratorPreset& preset,
                                             const PresetStateDicts& weights) {
   const uint64_t tokenizer_seed = derive_seed(weights.init_seed, 3);
   std::unique_ptr<Tokenizer> tokenizer =
-      weights.tokenizer.empty()
-          ? make_tokenizer(preset.tokenizer, tokenizer_seed)
-          : preset_tokenizer(preset, weights.tokenizer, {}, tokenizer_seed);
+      weights.tokenizer.empty() ? make_tokenizer(preset.tokenizer, tokenizer_seed)
+                                : preset_tokenizer(preset, weights.tokenizer, {}, tokenizer_seed);
   Generator generator(preset.generator, std::move(tokenizer), weights.init_seed);
   if (!weights.transformer.empty()) load_preset_transformer(preset, generator, weights.transformer);
   return generator;
@@ -469,12 +467,13 @@ GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weigh
     try {
       architecture = llamagen_architecture_from_metadata(file.metadata());
     } catch (const Error& e) {
-      TESSERA_FAIL("{} is a LlamaGen GPT without its architecture in __metadata__ ({}); name a "
-                   "preset (llamagen-b, ...) instead",
-                   weights.string(), e.what());
+      TESSERA_FAIL(
+          "{} is a LlamaGen GPT without its architecture in __metadata__ ({}); name a "
+          "preset (llamagen-b, ...) instead",
+          weights.string(), e.what());
     }
-    GeneratorPreset preset = llamagen_generator_preset(
-        architecture, llamagen_vq_preset_config(architecture.vocab_size));
+    GeneratorPreset preset =
+        llamagen_generator_preset(architecture, llamagen_vq_preset_config(architecture.vocab_size));
     preset.name = weights.string();
     preset.generator.sampling =
         llamagen_sampling_from_metadata(file.metadata(), preset.generator.sampling);

@@ -1,7 +1,6 @@
 #include "compat/separate_qkv_state.h"
 
 #include <ATen/ATen.h>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 

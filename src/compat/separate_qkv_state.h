@@ -19,7 +19,8 @@ struct SeparateQkvMapping {
   /// The reference's name of a Tessera key; for a `.qkv.` key, the name of its `q` part (the
   /// `.q.` in it is replaced by `.k.` and `.v.` for the others).
   std::function<std::string(const std::string&)> reference_name;
-  std::set<std::string> model_only{};  ///< Tessera keys the reference lacks: the model's values kept
+  std::set<std::string>
+      model_only{};  ///< Tessera keys the reference lacks: the model's values kept
   /// Reference keys that are not loaded (training statistics, loss networks).
   std::function<bool(const std::string&)> skipped = [](const std::string&) { return false; };
 };

@@ -1,11 +1,10 @@
 #include "tessera/core/rng.h"
 
-#include <algorithm>
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/DistributionsHelper.h>
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
@@ -61,9 +60,10 @@ ReferenceMultinomial reference_multinomial_from_name(const std::string& name) {
        {ReferenceMultinomial::inverse_cdf, ReferenceMultinomial::exponential_race}) {
     if (normalized == reference_multinomial_name(algorithm)) return algorithm;
   }
-  TESSERA_FAIL("unknown reference multinomial '{}'; the choices are inverse_cdf (PyTorch <= 1.13) "
-               "and exponential_race (PyTorch >= 2.0)",
-               name);
+  TESSERA_FAIL(
+      "unknown reference multinomial '{}'; the choices are inverse_cdf (PyTorch <= 1.13) "
+      "and exponential_race (PyTorch >= 2.0)",
+      name);
 }
 
 at::Tensor reference_multinomial(const at::Tensor& probs, at::Generator& generator,

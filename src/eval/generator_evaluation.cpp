@@ -19,12 +19,10 @@ double BulkSamples::milliseconds_per_image() const {
 
 namespace {
 
-BulkSamples sample_labels(Generator& generator, const at::Tensor& labels, int64_t count,
-                          int64_t batch_size, uint64_t seed,
-                          const std::optional<GenerationOptions>& options,
-                          bool reference_seeding = false,
-                          ReferenceMultinomial reference_multinomial =
-                              ReferenceMultinomial::inverse_cdf) {
+BulkSamples sample_labels(
+    Generator& generator, const at::Tensor& labels, int64_t count, int64_t batch_size,
+    uint64_t seed, const std::optional<GenerationOptions>& options, bool reference_seeding = false,
+    ReferenceMultinomial reference_multinomial = ReferenceMultinomial::inverse_cdf) {
   TESSERA_CHECK(count >= 1, "sampling: count must be >= 1, got {}", count);
   TESSERA_CHECK(batch_size >= 1, "sampling: batch_size must be >= 1, got {}", batch_size);
   BulkSamples out;
@@ -95,8 +93,7 @@ at::Tensor class_row_labels(const Generator& generator, const ClassRowsRequest& 
 BulkSamples sample_class_rows(Generator& generator, const ClassRowsRequest& request) {
   const at::Tensor labels = class_row_labels(generator, request);
   return sample_labels(generator, labels, labels.size(0), labels.size(0), request.seed,
-                       request.options, request.reference_seeding,
-                       request.reference_multinomial);
+                       request.options, request.reference_seeding, request.reference_multinomial);
 }
 
 GeneratorQuality judge_samples(Classifier& classifier, const BulkSamples& samples,

@@ -126,8 +126,9 @@ TokenDraw draw_tokens(const at::Tensor& distribution, bool gumbel_max, SampleRng
   } else if (rngs.shares_one_stream()) {
     // One generator for the batch: the reference's torch.multinomial over all rows, in the
     // distribution's own precision (Note [Reference seeding]).
-    out.ids = reference_multinomial(distribution.to(at::kCPU), rngs.generator(0), rngs.multinomial())
-                  .to(distribution.device());
+    out.ids =
+        reference_multinomial(distribution.to(at::kCPU), rngs.generator(0), rngs.multinomial())
+            .to(distribution.device());
   } else {
     // Inverse CDF in float64 with one uniform per position: the first token whose cumulative
     // mass exceeds u·total. That token has positive probability (the CDF rises there). Rows go a

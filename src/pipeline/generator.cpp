@@ -327,10 +327,10 @@ Tokens Generator::sample_tokens(const at::Tensor& labels, const SampleRequest& r
                 request.first_index);
   std::optional<AutocastGuard> autocast;
   enter_precision_autocast(autocast, backbone_.device().type());
-  SampleRngs rngs = request.reference_seeding
-                        ? SampleRngs::shared_stream(request.seed, batch,
-                                                    request.reference_multinomial)
-                        : SampleRngs(request.seed, request.first_index, batch);
+  SampleRngs rngs =
+      request.reference_seeding
+          ? SampleRngs::shared_stream(request.seed, batch, request.reference_multinomial)
+          : SampleRngs(request.seed, request.first_index, batch);
   return schedule_->sample(models(), labels, grids_, options, rngs);
 }
 

@@ -127,7 +127,8 @@ at::Tensor KlVae::decode_latent(const at::Tensor& latent) {
                 "KL-VAE: decode_latent expects latents [B, {}, h, w], got shape {}",
                 config_.token_channels, latent.sizes());
   at::NoGradGuard no_grad;
-  return module_->decoder->forward(module_->post_quant_conv->forward(latent.to(device(), at::kFloat)));
+  return module_->decoder->forward(
+      module_->post_quant_conv->forward(latent.to(device(), at::kFloat)));
 }
 
 at::Tensor KlVae::decode(const Tokens& tokens) {

@@ -61,14 +61,14 @@ inline std::filesystem::path llamagen_parity_dir() {
 
 /// TESSERA_SKIP_WITHOUT_VAR_FIXTURE for the LlamaGen fixture: skips naming the first of the
 /// files that llamagen_parity_dir() lacks.
-#define TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE(...)                                            \
-  do {                                                                                        \
-    const auto tessera_missing_ = ::tessera::testing::missing_parity_file(                    \
-        ::tessera::testing::llamagen_parity_dir(), {__VA_ARGS__});                            \
-    if (!tessera_missing_.empty()) {                                                          \
-      TESSERA_SKIP_FOR_MISSING("LlamaGen parity fixture at "                                  \
+#define TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE(...)                                           \
+  do {                                                                                       \
+    const auto tessera_missing_ = ::tessera::testing::missing_parity_file(                   \
+        ::tessera::testing::llamagen_parity_dir(), {__VA_ARGS__});                           \
+    if (!tessera_missing_.empty()) {                                                         \
+      TESSERA_SKIP_FOR_MISSING("LlamaGen parity fixture at "                                 \
                                << tessera_missing_ << " (set TESSERA_PARITY_LLAMAGEN_DIR)"); \
-    }                                                                                         \
+    }                                                                                        \
   } while (false)
 
 namespace tessera::testing {

@@ -61,7 +61,8 @@ TEST(HmarPresets, SizesAreTheReferenceModules) {
 }
 
 TEST(HmarPresets, ReferenceKeysMapOntoThePresetsPartsExactly) {
-  const std::map<std::string, at::Tensor> reference = testing::reference_key_list("hmar_d16_state_dict.txt");
+  const std::map<std::string, at::Tensor> reference =
+      testing::reference_key_list("hmar_d16_state_dict.txt");
   ASSERT_EQ(reference.size(), 329u);
   const GeneratorPreset p = generator_preset("hmar-d16");
   const HmarStateDicts parts = hmar_state_dicts(reference, 16 - 8);

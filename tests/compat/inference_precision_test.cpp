@@ -3,6 +3,8 @@
 // token agreement with Tessera's own fp32 sampling, and the conversion's contract (which weights
 // change dtype, the KV cache's dtype, training refused). Tolerances are stated where they are
 // checked, with the figures measured when they were set.
+#include "tessera/nn/inference_precision.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -26,7 +28,6 @@
 #include "tessera/io/safetensors.h"
 #include "tessera/nn/autocast.h"
 #include "tessera/nn/backbone_config.h"
-#include "tessera/nn/inference_precision.h"
 #include "tessera/nn/int8_linear.h"
 #include "tessera/pipeline/generator.h"
 

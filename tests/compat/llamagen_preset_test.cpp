@@ -31,8 +31,7 @@ TEST(LlamagenPresets, SizesAreTheReferenceModules) {
                                                     {"xxl", 1'410'972'672},
                                                     {"3b", 3'096'659'200}};
   for (const auto& [size, count] : reference) {
-    for (const auto& [suffix, side] :
-         std::map<std::string, int64_t>{{"", 256}, {"-384", 384}}) {
+    for (const auto& [suffix, side] : std::map<std::string, int64_t>{{"", 256}, {"-384", 384}}) {
       const std::string name = "llamagen-" + size + suffix;
       const GeneratorPreset p = generator_preset(name);
       EXPECT_EQ(transformer_parameter_count(p.generator), count) << name;

@@ -29,7 +29,7 @@ namespace {
 
 using testing::llamagen_parity_dir;
 
-#define SKIP_WITHOUT_LLAMAGEN_FIXTURE()                                                    \
+#define SKIP_WITHOUT_LLAMAGEN_FIXTURE()                                               \
   TESSERA_SKIP_WITHOUT_LLAMAGEN_FIXTURE("model.safetensors", "tokenizer.safetensors", \
                                         "io.safetensors")
 
@@ -37,9 +37,9 @@ using testing::relative_error;
 
 Generator fixture_generator() {
   const std::filesystem::path dir = llamagen_parity_dir();
-  return build_preset_generator(preset_from_reference_weights(dir / "model.safetensors"),
-                                {.transformer = dir / "model.safetensors",
-                                 .tokenizer = dir / "tokenizer.safetensors"});
+  return build_preset_generator(
+      preset_from_reference_weights(dir / "model.safetensors"),
+      {.transformer = dir / "model.safetensors", .tokenizer = dir / "tokenizer.safetensors"});
 }
 
 uint64_t fixture_seed(const SafetensorsFile& io) {
@@ -108,11 +108,11 @@ TEST(LlamagenSamplingParity, ReferenceSeedingReproducesTheReferenceTokensAndImag
   // decode_code(sampled_tokens): the image before clamping, and what sample() returns.
   auto& vq = dynamic_cast<VqVae&>(generator.tokenizer());
   const at::Tensor image_ref = io.tensor("sample_image");
-  const at::Tensor codes = vq.codebook()
-                               .index_select(0, reference.flatten())
-                               .view({image_ref.size(0), tokens.grids[0].height,
-                                      tokens.grids[0].width, -1})
-                               .permute({0, 3, 1, 2});
+  const at::Tensor codes =
+      vq.codebook()
+          .index_select(0, reference.flatten())
+          .view({image_ref.size(0), tokens.grids[0].height, tokens.grids[0].width, -1})
+          .permute({0, 3, 1, 2});
   const double image_error = relative_error(vq.decode_latent(codes), image_ref);
   const double sample_error =
       relative_error(generator.sample(labels, request), image_ref.clamp(-1, 1));
@@ -131,12 +131,13 @@ TEST(LlamagenSamplingParity, OtherStreamsDrawOtherTokens) {
   const at::Tensor labels = io.tensor("label").to(at::kLong);
   const at::Tensor reference = io.tensor("sampled_tokens").to(at::kLong);
   const uint64_t seed = fixture_seed(io);
-  EXPECT_FALSE(at::equal(generator.sample_tokens(labels, {.seed = seed + 1,
-                                                          .reference_seeding = true,
-                                                          .reference_multinomial =
-                                                              ReferenceMultinomial::exponential_race})
-                             .scales[0],
-                         reference));
+  EXPECT_FALSE(at::equal(
+      generator
+          .sample_tokens(labels, {.seed = seed + 1,
+                                  .reference_seeding = true,
+                                  .reference_multinomial = ReferenceMultinomial::exponential_race})
+          .scales[0],
+      reference));
   EXPECT_FALSE(at::equal(
       generator.sample_tokens(labels, {.seed = seed, .reference_seeding = true}).scales[0],
       reference));
@@ -156,8 +157,8 @@ TEST(LlamagenSamplingParity, StepLogitsAndDistributionsMatchTheReference) {
   const int64_t num_classes = generator.backbone().config().num_classes;
   const at::Tensor inputs = at::cat({tokens, tokens}).narrow(1, 0, length - 1);
   const at::Tensor run_labels = at::cat({labels, at::full_like(labels, num_classes)});
-  const BackboneOutput out =
-      generator.backbone().forward(inputs, run_labels, BlockMask::causal(generator.backbone().layout()));
+  const BackboneOutput out = generator.backbone().forward(
+      inputs, run_labels, BlockMask::causal(generator.backbone().layout()));
   const int64_t width = out.hidden.size(2);
   const at::Tensor logits = dynamic_cast<DiscreteHead&>(generator.head())
                                 .logits(out.hidden.reshape({-1, width}))

@@ -3,6 +3,8 @@
 // there), made by LlamaGen's own code at commit ce98ec4: the architecture from the file, the
 // tensors by LlamaGen's names, codes exact and pre_quant / quant / recon within 1e-4 relative.
 
+#include "tessera/compat/llamagen_vq.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
@@ -17,7 +19,6 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "common/relative_error.h"
-#include "tessera/compat/llamagen_vq.h"
 #include "tessera/io/safetensors.h"
 
 namespace tessera {
@@ -34,11 +35,13 @@ using testing::relative_error;
 // reference parameter is used (the parameter counts are equal; codebook_used is a buffer).
 TEST(LlamagenVq, ArchitectureComesFromTheFile) {
   SKIP_WITHOUT_LLAMAGEN_FIXTURE();
-  const SafetensorsFile file = SafetensorsFile::open(llamagen_parity_dir() / "tokenizer.safetensors");
+  const SafetensorsFile file =
+      SafetensorsFile::open(llamagen_parity_dir() / "tokenizer.safetensors");
   const auto& metadata = file.metadata();
   const VqVaeConfig c = llamagen_vq_config(file.all(), metadata);
   EXPECT_EQ(c.autoencoder.base_channels, std::stoll(metadata.at("vq.ch")));
-  EXPECT_EQ(c.autoencoder.channel_multipliers, testing::metadata_integers(metadata.at("vq.encoder_ch_mult")));
+  EXPECT_EQ(c.autoencoder.channel_multipliers,
+            testing::metadata_integers(metadata.at("vq.encoder_ch_mult")));
   EXPECT_EQ(c.autoencoder.res_blocks_per_level, std::stoll(metadata.at("vq.num_res_blocks")));
   EXPECT_EQ(c.autoencoder.latent_channels, std::stoll(metadata.at("vq.z_channels")));
   EXPECT_EQ(c.autoencoder.downsampling_factor(), std::stoll(metadata.at("downsample")));
@@ -50,7 +53,8 @@ TEST(LlamagenVq, ArchitectureComesFromTheFile) {
   for (const auto& [name, tensor] : file.all()) {
     if (name != "quantize.codebook_used") reference += tensor.numel();
   }
-  const std::unique_ptr<VqVae> vq = load_llamagen_vq(llamagen_parity_dir() / "tokenizer.safetensors");
+  const std::unique_ptr<VqVae> vq =
+      load_llamagen_vq(llamagen_parity_dir() / "tokenizer.safetensors");
   int64_t ours = 0;
   for (const auto& p : vq->parameters()) ours += p.numel();
   EXPECT_EQ(ours, reference);
@@ -61,7 +65,8 @@ TEST(LlamagenVq, ArchitectureComesFromTheFile) {
 TEST(LlamagenVq, EncodeMatchesTheReference) {
   SKIP_WITHOUT_LLAMAGEN_FIXTURE();
   const SafetensorsFile io = SafetensorsFile::open(llamagen_parity_dir() / "io.safetensors");
-  const std::unique_ptr<VqVae> vq = load_llamagen_vq(llamagen_parity_dir() / "tokenizer.safetensors");
+  const std::unique_ptr<VqVae> vq =
+      load_llamagen_vq(llamagen_parity_dir() / "tokenizer.safetensors");
   at::NoGradGuard no_grad;
   const at::Tensor image = io.tensor("image");
 
@@ -92,7 +97,8 @@ TEST(LlamagenVq, EncodeMatchesTheReference) {
 TEST(LlamagenVq, DecodeMatchesTheReference) {
   SKIP_WITHOUT_LLAMAGEN_FIXTURE();
   const SafetensorsFile io = SafetensorsFile::open(llamagen_parity_dir() / "io.safetensors");
-  const std::unique_ptr<VqVae> vq = load_llamagen_vq(llamagen_parity_dir() / "tokenizer.safetensors");
+  const std::unique_ptr<VqVae> vq =
+      load_llamagen_vq(llamagen_parity_dir() / "tokenizer.safetensors");
   at::NoGradGuard no_grad;
   const at::Tensor codes = io.tensor("codes").to(at::kLong);
   const at::Tensor quant_ref = io.tensor("quant");
@@ -115,7 +121,8 @@ TEST(LlamagenVq, DecodeMatchesTheReference) {
 // A state dict that does not fit names the key as LlamaGen names it and changes nothing.
 TEST(LlamagenVq, AWrongStateDictIsAnErrorNamingTheKey) {
   SKIP_WITHOUT_LLAMAGEN_FIXTURE();
-  const SafetensorsFile file = SafetensorsFile::open(llamagen_parity_dir() / "tokenizer.safetensors");
+  const SafetensorsFile file =
+      SafetensorsFile::open(llamagen_parity_dir() / "tokenizer.safetensors");
   VqVae vq(llamagen_vq_config(file.all(), file.metadata()), 0);
   const at::Tensor before = vq.state_dict().at("decoder.conv_out.weight").clone();
 
@@ -133,8 +140,7 @@ TEST(LlamagenVq, AWrongStateDictIsAnErrorNamingTheKey) {
 
   std::map<std::string, std::string> metadata = file.metadata();
   metadata["vq.z_channels"] = "48";
-  testing::expect_error([&] { llamagen_vq_config(file.all(), metadata); },
-                        {"vq.z_channels is 48"});
+  testing::expect_error([&] { llamagen_vq_config(file.all(), metadata); }, {"vq.z_channels is 48"});
 }
 
 }  // namespace

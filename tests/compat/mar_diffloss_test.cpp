@@ -3,6 +3,8 @@
 // agreeing, SimpleMLPAdaLN's output for the saved (x_t, t, c) within 1e-4 relative, and the
 // respaced cosine schedule of the sampling diffusion (timestep map, β, ᾱ) as the reference's.
 
+#include "tessera/compat/mar_diffloss.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
@@ -15,7 +17,6 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "common/relative_error.h"
-#include "tessera/compat/mar_diffloss.h"
 #include "tessera/head/diffusion_head.h"
 #include "tessera/head/gaussian_diffusion.h"
 #include "tessera/io/safetensors.h"
@@ -65,8 +66,8 @@ TEST(MarDiffLoss, NetOutputMatchesTheReference) {
   head.load_state_dict(mar_diffloss_state_dict(model.all()));
   head.set_training(false);
   at::NoGradGuard no_grad;
-  const at::Tensor out = head.predict(io.tensor("net.x_t"), io.tensor("net.t").to(at::kFloat),
-                                      io.tensor("net.c"));
+  const at::Tensor out =
+      head.predict(io.tensor("net.x_t"), io.tensor("net.t").to(at::kFloat), io.tensor("net.c"));
   const at::Tensor reference = io.tensor("net_out");
   ASSERT_EQ(out.sizes(), reference.sizes());
   const double error = relative_error(out, reference);

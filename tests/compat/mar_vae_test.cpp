@@ -3,6 +3,8 @@
 // code at commit fe470ac: the architecture from the file, the tensors by MAR's names, moments,
 // the scaled posterior mean, the patchified tokens and the reconstruction within 1e-4 relative.
 
+#include "tessera/compat/mar_vae.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
@@ -17,7 +19,6 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "common/relative_error.h"
-#include "tessera/compat/mar_vae.h"
 #include "tessera/io/safetensors.h"
 
 namespace tessera {
@@ -88,7 +89,8 @@ TEST(MarVae, DecodeMatchesTheReference) {
   const std::unique_ptr<KlVae> vae = load_mar_vae(mar_parity_dir() / "vae.safetensors");
   const at::Tensor recon_ref = io.tensor("vae_recon");
   const double scale = vae->kl_vae_config().latent_scale;
-  const double recon_error = relative_error(vae->decode_latent(io.tensor("latent") / scale), recon_ref);
+  const double recon_error =
+      relative_error(vae->decode_latent(io.tensor("latent") / scale), recon_ref);
   const at::Tensor latent = io.tensor("latent");
   Tokens tokens;
   tokens.scales = {io.tensor("tokens")};

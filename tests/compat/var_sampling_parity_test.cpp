@@ -16,10 +16,10 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "common/relative_error.h"
+#include "tessera/compat/presets.h"
 #include "tessera/core/error.h"
 #include "tessera/io/safetensors.h"
 #include "tessera/pipeline/generator.h"
-#include "tessera/compat/presets.h"
 
 namespace tessera {
 namespace {

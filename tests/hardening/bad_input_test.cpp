@@ -339,11 +339,19 @@ const std::vector<BadInput>& cases() {
        [] {
          // A LlamaGen GPT (a tiny architecture, as a converted checkpoint's metadata gives it)
          // whose state dict holds only the head.
-         const LlamagenArchitecture a = llamagen_architecture_from_metadata(
-             {{"gpt.model_type", "c2i"}, {"gpt.rope", "2d"}, {"gpt.dim", "64"},
-              {"gpt.n_layer", "1"}, {"gpt.n_head", "1"}, {"gpt.vocab_size", "16"},
-              {"gpt.num_classes", "2"}, {"grid_size", "2"}, {"gpt.block_size", "4"},
-              {"gpt.cls_token_num", "1"}, {"gpt.norm_eps", "1e-5"}, {"gpt.rope_base", "10000"}});
+         const LlamagenArchitecture a =
+             llamagen_architecture_from_metadata({{"gpt.model_type", "c2i"},
+                                                  {"gpt.rope", "2d"},
+                                                  {"gpt.dim", "64"},
+                                                  {"gpt.n_layer", "1"},
+                                                  {"gpt.n_head", "1"},
+                                                  {"gpt.vocab_size", "16"},
+                                                  {"gpt.num_classes", "2"},
+                                                  {"grid_size", "2"},
+                                                  {"gpt.block_size", "4"},
+                                                  {"gpt.cls_token_num", "1"},
+                                                  {"gpt.norm_eps", "1e-5"},
+                                                  {"gpt.rope_base", "10000"}});
          Backbone backbone(llamagen_backbone_config(a), 0);
          DiscreteHead head(llamagen_head_config(a), 0);
          return error_message_of([&] {
@@ -352,8 +360,9 @@ const std::vector<BadInput>& cases() {
        }},
       {"E48",
        [] {
-         return error_message_of(
-             [] { llamagen_vq_config({{"decoder.conv_in.weight", at::zeros({8, 4, 3, 3})}}); });
+         return error_message_of([] {
+           llamagen_vq_config({{"decoder.conv_in.weight", at::zeros({8, 4, 3, 3})}});
+         });
        }},
       // Datasets.
       {"E25",

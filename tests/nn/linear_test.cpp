@@ -1,5 +1,7 @@
 // tessera::linear (tessera/nn/linear.h): both backends against a float64 product, the same bits on
 // every call and thread count, and at::linear wherever autograd records or autocast is on.
+#include "tessera/nn/linear.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -10,7 +12,6 @@
 #include "common/error_message.h"
 #include "tessera/core/machine.h"
 #include "tessera/nn/autocast.h"
-#include "tessera/nn/linear.h"
 
 namespace tessera {
 namespace {
