@@ -18,6 +18,7 @@
 
 #include "common/error_message.h"
 #include "common/parity_dir.h"
+#include "common/reference_key_list.h"
 #include "common/relative_error.h"
 #include "tessera/io/safetensors.h"
 
@@ -100,6 +101,30 @@ TEST(MarVae, DecodeMatchesTheReference) {
               image_error);
   EXPECT_LT(recon_error, 1e-4);
   EXPECT_LT(image_error, 1e-4);
+}
+
+// The published KL-16 (AutoencoderKL(embed_dim=16, ch_mult=(1, 1, 2, 2, 4)), its key list dumped
+// from the reference constructor in tests/compat/data): the architecture its shapes describe, and
+// a strict load with the reference module's parameter count.
+TEST(MarVae, Kl16KeysLoadIntoTheArchitectureTheyDescribe) {
+  const std::map<std::string, at::Tensor> reference =
+      testing::reference_key_list("mar_kl16_vae_state_dict.txt");
+  ASSERT_EQ(reference.size(), 312u);
+  const KlVaeConfig c = mar_vae_config(reference);
+  EXPECT_EQ(c.autoencoder.base_channels, 128);
+  EXPECT_EQ(c.autoencoder.channel_multipliers, (std::vector<int64_t>{1, 1, 2, 2, 4}));
+  EXPECT_EQ(c.autoencoder.res_blocks_per_level, 2);
+  EXPECT_EQ(c.autoencoder.latent_channels, 16);
+  EXPECT_EQ(c.token_channels, 16);
+  EXPECT_EQ(c.autoencoder.downsampling_factor(), 16);
+  EXPECT_TRUE(c.autoencoder.lowest_level_attention);
+  EXPECT_EQ(c.autoencoder.decoder_lowest_level_attention, std::optional<bool>(false));
+  EXPECT_DOUBLE_EQ(c.latent_scale, kMarVaeScale);
+  KlVae vae(c, 0);
+  load_mar_vae(vae, reference);
+  int64_t parameters = 0;
+  for (const auto& p : vae.parameters()) parameters += p.numel();
+  EXPECT_EQ(parameters, 66'456'019);  // sum(p.numel() for p in AutoencoderKL(16, ...).parameters())
 }
 
 // A state dict that does not fit names the key as MAR names it and changes nothing; LDM's loss
