@@ -18,8 +18,6 @@
 #include <vector>
 
 #include "boundary.h"
-#include "tessera/compat/llamagen.h"
-#include "tessera/compat/llamagen_vq.h"
 #include "tessera/compat/preset_state_dicts.h"
 #include "tessera/compat/presets.h"
 #include "tessera/core/config.h"
@@ -169,23 +167,6 @@ c10::intrusive_ptr<GeneratorHolder> load_generator(const std::string& path) {
       [&] { return c10::make_intrusive<GeneratorHolder>(Generator::load(path)); });
 }
 
-// LlamaGen's preset for its metadata keys (gpt.dim, ...), else VAR's (or, with HMAR's mask token,
-// HMAR's), with the sampling defaults the metadata records.
-GeneratorPreset preset_from_architecture(const std::map<std::string, std::string>& metadata,
-                                         bool hmar) {
-  if (metadata.contains("gpt.dim")) {
-    const LlamagenArchitecture a = llamagen_architecture_from_metadata(metadata);
-    GeneratorPreset preset = llamagen_generator_preset(a, llamagen_vq_preset_config(a.vocab_size));
-    preset.generator.sampling =
-        llamagen_sampling_from_metadata(metadata, preset.generator.sampling);
-    return preset;
-  }
-  const VarArchitecture a = var_architecture_from_metadata(metadata);
-  GeneratorPreset preset = hmar ? hmar_generator_preset(a) : var_generator_preset(a);
-  preset.generator.sampling = var_sampling_from_metadata(metadata, preset.generator.sampling);
-  return preset;
-}
-
 // A published architecture: by preset name, or from architecture metadata (VAR's keys, which
 // `tessera convert` and tools/convert_checkpoint.py record: depth, width, heads, patch_nums, ...;
 // HMAR when the transformer has HMAR's mask token; LlamaGen's gpt.* keys), with the reference's
@@ -199,10 +180,13 @@ c10::intrusive_ptr<GeneratorHolder> load_preset(
                   "tessera.load_preset: give either a preset name or an architecture, not {}",
                   name.empty() ? "neither" : "both");
     TESSERA_CHECK(seed >= 0, "tessera.load_preset: seed must be >= 0, got {}", seed);
-    const GeneratorPreset preset = name.empty() ? preset_from_architecture(
-                                                     to_map(architecture),
-                                                     transformer.contains("mask_embed.weight"))
-                                               : generator_preset(name);
+    // LlamaGen by its gpt.* keys, HMAR by the transformer's mask token, VAR otherwise.
+    const PresetFamily family = architecture.contains("gpt.dim")            ? PresetFamily::llamagen
+                                : transformer.contains("mask_embed.weight") ? PresetFamily::hmar
+                                                                            : PresetFamily::var;
+    const GeneratorPreset preset =
+        name.empty() ? preset_from_reference_metadata(to_map(architecture), family)
+                     : generator_preset(name);
     return c10::make_intrusive<GeneratorHolder>(preset_generator_from_state_dicts(
         preset, {.transformer = to_map(transformer),
                  .tokenizer = to_map(vae),

@@ -33,13 +33,12 @@ std::string llamagen_name(std::string key) {
   return key;
 }
 
-// LlamaGen's FeedForward: find_multiple(int(2 * 4 * dim / 3), multiple_of).
+}  // namespace
+
 int64_t llamagen_ffn_hidden(int64_t width, int64_t multiple_of) {
-  const int64_t hidden = 2 * 4 * width / 3;
+  const int64_t hidden = 2 * 4 * width / 3;  // find_multiple(int(2 * 4 * dim / 3), multiple_of)
   return (hidden + multiple_of - 1) / multiple_of * multiple_of;
 }
-
-}  // namespace
 
 LlamagenArchitecture llamagen_architecture_from_metadata(
     const std::map<std::string, std::string>& metadata) {
@@ -165,32 +164,6 @@ GeneratorPreset llamagen_generator_preset(const LlamagenArchitecture& a,
   g.image_size = a.grid * tokenizer.autoencoder.downsampling_factor();
   g.image_channels = tokenizer.autoencoder.image_channels;
   return p;
-}
-
-LlamagenArchitecture llamagen_published_architecture(const std::string& size, int64_t grid) {
-  struct Size {
-    const char* name;
-    int64_t width, depth, heads;
-  };
-  // FoundationVision/LlamaGen autoregressive/models/gpt.py: GPT_B ... GPT_3B.
-  constexpr Size kSizes[] = {{"b", 768, 12, 12},
-                             {"l", 1024, 24, 16},
-                             {"xl", 1280, 36, 20},
-                             {"xxl", 1536, 48, 24},
-                             {"3b", 3200, 24, 32}};
-  for (const Size& s : kSizes) {
-    if (size != s.name) continue;
-    LlamagenArchitecture a;
-    a.width = s.width;
-    a.depth = s.depth;
-    a.heads = s.heads;
-    a.vocab_size = 16384;
-    a.num_classes = 1000;
-    a.grid = grid;
-    a.ffn_hidden = llamagen_ffn_hidden(s.width, 256);
-    return a;
-  }
-  TESSERA_FAIL("unknown LlamaGen size '{}'; the sizes are b, l, xl, xxl, 3b", size);
 }
 
 void load_llamagen_transformer(Generator& generator,

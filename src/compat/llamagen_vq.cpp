@@ -142,10 +142,7 @@ VqVaeConfig llamagen_vq_config(const std::map<std::string, at::Tensor>& sd,
 
   // What the file records must agree with the tensors.
   const auto check_integer = [&](const char* key, int64_t actual) {
-    if (!metadata.contains(key)) return;
-    const int64_t recorded = compat_detail::metadata_integer(metadata, key, kSource);
-    TESSERA_CHECK(recorded == actual, "{}: {} is {}, but the tensors say {}", kSource, key,
-                  recorded, actual);
+    compat_detail::check_metadata_integer(metadata, key, actual, kSource);
   };
   check_integer("vq.ch", ae.base_channels);
   check_integer("vq.num_res_blocks", blocks);

@@ -70,10 +70,7 @@ KlVaeConfig mar_vae_config(const std::map<std::string, at::Tensor>& sd,
                             : kMarVaeScale;
 
   const auto check_integer = [&](const char* key, int64_t actual) {
-    if (!metadata.contains(key)) return;
-    const int64_t recorded = compat_detail::metadata_integer(metadata, key, kSource);
-    TESSERA_CHECK(recorded == actual, "{}: {} is {}, but the tensors say {}", kSource, key,
-                  recorded, actual);
+    compat_detail::check_metadata_integer(metadata, key, actual, kSource);
   };
   check_integer("vae.ch", ae.base_channels);
   check_integer("vae.num_res_blocks", blocks);

@@ -69,20 +69,21 @@ constexpr HmarSize kHmarSizes[] = {{16, 1.7, 1000, 467'691'904},
                                    {24, 2.1, 900, 1'384'328'960},
                                    {30, 1.7, 1000, 2'556'324'212}};
 
-// LlamaGen's c2i models (gpt.py GPT_B ... GPT_3B) with the parameter counts of the reference
-// modules (FoundationVision/LlamaGen at ce98ec4, vocab 16384, 1000 classes, one class token; the
-// same at 256 and 384 px, since the rotary table is not a parameter). The paper publishes 111M,
-// 343M, 775M, 1.4B and 3.1B.
+// LlamaGen's c2i models (gpt.py GPT_B ... GPT_3B: dim, n_layer, n_head) with the parameter counts
+// of the reference modules (FoundationVision/LlamaGen at ce98ec4, vocab 16384, 1000 classes, one
+// class token; the same at 256 and 384 px, since the rotary table is not a parameter). The paper
+// publishes 111M, 343M, 775M, 1.4B and 3.1B.
 struct LlamagenSize {
   const char* size;
   const char* reference_name;
+  int64_t width, depth, heads;
   int64_t reference_parameters;
 };
-constexpr LlamagenSize kLlamagenSizes[] = {{"b", "GPT-B", 110'888'448},
-                                           {"l", "GPT-L", 342'910'976},
-                                           {"xl", "GPT-XL", 774'699'520},
-                                           {"xxl", "GPT-XXL", 1'410'972'672},
-                                           {"3b", "GPT-3B", 3'096'659'200}};
+constexpr LlamagenSize kLlamagenSizes[] = {{"b", "GPT-B", 768, 12, 12, 110'888'448},
+                                           {"l", "GPT-L", 1024, 24, 16, 342'910'976},
+                                           {"xl", "GPT-XL", 1280, 36, 20, 774'699'520},
+                                           {"xxl", "GPT-XXL", 1536, 48, 24, 1'410'972'672},
+                                           {"3b", "GPT-3B", 3200, 24, 32, 3'096'659'200}};
 // The token grids of LlamaGen's two resolutions with VQ-16: 256 px and 384 px.
 constexpr int64_t kLlamagenGrids[] = {16, 24};
 
@@ -268,7 +269,14 @@ GeneratorPreset generator_preset(const std::string& name) {
   for (const int64_t grid : kLlamagenGrids) {
     for (const LlamagenSize& size : kLlamagenSizes) {
       if (name != llamagen_preset_name(size, grid)) continue;
-      const LlamagenArchitecture a = llamagen_published_architecture(size.size, grid);
+      LlamagenArchitecture a;  // over VQ-16's codes and ImageNet's classes
+      a.width = size.width;
+      a.depth = size.depth;
+      a.heads = size.heads;
+      a.vocab_size = 16384;
+      a.num_classes = 1000;
+      a.grid = grid;
+      a.ffn_hidden = llamagen_ffn_hidden(size.width);
       GeneratorPreset p = llamagen_generator_preset(a, llamagen_vq_preset_config());
       p.name = name;
       p.description = fmt::format(
@@ -418,10 +426,9 @@ void load_preset_transformer(const GeneratorPreset& preset, Generator& generator
 // the tensors (llamagen_vq.h).
 std::unique_ptr<Tokenizer> preset_tokenizer(const GeneratorPreset& preset,
                                             const std::map<std::string, at::Tensor>& state_dict,
-                                            const std::map<std::string, std::string>& metadata,
                                             uint64_t init_seed) {
   if (preset.family == PresetFamily::llamagen) {
-    auto vq = std::make_unique<VqVae>(llamagen_vq_config(state_dict, metadata), init_seed);
+    auto vq = std::make_unique<VqVae>(llamagen_vq_config(state_dict), init_seed);
     load_llamagen_vq(*vq, state_dict);
     return vq;
   }
@@ -454,45 +461,45 @@ Generator preset_generator_from_state_dicts(const GeneratorPreset& preset,
   const uint64_t tokenizer_seed = derive_seed(weights.init_seed, 3);
   std::unique_ptr<Tokenizer> tokenizer =
       weights.tokenizer.empty() ? make_tokenizer(preset.tokenizer, tokenizer_seed)
-                                : preset_tokenizer(preset, weights.tokenizer, {}, tokenizer_seed);
+                                : preset_tokenizer(preset, weights.tokenizer, tokenizer_seed);
   Generator generator(preset.generator, std::move(tokenizer), weights.init_seed);
   if (!weights.transformer.empty()) load_preset_transformer(preset, generator, weights.transformer);
   return generator;
 }
 
-GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weights) {
-  const SafetensorsFile file = SafetensorsFile::open(weights);
-  if (file.contains("tok_embeddings.weight")) {  // LlamaGen's GPT
-    LlamagenArchitecture architecture;
-    try {
-      architecture = llamagen_architecture_from_metadata(file.metadata());
-    } catch (const Error& e) {
-      TESSERA_FAIL(
-          "{} is a LlamaGen GPT without its architecture in __metadata__ ({}); name a "
-          "preset (llamagen-b, ...) instead",
-          weights.string(), e.what());
-    }
-    GeneratorPreset preset =
-        llamagen_generator_preset(architecture, llamagen_vq_preset_config(architecture.vocab_size));
-    preset.name = weights.string();
+GeneratorPreset preset_from_reference_metadata(const std::map<std::string, std::string>& metadata,
+                                               PresetFamily family) {
+  if (family == PresetFamily::llamagen) {
+    const LlamagenArchitecture a = llamagen_architecture_from_metadata(metadata);
+    GeneratorPreset preset = llamagen_generator_preset(a, llamagen_vq_preset_config(a.vocab_size));
     preset.generator.sampling =
-        llamagen_sampling_from_metadata(file.metadata(), preset.generator.sampling);
+        llamagen_sampling_from_metadata(metadata, preset.generator.sampling);
     return preset;
   }
-  VarArchitecture architecture;
-  try {
-    architecture = var_architecture_from_metadata(file.metadata());
-  } catch (const Error& e) {
-    TESSERA_FAIL("{} needs VAR's architecture in its __metadata__ ({}); name a preset instead, or "
-                 "add the metadata with tools/convert_checkpoint.py --metadata",
-                 weights.string(), e.what());
-  }
-  // HMAR's checkpoints carry its mask token; its tails are 8 blocks (build_vae_hmar).
-  const bool hmar = file.contains("mask_embed.weight");
+  const VarArchitecture a = var_architecture_from_metadata(metadata);
   GeneratorPreset preset =
-      hmar ? hmar_generator_preset(architecture) : var_generator_preset(architecture);
+      family == PresetFamily::hmar ? hmar_generator_preset(a) : var_generator_preset(a);
+  preset.generator.sampling = var_sampling_from_metadata(metadata, preset.generator.sampling);
+  return preset;
+}
+
+GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weights) {
+  const SafetensorsFile file = SafetensorsFile::open(weights);
+  // LlamaGen's GPT by its token table; HMAR's checkpoints by their mask token (its tails are 8
+  // blocks, build_vae_hmar); VAR's otherwise.
+  const PresetFamily family = file.contains("tok_embeddings.weight") ? PresetFamily::llamagen
+                              : file.contains("mask_embed.weight")   ? PresetFamily::hmar
+                                                                     : PresetFamily::var;
+  GeneratorPreset preset;
+  try {
+    preset = preset_from_reference_metadata(file.metadata(), family);
+  } catch (const Error& e) {
+    TESSERA_FAIL(
+        "{} needs {}'s architecture in its __metadata__ ({}); name a preset instead, or "
+        "add the metadata with tools/convert_checkpoint.py --metadata",
+        weights.string(), family == PresetFamily::llamagen ? "LlamaGen" : "VAR", e.what());
+  }
   preset.name = weights.string();
-  preset.generator.sampling = var_sampling_from_metadata(file.metadata(), preset.generator.sampling);
   return preset;
 }
 

@@ -59,6 +59,14 @@ bool metadata_bool(const Metadata& metadata, const std::string& key, bool fallba
   TESSERA_FAIL("{}: '{}' must be True or False, got '{}'", source, key, it->second);
 }
 
+void check_metadata_integer(const Metadata& metadata, const std::string& key, int64_t actual,
+                            std::string_view source) {
+  if (!metadata.contains(key)) return;
+  const int64_t recorded = metadata_integer(metadata, key, source);
+  TESSERA_CHECK(recorded == actual, "{}: {} is {}, but the tensors say {}", source, key, recorded,
+                actual);
+}
+
 at::IntArrayRef reference_tensor_shape(const std::map<std::string, at::Tensor>& state_dict,
                                        const std::string& key, std::string_view what,
                                        std::string_view expected) {

@@ -35,6 +35,11 @@ double metadata_number(const Metadata& metadata, const std::string& key, std::st
 bool metadata_bool(const Metadata& metadata, const std::string& key, bool fallback,
                    std::string_view source);
 
+/// Throws "<source>: <key> is <recorded>, but the tensors say <actual>" when `metadata` records
+/// `key` as another integer than `actual`; nothing when the key is absent.
+void check_metadata_integer(const Metadata& metadata, const std::string& key, int64_t actual,
+                            std::string_view source);
+
 /// The shape of state_dict[key]; a missing key is an error "<what>: '<key>' is missing (not
 /// <expected>?)", e.g. what "MAR VAE", expected "an AutoencoderKL state dict".
 at::IntArrayRef reference_tensor_shape(const std::map<std::string, at::Tensor>& state_dict,

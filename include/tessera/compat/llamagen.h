@@ -40,6 +40,9 @@ struct LlamagenArchitecture {
   double rope_base = 10000;  ///< gpt.rope_base
 };  ///< The sizes of a LlamaGen c2i GPT, as its checkpoint metadata records them.
 
+/// LlamaGen's FeedForward hidden size for a width: find_multiple(int(2·4·dim/3), multiple_of).
+int64_t llamagen_ffn_hidden(int64_t width, int64_t multiple_of = 256);
+
 /// Reads the keys gpt.dim, gpt.n_layer, gpt.n_head, ... and grid_size (tools/convert_checkpoint.py and the parity fixture
 /// record them). Throws tessera::Error naming a missing or malformed key, and for what Tessera does
 /// not run: a model type other than c2i, 1-D RoPE, grouped-query attention, more than one class
@@ -72,12 +75,6 @@ GenerationOptions llamagen_sampling_from_metadata(
 /// family is llamagen; its name and published size are the caller's.
 GeneratorPreset llamagen_generator_preset(const LlamagenArchitecture& architecture,
                                           const VqVaeConfig& tokenizer);
-
-/// The architecture of a named LlamaGen c2i model (FoundationVision/LlamaGen gpt.py GPT_B, GPT_L,
-/// GPT_XL, GPT_XXL, GPT_3B: "b", "l", "xl", "xxl", "3b") over VQ-16's 16384 codes, 1000 classes,
-/// at `grid` tokens a side (16 for 256 px, 24 for 384 px). Throws tessera::Error for another
-/// size name.
-LlamagenArchitecture llamagen_published_architecture(const std::string& size, int64_t grid);
 
 /// Loads a GPT state dict under LlamaGen's key names (tok_embeddings, cls_embedding, layers.i.*,
 /// norm, output) strictly: throws tessera::Error naming missing, unexpected or misshapen keys,

@@ -134,6 +134,13 @@ GenerationOptions var_sampling_from_metadata(const std::map<std::string, std::st
 void load_var_transformer(Generator& generator,
                           const std::map<std::string, at::Tensor>& state_dict);
 
+/// The preset of `family` that reference metadata describes: the architecture from the keys
+/// (var_architecture_from_metadata, or LlamaGen's gpt.* keys: llamagen_architecture_from_metadata)
+/// with the sampling settings recorded there (var_sampling_from_metadata,
+/// llamagen_sampling_from_metadata). Throws tessera::Error naming a missing or malformed key.
+GeneratorPreset preset_from_reference_metadata(const std::map<std::string, std::string>& metadata,
+                                               PresetFamily family);
+
 /// The preset a converted reference checkpoint describes by itself: the architecture from its
 /// __metadata__ (var_architecture_from_metadata), HMAR's when the file carries HMAR's mask token
 /// (`mask_embed.weight`) and VAR's otherwise, with the sampling settings recorded there
