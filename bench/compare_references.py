@@ -1,26 +1,27 @@
 #!/usr/bin/env python3
-"""Measure Tessera's VAR, HMAR and LlamaGen samplers against the reference Python samplers, at once.
+"""Measure Tessera's VAR, HMAR, LlamaGen and MAR samplers against the reference Python samplers, at once.
 
 What it measures: for each family (VAR and HMAR at depth 16; LlamaGen GPT-B c2i with the
-VQ-16 tokenizer at 256 px; random weights, the references' published sampling settings) and
+VQ-16 tokenizer at 256 px; MAR-B with KL-16 at 256 px; random weights, the references' published sampling settings) and
 each batch size, the wall-clock seconds of one sampling call from class labels to decoded
 256x256 images, on the CPU, on both sides:
 
   * the reference: bench/reference_sample.py, which imports the reference's own model code
     from a git clone and times its own entry point (VAR.autoregressive_infer_cfg /
     HMAR.generate / LlamaGen's generate() followed by VQModel.decode_code, as its
-    sample_c2i.py runs them), in fp32, under torch.autocast(bfloat16) ("autocast-bf16") and
-    with its transformer's linear layers in PyTorch's dynamic int8 ("dynamic-int8");
-    LlamaGen in fp32 only;
-  * Tessera: build/bench/sample_bench with the var-d16 / hmar-d16 / llamagen-b presets, in
-    fp32, bf16 and int8 (LlamaGen: fp32 only, like its reference side). Its labels are
+    sample_c2i.py runs them / MAR.sample_tokens followed by the VAE's decode, as main_mar.py
+    runs them), in fp32, under torch.autocast(bfloat16) ("autocast-bf16") and with its
+    transformer's linear layers in PyTorch's dynamic int8 ("dynamic-int8"); LlamaGen and MAR
+    in fp32 only;
+  * Tessera: build/bench/sample_bench with the var-d16 / hmar-d16 / llamagen-b / mar-b
+    presets, in fp32, bf16 and int8 (LlamaGen, MAR: fp32 only, like their reference side). Its labels are
     0, 1, 2, ... (sample_bench's); the LlamaGen reference uses sample_c2i.py's class list
     cycled to the batch (the labels do not change the cost of a call).
 
 From the medians it derives, per (family, batch):
 
   * fp32 speed ratio  = Tessera fp32 images/s / reference fp32 images/s
-    (goal >= 1.10 for VAR and HMAR, >= 1.50 for LlamaGen: FP32_SPEED_GOALS)
+    (goal >= 1.10 for VAR and HMAR, >= 1.50 for LlamaGen and MAR: FP32_SPEED_GOALS)
   * fp32 memory ratio = Tessera fp32 peak RSS / reference fp32 peak RSS    (goal <= 1.00)
   * bf16 (VAR, HMAR): Tessera bf16 / reference fp32 (goal >= 2.5, only judged on a CPU with
     avx512_bf16 or amx_bf16) and Tessera bf16 / reference autocast-bf16 (goal >= 1.5), for
@@ -52,6 +53,11 @@ Examples:
         --llamagen-repo /work/scratch/refs/LlamaGen \\
         --llamagen-commit ce98ec41803a74a90ce68c40ababa9eaeffeb4ec \\
         --batches 1,8 --precisions fp32 --json-name compat_speed.json
+    PYTHONPATH=/work/scratch/pylibs ~/.cache/tessera/venv-torch-2.11.0/bin/python \\
+        bench/compare_references.py --mar-repo /work/scratch/refs/mar \\
+        --mar-commit fe470ac24afbee924668d8c5c83e9fec60af3a73 \\
+        --batches 1,8 --precisions fp32 --json-name compat_speed_mar.json
+    (MAR's model code needs timm, scipy and tqdm: see bench/reference_sample.py.)
 
 Outputs, in --out (default build/bench): the JSON named by --json-name (default
 sample_vs_reference.json: machine, versions, reference commits and settings, every raw result
@@ -80,22 +86,24 @@ REFERENCE_SCRIPT = os.path.join(BENCH_DIR, "reference_sample.py")
 # than relying on its default.
 DEPTH = 16
 LLAMAGEN_SIZE = "b"
-FAMILIES = ("var", "hmar", "llamagen")
-FAMILY_NAMES = {"var": "VAR", "hmar": "HMAR", "llamagen": "LlamaGen"}
+MAR_SIZE = "b"
+FAMILIES = ("var", "hmar", "llamagen", "mar")
+FAMILY_NAMES = {"var": "VAR", "hmar": "HMAR", "llamagen": "LlamaGen", "mar": "MAR"}
 TESSERA_MODELS = {"var": f"var-d{DEPTH}", "hmar": f"hmar-d{DEPTH}",
-                  "llamagen": f"llamagen-{LLAMAGEN_SIZE}"}
+                  "llamagen": f"llamagen-{LLAMAGEN_SIZE}", "mar": f"mar-{MAR_SIZE}"}
 REFERENCE_MODEL_ARGS = {"var": ["--depth", str(DEPTH)], "hmar": ["--depth", str(DEPTH)],
-                        "llamagen": ["--size", LLAMAGEN_SIZE]}
+                        "llamagen": ["--size", LLAMAGEN_SIZE], "mar": ["--size", MAR_SIZE]}
 PRECISIONS = ("fp32", "bf16", "int8")
 # The precisions each family's reference side supports (reference_sample.py refuses
 # --autocast-bf16 / --dynamic-int8 for LlamaGen); the others are skipped for that family.
-FAMILY_PRECISIONS = {"var": PRECISIONS, "hmar": PRECISIONS, "llamagen": ("fp32",)}
+FAMILY_PRECISIONS = {"var": PRECISIONS, "hmar": PRECISIONS, "llamagen": ("fp32",),
+                     "mar": ("fp32",)}
 
 DEFAULT_JSON_NAME = "sample_vs_reference.json"
 
 # Goals (see the docstring). Speed ratios are Tessera / reference images/s, memory ratios
-# Tessera / reference peak RSS. The fp32 speed goal is per family (LlamaGen: issue 28).
-FP32_SPEED_GOALS = {"var": 1.10, "hmar": 1.10, "llamagen": 1.50}
+# Tessera / reference peak RSS. The fp32 speed goal is per family (LlamaGen, MAR: issue 28).
+FP32_SPEED_GOALS = {"var": 1.10, "hmar": 1.10, "llamagen": 1.50, "mar": 1.50}
 GOAL_FP32_MEMORY = 1.00
 GOAL_BF16_VS_REF_FP32 = 2.5
 GOAL_BF16_VS_REF_BF16 = 1.5
@@ -156,6 +164,9 @@ def parse_args():
     parser.add_argument("--llamagen-repo",
                         help="clone (or exported tree) of the LlamaGen reference (omit to skip "
                              "LlamaGen); measured in fp32 only")
+    parser.add_argument("--mar-repo",
+                        help="clone (or exported tree) of the MAR reference (omit to skip MAR); "
+                             "measured in fp32 only")
     for family in FAMILIES:
         parser.add_argument(f"--{family}-commit", metavar="SHA",
                             help=f"commit of the {FAMILY_NAMES[family]} reference, recorded "
@@ -183,7 +194,8 @@ def parse_args():
         parser.error("--warmup must be >= 0; --repeat and --threads must be >= 1")
     args.repos = {f: getattr(args, f"{f}_repo") for f in FAMILIES if getattr(args, f"{f}_repo")}
     if not args.repos:
-        parser.error("nothing to measure: give --var-repo, --hmar-repo and/or --llamagen-repo")
+        parser.error("nothing to measure: give --var-repo, --hmar-repo, --llamagen-repo and/or "
+                     "--mar-repo")
     args.commits = {f: getattr(args, f"{f}_commit") for f in FAMILIES
                     if getattr(args, f"{f}_commit")}
     for family in args.commits:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time the reference Python samplers of VAR, HMAR and LlamaGen on the CPU, to compare with Tessera.
+"""Time the reference Python samplers of VAR, HMAR, LlamaGen and MAR on the CPU, to compare with Tessera.
 
 What it measures: the wall-clock time of ONE call of the reference's own class-conditional
 sampling entry point -- VAR's `VAR.autoregressive_infer_cfg` or HMAR's `HMAR.generate` --
@@ -8,7 +8,9 @@ references return images), with the reference's published sampling settings, for
 batch sizes. LlamaGen's entry point returns token indices, so for it ONE call is what its
 autoregressive/sample/sample_c2i.py times in two pieces: `generate(gpt_model, c_indices, 256,
 ...)` (which sets up the KV caches itself on every call) followed by
-`vq_model.decode_code(index_sample, qzshape)`, together. Per batch size it reports the
+`vq_model.decode_code(index_sample, qzshape)`, together; MAR's is what main_mar.py's evaluate()
+times: `MAR.sample_tokens(bsz, num_iter, cfg, cfg_schedule, labels, temperature)` followed by
+`vae.decode(tokens / 0.2325)`. Per batch size it reports the
 median/min/max seconds per call, images/s (= batch / median) and the peak resident set size
 of the process during that batch's calls. With --profile the call's time is split into
 backbone / sampling / decode / rest.
@@ -22,6 +24,7 @@ with --repo, kept outside this repository and never committed. Clone it with e.g
     git clone https://github.com/FoundationVision/VAR      /work/scratch/refs/VAR       # at 78b9539
     git clone https://github.com/NVlabs/HMAR               /work/scratch/refs/HMAR      # at 595a9df
     git clone https://github.com/FoundationVision/LlamaGen /work/scratch/refs/LlamaGen  # at ce98ec4
+    git clone https://github.com/LTH14/mar                 /work/scratch/refs/mar       # at fe470ac
 
 A copy that is not a git clone (an exported tree) records the commit given with --commit, or
 else the first word of a COMMIT file in its top folder.
@@ -31,7 +34,11 @@ numpy` so that pip cannot touch torch). Training-only imports that the model mod
 (huggingface_hub, HMAR's utils.misc with wandb/pytz/torchvision) are replaced by small substitutes
 when missing; the notes in the output list every such substitute and patch. LlamaGen's model
 and tokenizer code needs torch only; LlamaGen is measured in float32 only (--autocast-bf16 and
---dynamic-int8 are refused for it).
+--dynamic-int8 are refused for it). MAR's model code imports timm (its ViT Block), scipy.stats
+and tqdm; install them beside the reference, never into the project venv (timm pulls
+torchvision, which would move torch): `pip install --no-deps --target /work/scratch/pylibs timm
+torchvision==0.26.0 scipy tqdm pillow pyyaml huggingface_hub filelock fsspec packaging` and run
+with PYTHONPATH=/work/scratch/pylibs. MAR is measured in float32 only as well.
 
 Example:
 
@@ -41,6 +48,8 @@ Example:
         --batch 1 --warmup 0 --repeat 1 --profile
     python bench/reference_sample.py --family llamagen --repo /work/scratch/refs/LlamaGen \\
         --size b --commit ce98ec41803a74a90ce68c40ababa9eaeffeb4ec --batch 1,8 --profile
+    PYTHONPATH=/work/scratch/pylibs python bench/reference_sample.py --family mar \\
+        --repo /work/scratch/refs/mar --size b --batch 1,8 --profile
 """
 
 import argparse
@@ -86,6 +95,13 @@ HMAR_SEED = 13
 # see llamagen_published_settings.
 LLAMAGEN_IMAGE_SIZE = 256
 LLAMAGEN_SIZES = ("b", "l", "xl", "xxl", "xxxl", "1b", "3b", "7b")  # GPT_models' "GPT-<SIZE>"
+
+# MAR: mar_base / mar_large / mar_huge with main_mar.py's defaults (read from it, see
+# mar_published_settings) and the README's evaluation guidance for each size (its "Evaluation"
+# commands: --cfg 2.9 / 3.0 / 3.2 --cfg_schedule linear --temperature 1.0; they use
+# --num_iter 256, this run keeps main_mar.py's default num_iter 64 as Tessera's mar presets do).
+MAR_SIZES = {"b": ("mar_base", 2.9), "l": ("mar_large", 3.0), "h": ("mar_huge", 3.2)}
+MAR_VAE_SCALE = 0.2325  # main_mar.py: sampled_images = vae.decode(sampled_tokens / 0.2325)
 
 # CPU features that decide which LibTorch/oneDNN kernels run; recorded so that results from
 # different machines are not compared blindly.
@@ -275,7 +291,7 @@ class Reference:
     def __init__(self, name, call, settings, hooks, phase_notes, notes, transformer,
                  labels=arange_labels, labels_text="torch.arange(batch) % 1000",
                  grad_mode="inference_mode"):
-        self.name = name            # "var", "hmar" or "llamagen"
+        self.name = name            # "var", "hmar", "llamagen" or "mar"
         self.transformer = transformer  # the nn.Module that --dynamic-int8 quantizes
         self.call = call            # call(labels) -> images (B, 3, 256, 256)
         self.settings = settings    # sampling settings, as recorded in the JSON
@@ -635,6 +651,116 @@ def build_llamagen(repo, size, seed, overrides, autocast_bf16):
                      grad_mode="no_grad")
 
 
+def mar_published_settings(repo):
+    """main_mar.py's argparse defaults, read with `ast` (importing it would import torchvision's
+    datasets and the training engine). Returns (defaults by dest, file read)."""
+    path = os.path.join(repo, "main_mar.py")
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    defaults = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument" and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).startswith("--")):
+            for kw in node.keywords:
+                if kw.arg == "default":
+                    try:
+                        defaults[node.args[0].value[2:].replace("-", "_")] = \
+                            ast.literal_eval(kw.value)
+                    except ValueError:
+                        pass
+    wanted = ("img_size", "vae_path", "vae_embed_dim", "vae_stride", "patch_size", "num_iter",
+              "cfg_schedule", "temperature", "mask_ratio_min", "label_drop_prob", "class_num",
+              "attn_dropout", "proj_dropout", "buffer_size", "diffloss_d", "diffloss_w",
+              "num_sampling_steps", "diffusion_batch_mul", "seed")
+    missing = [k for k in wanted if k not in defaults]
+    if missing:
+        sys.exit(f"error: could not read {missing} from {path}")
+    return defaults, os.path.relpath(path, repo)
+
+
+def build_mar(repo, size, seed, overrides, autocast_bf16):
+    if autocast_bf16:  # main() refuses it first
+        sys.exit("error: MAR is measured in float32 only")
+    notes = []
+    published, source = mar_published_settings(repo)
+    model_name, readme_cfg = MAR_SIZES[size]
+    # MAR's sampler creates its tensors with .cuda() (sample_tokens' mask, tokens and
+    # mask_len; DiffLoss.sample's noise). On the CPU that is the identity.
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    notes.append("torch.Tensor.cuda patched to return the tensor itself: MAR's sample_tokens and "
+                 "DiffLoss.sample move their tensors with .cuda()")
+    import numpy as np
+    import models.mar as mar_models
+    import models.diffloss as mar_diffloss
+    from models.vae import AutoencoderKL
+
+    seed = published["seed"] if seed is None else seed
+    with contextlib.redirect_stdout(sys.stderr):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        # main_mar.py's construction (vae_stride, patch_size, buffer, DiffLoss sizes, steps).
+        vae = AutoencoderKL(embed_dim=published["vae_embed_dim"], ch_mult=(1, 1, 2, 2, 4),
+                            ckpt_path=None)
+        model = mar_models.__dict__[model_name](
+            img_size=published["img_size"], vae_stride=published["vae_stride"],
+            patch_size=published["patch_size"], vae_embed_dim=published["vae_embed_dim"],
+            mask_ratio_min=published["mask_ratio_min"],
+            label_drop_prob=published["label_drop_prob"], class_num=published["class_num"],
+            attn_dropout=published["attn_dropout"], proj_dropout=published["proj_dropout"],
+            buffer_size=published["buffer_size"], diffloss_d=published["diffloss_d"],
+            diffloss_w=published["diffloss_w"],
+            num_sampling_steps=published["num_sampling_steps"],
+            diffusion_batch_mul=published["diffusion_batch_mul"])
+    notes.append(f"{model_name} initialised by MAR.initialize_weights, KL-16 by its "
+                 "constructors (no checkpoint: ckpt_path=None)")
+    for m in (vae, model):
+        m.eval()
+        m.requires_grad_(False)
+
+    settings = {"num_iter": published["num_iter"], "cfg": readme_cfg,
+                "cfg_schedule": "linear", "temperature": published["temperature"]}
+    settings.update({k: v for k, v in overrides.items() if k == "cfg" and v is not None})
+    settings.update({"model": model_name, "img_size": published["img_size"],
+                     "vae_stride": published["vae_stride"], "patch_size": published["patch_size"],
+                     "buffer_size": published["buffer_size"],
+                     "diffloss_d": published["diffloss_d"], "diffloss_w": published["diffloss_w"],
+                     "num_sampling_steps": published["num_sampling_steps"], "dtype": "float32",
+                     "seed": seed, "settings_read_from": [source, "README.md (cfg)"]})
+    notes.append(f"settings: {source}'s defaults (num_iter {published['num_iter']}, "
+                 f"{published['num_sampling_steps']} diffusion steps) with the README's "
+                 f"evaluation guidance for {model_name} (cfg {readme_cfg}, linear); the README "
+                 "evaluates with --num_iter 256")
+    notes.append("torch.manual_seed(seed) and np.random.seed(seed) at the start of every call "
+                 "(main_mar.py seeds once per process), so that each call draws the same images")
+
+    def call(labels):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        tokens = model.sample_tokens(bsz=labels.numel(), num_iter=settings["num_iter"],
+                                     cfg=settings["cfg"], cfg_schedule=settings["cfg_schedule"],
+                                     labels=labels, temperature=settings["temperature"])
+        return vae.decode(tokens / MAR_VAE_SCALE)
+
+    hooks = [(mar_models.MAR, "forward_mae_encoder", "backbone"),
+             (mar_models.MAR, "forward_mae_decoder", "backbone"),
+             (mar_diffloss.DiffLoss, "sample", "sampling"),
+             (AutoencoderKL, "decode", "decode")]
+    phase_notes = {
+        "backbone": "MAR.forward_mae_encoder + forward_mae_decoder (both ViT stacks, their "
+                    "embeddings, norms and position terms)",
+        "sampling": "DiffLoss.sample (the whole diffusion loop of the DiffLoss MLP per MAR step)",
+        "decode": "AutoencoderKL.decode (post-quant conv + decoder)",
+        "rest": "orders, mask_by_order, class embeddings, CFG batch bookkeeping, unpatchify",
+    }
+    return Reference("mar", call, settings, hooks, phase_notes, notes, model,
+                     labels=lambda batch: torch.arange(batch) % published["class_num"],
+                     labels_text="torch.arange(batch) (main_mar.py's evaluate: "
+                                 "np.arange(0, class_num), in order)",
+                     grad_mode="no_grad")
+
+
 def quantize_dynamic_int8(ref):
     """PyTorch's dynamic int8 on the reference's transformer: every nn.Linear the model calls
     as a module becomes a DynamicQuantizedLinear (int8 weights per output channel, activations
@@ -751,7 +877,7 @@ def main():
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--family", required=True, choices=("var", "hmar", "llamagen"))
+    parser.add_argument("--family", required=True, choices=("var", "hmar", "llamagen", "mar"))
     parser.add_argument("--repo", required=True,
                         help="git clone of the reference (outside this repository)")
     parser.add_argument("--commit", metavar="SHA",
@@ -759,8 +885,10 @@ def main():
                              "(else read from <repo>/COMMIT if there is one)")
     parser.add_argument("--depth", type=int, default=None,
                         help="VAR/HMAR transformer depth (default 16)")
-    parser.add_argument("--size", choices=LLAMAGEN_SIZES, default=None,
-                        help="LlamaGen GPT size: GPT-<SIZE> of its GPT_models (default b)")
+    parser.add_argument("--size", choices=sorted(set(LLAMAGEN_SIZES) | set(MAR_SIZES)),
+                        default=None,
+                        help="LlamaGen GPT size: GPT-<SIZE> of its GPT_models; MAR: b, l or h "
+                             "(mar_base, mar_large, mar_huge); default b")
     parser.add_argument("--batch", action="append", metavar="N[,N...]",
                         help="batch size(s); repeatable or comma-separated (default 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per batch size")
@@ -789,13 +917,17 @@ def main():
         batches = parse_batches(args.batch)
     except (ValueError, argparse.ArgumentTypeError) as err:
         parser.error(f"--batch: {err}")
-    if args.family == "llamagen":
+    if args.family in ("llamagen", "mar"):
+        name = {"llamagen": "LlamaGen", "mar": "MAR"}[args.family]
         if args.depth is not None:
-            parser.error("--depth is for VAR/HMAR; LlamaGen's model is chosen with --size")
+            parser.error(f"--depth is for VAR/HMAR; {name}'s model is chosen with --size")
         if args.autocast_bf16 or args.dynamic_int8:
-            parser.error("LlamaGen is measured in float32 only: --autocast-bf16 and "
-                         "--dynamic-int8 are not supported for --family llamagen")
+            parser.error(f"{name} is measured in float32 only: --autocast-bf16 and "
+                         f"--dynamic-int8 are not supported for --family {args.family}")
         args.size = args.size or "b"
+        sizes = LLAMAGEN_SIZES if args.family == "llamagen" else MAR_SIZES
+        if args.size not in sizes:
+            parser.error(f"--size {args.size}: {name} has {', '.join(sizes)}")
     else:
         if args.size is not None:
             parser.error("--size is for LlamaGen; VAR/HMAR are chosen with --depth")
@@ -804,7 +936,8 @@ def main():
         parser.error("--warmup must be >= 0; --repeat, --threads and --depth must be >= 1")
     repo = os.path.abspath(args.repo)
     entry = {"var": "models/var.py", "hmar": "models/hmar.py",
-             "llamagen": "autoregressive/models/generate.py"}[args.family]
+             "llamagen": "autoregressive/models/generate.py",
+             "mar": "models/mar.py"}[args.family]
     if not os.path.isdir(repo):
         parser.error(f"--repo {args.repo}: no such directory")
     if not os.path.isfile(os.path.join(repo, entry)):
@@ -820,6 +953,8 @@ def main():
     if args.family == "llamagen":
         # Its default seed is sample_c2i.py's, read with its other settings.
         ref = build_llamagen(repo, args.size, args.seed, overrides, args.autocast_bf16)
+    elif args.family == "mar":
+        ref = build_mar(repo, args.size, args.seed, overrides, args.autocast_bf16)
     else:
         seed = args.seed if args.seed is not None else (VAR_SEED if args.family == "var"
                                                         else HMAR_SEED)
@@ -845,7 +980,8 @@ def main():
         "dynamic_int8": bool(args.dynamic_int8),
         "cpu": cpu_info(),
         "depth": args.depth,
-        "model": ref.settings.get("gpt_model"),  # LlamaGen's GPT-<SIZE>; None for VAR/HMAR
+        # LlamaGen's GPT-<SIZE>, MAR's mar_<size>; None for VAR/HMAR
+        "model": ref.settings.get("gpt_model") or ref.settings.get("model"),
         "warmup": args.warmup,
         "repeat": args.repeat,
         "labels": ref.labels_text,

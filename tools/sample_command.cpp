@@ -219,13 +219,13 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
   auto* preset = sample->add_option(
       "--preset", options->preset,
       "instead of --model: a preset (var-d16 … var-d30, hmar-d16 … hmar-d30, llamagen-b … "
-      "llamagen-3b, llamagen-b-384 … llamagen-3b-384) with --weights "
+      "llamagen-3b, llamagen-b-384 … llamagen-3b-384, mar-b, mar-l, mar-h) with --weights "
       "and --vae, or random weights without them (for speed and memory measurements)");
   preset->excludes(model)->excludes(config);
   auto* weights =
       sample
           ->add_option("--weights", options->weights,
-                       "the transformer's reference checkpoint (VAR's, HMAR's or LlamaGen's key "
+                       "the transformer's reference checkpoint (VAR's, HMAR's, LlamaGen's or MAR's key "
                        "names, converted by "
                        "tools/convert_checkpoint.py); without --preset its __metadata__ must "
                        "describe the architecture (docs/compat.md)")
@@ -234,7 +234,8 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
   sample
       ->add_option("--vae", options->vae,
                    "with --preset or --weights: the reference's tokenizer checkpoint (VAR's "
-                   "vae_ch160v4096z32 or LlamaGen's vq_ds16_c2i, converted); random weights "
+                   "vae_ch160v4096z32, LlamaGen's vq_ds16_c2i or MAR's kl16, converted); random "
+                   "weights "
                    "without it")
       ->check(CLI::ExistingFile)
       ->excludes(model)
@@ -245,8 +246,9 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
       ->delimiter(',');
   sample->add_flag("--reference-seeding", options->reference_seeding,
                    "draw as the reference samplers do: one generator seeded with --seed for "
-                   "the whole grid, torch.multinomial as --reference-multinomial says "
-                   "(docs/compat.md); default: one stream per sample");
+                   "the whole grid, torch.multinomial as --reference-multinomial says, MAR's "
+                   "orders from numpy's RandomState seeded alike (docs/compat.md); default: one "
+                   "stream per sample");
   sample
       ->add_option("--reference-multinomial", options->reference_multinomial,
                    "with --reference-seeding: inverse_cdf (PyTorch <= 1.13, VAR's fixture) or "

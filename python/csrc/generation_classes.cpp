@@ -169,8 +169,8 @@ c10::intrusive_ptr<GeneratorHolder> load_generator(const std::string& path) {
 
 // A published architecture: by preset name, or from architecture metadata (VAR's keys, which
 // `tessera convert` and tools/convert_checkpoint.py record: depth, width, heads, patch_nums, ...;
-// HMAR when the transformer has HMAR's mask token; LlamaGen's gpt.* keys), with the reference's
-// state dicts.
+// HMAR when the transformer has HMAR's mask token; LlamaGen's gpt.* keys; MAR's architecture from
+// its transformer's tensors), with the reference's state dicts.
 c10::intrusive_ptr<GeneratorHolder> load_preset(
     const std::string& name, const c10::Dict<std::string, std::string>& architecture,
     const c10::Dict<std::string, at::Tensor>& transformer,
@@ -180,13 +180,15 @@ c10::intrusive_ptr<GeneratorHolder> load_preset(
                   "tessera.load_preset: give either a preset name or an architecture, not {}",
                   name.empty() ? "neither" : "both");
     TESSERA_CHECK(seed >= 0, "tessera.load_preset: seed must be >= 0, got {}", seed);
-    // LlamaGen by its gpt.* keys, HMAR by the transformer's mask token, VAR otherwise.
-    const PresetFamily family = architecture.contains("gpt.dim")            ? PresetFamily::llamagen
-                                : transformer.contains("mask_embed.weight") ? PresetFamily::hmar
-                                                                            : PresetFamily::var;
+    // LlamaGen by its gpt.* keys, the others by the transformer's tensors (reference_family).
+    std::vector<std::string> keys;
+    for (const auto& item : transformer) keys.push_back(item.key());
+    const PresetFamily family =
+        architecture.contains("gpt.dim") ? PresetFamily::llamagen : reference_family(keys);
     const GeneratorPreset preset =
-        name.empty() ? preset_from_reference_metadata(to_map(architecture), family)
-                     : generator_preset(name);
+        name.empty()
+            ? preset_from_reference_metadata(to_map(architecture), family, to_map(transformer))
+            : generator_preset(name);
     return c10::make_intrusive<GeneratorHolder>(preset_generator_from_state_dicts(
         preset, {.transformer = to_map(transformer),
                  .tokenizer = to_map(vae),

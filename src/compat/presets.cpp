@@ -12,6 +12,8 @@
 #include "compat/reference_metadata.h"
 #include "tessera/compat/llamagen.h"
 #include "tessera/compat/llamagen_vq.h"
+#include "tessera/compat/mar.h"
+#include "tessera/compat/mar_vae.h"
 #include "tessera/compat/preset_state_dicts.h"
 #include "tessera/compat/var_vae.h"
 #include "tessera/core/error.h"
@@ -235,6 +237,7 @@ std::vector<std::string> generator_preset_names() {
     for (const LlamagenSize& size : kLlamagenSizes)
       names.push_back(llamagen_preset_name(size, grid));
   }
+  for (const MarPublishedModel& m : mar_published_models()) names.push_back("mar-" + m.size);
   return names;
 }
 
@@ -287,6 +290,21 @@ GeneratorPreset generator_preset(const std::string& name) {
       p.parameters_source = "reference module (FoundationVision/LlamaGen gpt.py, c2i)";
       return p;
     }
+  }
+  for (const MarPublishedModel& m : mar_published_models()) {
+    if (name != "mar-" + m.size) continue;
+    const MarArchitecture& a = m.architecture;
+    GeneratorPreset p = mar_generator_preset(a, mar_kl16_config());
+    p.generator.sampling = mar_default_sampling(m.cfg);
+    p.name = name;
+    p.description = fmt::format(
+        "MAR {} (LTH14/mar, ImageNet 256x256): encoder and decoder {} wide with {} blocks and {} "
+        "heads, DiffLoss {} blocks of width {}, over {}x{} tokens of MAR's KL-16",
+        m.reference_name, a.encoder_width, a.encoder_depth, a.encoder_heads, a.diffloss_depth,
+        a.diffloss_width, a.grid, a.grid);
+    p.published_parameters = m.reference_parameters;
+    p.parameters_source = "reference module (LTH14/mar models/mar.py, DiffLoss included)";
+    return p;
   }
   TESSERA_FAIL("unknown preset '{}'; the presets are {}", name,
                fmt::join(generator_preset_names(), ", "));
@@ -418,6 +436,9 @@ void load_preset_transformer(const GeneratorPreset& preset, Generator& generator
     case PresetFamily::llamagen:
       load_llamagen_transformer(generator, state_dict);
       return;
+    case PresetFamily::mar:
+      load_mar_transformer(generator, state_dict);
+      return;
   }
 }
 
@@ -432,6 +453,11 @@ std::unique_ptr<Tokenizer> preset_tokenizer(const GeneratorPreset& preset,
     load_llamagen_vq(*vq, state_dict);
     return vq;
   }
+  if (preset.family == PresetFamily::mar) {
+    auto vae = std::make_unique<KlVae>(mar_vae_config(state_dict), init_seed);
+    load_mar_vae(*vae, state_dict);
+    return vae;
+  }
   std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(preset.tokenizer, init_seed);
   tokenizer->load_state_dict(state_dict);
   return tokenizer;
@@ -445,6 +471,8 @@ Generator build_preset_generator(const GeneratorPreset& preset, const PresetWeig
     tokenizer = make_tokenizer(preset.tokenizer, derive_seed(weights.init_seed, 3));
   } else if (preset.family == PresetFamily::llamagen) {
     tokenizer = load_llamagen_vq(weights.tokenizer);
+  } else if (preset.family == PresetFamily::mar) {
+    tokenizer = load_mar_vae(weights.tokenizer);
   } else {
     tokenizer = load_var_vae(weights.tokenizer);
   }
@@ -468,7 +496,16 @@ Generator preset_generator_from_state_dicts(const GeneratorPreset& preset,
 }
 
 GeneratorPreset preset_from_reference_metadata(const std::map<std::string, std::string>& metadata,
-                                               PresetFamily family) {
+                                               PresetFamily family,
+                                               const std::map<std::string, at::Tensor>& state_dict) {
+  if (family == PresetFamily::mar) {
+    TESSERA_CHECK(!state_dict.empty(),
+                  "MAR's architecture is read from its transformer's tensors; none were given");
+    const MarArchitecture a = mar_architecture(state_dict, metadata);
+    GeneratorPreset preset = mar_generator_preset(a, mar_kl16_config());
+    apply_mar_sampling_metadata(metadata, preset.generator);
+    return preset;
+  }
   if (family == PresetFamily::llamagen) {
     const LlamagenArchitecture a = llamagen_architecture_from_metadata(metadata);
     GeneratorPreset preset = llamagen_generator_preset(a, llamagen_vq_preset_config(a.vocab_size));
@@ -483,13 +520,27 @@ GeneratorPreset preset_from_reference_metadata(const std::map<std::string, std::
   return preset;
 }
 
+PresetFamily reference_family(const std::vector<std::string>& keys) {
+  const auto has = [&](const char* key) {
+    return std::find(keys.begin(), keys.end(), key) != keys.end();
+  };
+  // LlamaGen's GPT by its token table; MAR by its token projection beside a DiffLoss; HMAR's
+  // checkpoints by their mask token (its tails are 8 blocks, build_vae_hmar); VAR's otherwise.
+  if (has("tok_embeddings.weight")) return PresetFamily::llamagen;
+  if (has("z_proj.weight") && has("diffloss.net.input_proj.weight")) return PresetFamily::mar;
+  if (has("mask_embed.weight")) return PresetFamily::hmar;
+  return PresetFamily::var;
+}
+
 GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weights) {
   const SafetensorsFile file = SafetensorsFile::open(weights);
-  // LlamaGen's GPT by its token table; HMAR's checkpoints by their mask token (its tails are 8
-  // blocks, build_vae_hmar); VAR's otherwise.
-  const PresetFamily family = file.contains("tok_embeddings.weight") ? PresetFamily::llamagen
-                              : file.contains("mask_embed.weight")   ? PresetFamily::hmar
-                                                                     : PresetFamily::var;
+  const PresetFamily family = reference_family(file.names());
+  if (family == PresetFamily::mar) {
+    // MAR's sizes are in its tensors' shapes (mar_architecture).
+    GeneratorPreset preset = preset_from_reference_metadata(file.metadata(), family, file.all());
+    preset.name = weights.string();
+    return preset;
+  }
   GeneratorPreset preset;
   try {
     preset = preset_from_reference_metadata(file.metadata(), family);

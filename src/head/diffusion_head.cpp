@@ -178,7 +178,24 @@ HeadLoss DiffusionHead::loss(const at::Tensor& hidden, const at::Tensor& targets
 HeadSample DiffusionHead::sample_impl(const at::Tensor& hidden, const Guidance& guidance,
                                       const HeadSamplingOptions& options, SampleRngs& rngs,
                                       const HeadStep& step) {
-  // guidance and options were validated by Head::sample or the request's CheckedHeadOptions.
+  HeadSample result;
+  result.values = run_sampler(at::Tensor(), hidden, guidance, options, rngs, step);
+  return result;
+}
+
+at::Tensor DiffusionHead::denoise(const at::Tensor& x_T, const at::Tensor& hidden,
+                                  const Guidance& guidance, const HeadSamplingOptions& options,
+                                  SampleRngs& rngs, const HeadStep& step) {
+  const CheckedHeadOptions checked(guidance, options);
+  TESSERA_CHECK(x_T.defined(), "DiffusionHead::denoise: x_T is undefined");
+  return run_sampler(x_T, hidden, checked.guidance(), checked.options(), rngs, step);
+}
+
+at::Tensor DiffusionHead::run_sampler(const at::Tensor& x_T, const at::Tensor& hidden,
+                                      const Guidance& guidance, const HeadSamplingOptions& options,
+                                      SampleRngs& rngs, const HeadStep& step) {
+  // guidance and options were validated by Head::sample, the request's CheckedHeadOptions or
+  // denoise.
   const double weight = guidance.weight_at(step.progress);
   const int64_t steps = options.step_annealing.enabled
                             ? options.step_annealing.steps_at(step.progress)
@@ -205,8 +222,26 @@ HeadSample DiffusionHead::sample_impl(const at::Tensor& hidden, const Guidance& 
   const double temperature = options.temperature;
   const double clip = options.diffusion.clip_x_start;
 
+  // The per-step noise. Note [Reference seeding of the diffusion loop]: a shared stream draws it
+  // as MAR does, for both halves of a guided batch (keeping the conditional half) and at the last
+  // step too, where it is multiplied by 0.
+  const bool reference_stream = rngs.shares_one_stream();
+  const int64_t noise_rows = reference_stream ? hidden.size(0) : rows;
+  const auto step_noise = [&] {
+    return rngs.normal({positions * (noise_rows / rows), channels}, device)
+        .reshape({noise_rows, channels})
+        .narrow(0, 0, rows);
+  };
   // MAR: the initial noise is not scaled by the temperature.
-  at::Tensor x = rngs.normal({positions, channels}, device).reshape({rows, channels});
+  at::Tensor x;
+  if (x_T.defined()) {
+    TESSERA_CHECK(x_T.dim() == 2 && x_T.size(0) == rows && x_T.size(1) == channels,
+                  "DiffusionHead::denoise: x_T must be [{}, {}] (the conditional rows), got {}",
+                  rows, channels, shape_text(x_T));
+    x = x_T.to(device, at::kFloat);
+  } else {
+    x = rngs.normal({positions, channels}, device).reshape({rows, channels});
+  }
   for (int64_t i = process.size() - 1; i >= 0; --i) {
     at::Tensor t = at::full({rows}, static_cast<double>(process.timestep_map()[i]),
                             at::TensorOptions().dtype(at::kFloat).device(device));
@@ -226,6 +261,7 @@ HeadSample DiffusionHead::sample_impl(const at::Tensor& hidden, const Guidance& 
       at::Tensor mean = pred_x_start * process.posterior_mean_coef1()[i] +
                         x * process.posterior_mean_coef2()[i];
       if (i == 0) {
+        if (reference_stream) step_noise();  // drawn and multiplied by 0 (MAR's nonzero_mask)
         x = mean;  // no noise on the last step
         break;
       }
@@ -238,8 +274,7 @@ HeadSample DiffusionHead::sample_impl(const at::Tensor& hidden, const Guidance& 
         log_variance = at::full({1, 1}, process.fixed_large_log_variance()[i],
                                 at::TensorOptions().dtype(at::kFloat).device(device));
       }
-      at::Tensor noise = rngs.normal({positions, channels}, device).reshape({rows, channels});
-      x = mean + at::exp(0.5 * log_variance) * noise * temperature;
+      x = mean + at::exp(0.5 * log_variance) * step_noise() * temperature;
     } else {
       // DDIM (Song et al. 2021, eq. 12). With ε-prediction the ε re-derived from x̂_0 is ε
       // itself, or the clipped x̂_0's above.
@@ -251,16 +286,13 @@ HeadSample DiffusionHead::sample_impl(const at::Tensor& hidden, const Guidance& 
       at::Tensor mean = pred_x_start * std::sqrt(alpha_bar_prev) +
                         eps * std::sqrt(std::max(0.0, 1.0 - alpha_bar_prev - sigma * sigma));
       if (i > 0 && options.diffusion.ddim_eta > 0) {
-        at::Tensor noise = rngs.normal({positions, channels}, device).reshape({rows, channels});
-        x = mean + noise * (sigma * temperature);
+        x = mean + step_noise() * (sigma * temperature);
       } else {
         x = mean;
       }
     }
   }
-  HeadSample result;
-  result.values = x;
-  return result;
+  return x;
 }
 
 }  // namespace tessera

@@ -128,6 +128,7 @@ int64_t BackboneConfig::parameter_count() const {
   };
   int64_t total = input == InputKind::token_ids ? vocab_size * c
                                                 : linear(input_channels, c, input_bias);
+  if (input_norm) total += norm_parameters(true);
   if (num_classes > 0) total += (num_classes + 1) * c;
   if (condition_token_embedding) total += condition_tokens * c;
   if (absolute_positions == AbsolutePositions::learned) total += max_length() * c;
@@ -145,6 +146,7 @@ int64_t BackboneConfig::parameter_count() const {
   total += (depth + branch_blocks) * block;
   if (final_norm == FinalNorm::norm) total += norm_parameters(true);
   if (final_norm == FinalNorm::adaln) total += linear(c, 2 * c, true);
+  if (output_positions) total += segments.back() * c;
   return total;
 }
 

@@ -293,6 +293,10 @@ BackboneNet::BackboneNet(const BackboneConfig& config, uint64_t seed) : config_(
         torch::nn::Linear(
             torch::nn::LinearOptions(config.input_channels, c).bias(config.input_bias)));
   }
+  if (config.input_norm) {
+    input_norm_ = register_module("input_norm",
+                                  std::make_shared<Norm>(config.norm, c, true, config.norm_eps));
+  }
   if (config.num_classes > 0) {
     class_emb_ = register_module("class_emb", torch::nn::Embedding(config.num_classes + 1, c));
   }
@@ -335,6 +339,9 @@ BackboneNet::BackboneNet(const BackboneConfig& config, uint64_t seed) : config_(
   } else if (config.final_norm == FinalNorm::adaln) {
     head_nm_ = register_module("head_nm", std::make_shared<HeadNorm>(c, config.norm_eps));
   }
+  if (config.output_positions) {
+    pos_out_ = register_parameter("pos_out", at::zeros({1, config.segments.back(), c}));
+  }
 
   std::vector<int64_t> segment_of;
   for (size_t s = 0; s < config.segments.size(); ++s) {
@@ -356,6 +363,8 @@ void BackboneNet::initialize(uint64_t seed) {
   if (class_emb_) init.normal(class_emb_->weight, init.std);
   if (pos_start_.defined()) init.normal(pos_start_, init.position_std);
   if (pos_1LC_.defined()) init.normal(pos_1LC_, init.position_std);
+  if (pos_out_.defined()) init.normal(pos_out_, init.position_std);
+  if (input_norm_) input_norm_->initialize();
   if (lvl_embed_) init.normal(lvl_embed_->weight, init.std);
   if (shared_ada_lin_) init.linear(shared_ada_lin_->linear);
   for (auto& block : blocks_) block->initialize(init);
@@ -400,6 +409,7 @@ at::Tensor BackboneNet::embed(const at::Tensor& inputs, const at::Tensor& condit
     add_term(sinusoidal_embedding(positions, c).to(x.device()));
   }
   if (position_terms.defined()) x = x + position_terms;
+  if (input_norm_) x = input_norm_->forward(x);
   return maybe_dropout(x, config_.embedding_dropout, context);
 }
 
@@ -413,8 +423,14 @@ at::Tensor BackboneNet::forward(const at::Tensor& inputs, const at::Tensor& cond
     Block& block = context.branch && i >= tail_begin ? *branch_blocks_[i - tail_begin] : *blocks_[i];
     x = block.forward(x, condition, shared, context, static_cast<int64_t>(i));
   }
-  if (final_norm_) return final_norm_->forward(x);
-  if (head_nm_) return head_nm_->forward(x, condition);
+  if (final_norm_) x = final_norm_->forward(x);
+  if (head_nm_) x = head_nm_->forward(x, condition);
+  if (pos_out_.defined()) {
+    // Rows before the last segment get a zero row of the padded table.
+    const int64_t first = config_.max_length() - config_.segments.back();
+    const at::Tensor table = at::cat({at::zeros({first, config_.width}, pos_out_.options()), pos_out_[0]});
+    x = x + table.index_select(0, positions.flatten()).view({positions.size(0), x.size(1), config_.width}).to(x.scalar_type());
+  }
   return x;
 }
 

@@ -153,6 +153,8 @@ class BackboneNet : public torch::nn::Module {
   torch::nn::Linear vector_embed_{nullptr};    // "word_embed" for vectors
   torch::nn::Embedding class_emb_{nullptr}, lvl_embed_{nullptr};
   at::Tensor pos_start_, pos_1LC_;
+  at::Tensor pos_out_;  // [1, last segment, width] (output_positions)
+  std::shared_ptr<Norm> input_norm_;
   std::shared_ptr<AdaLinear> shared_ada_lin_;
   std::shared_ptr<IndexedModules> blocks_module_;
   std::vector<std::shared_ptr<Block>> blocks_;

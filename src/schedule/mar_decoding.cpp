@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "schedule/schedule_util.h"
+#include "tessera/core/numpy_random.h"
 
 namespace tessera::schedule_detail {
 
@@ -72,13 +73,12 @@ void check_mar_encoder_decoder(const ScheduleModels& models, int64_t buffer_size
                 models.decoder->layout().to_string());
 }
 
-namespace {
-
 // Note [MAR encoder–decoder split]: the encoder on the buffer and visible rows, the decoder on
 // every row.
-at::Tensor encoder_decoder_hidden(const ScheduleModels& models, const at::Tensor& tokens,
-                                  const at::Tensor& mask, const at::Tensor& labels,
-                                  const MarCall& call, const BackboneForwardOptions& options) {
+MarEncoderDecoderOutputs encoder_decoder_forward(const ScheduleModels& models,
+                                                 const at::Tensor& tokens, const at::Tensor& mask,
+                                                 const at::Tensor& labels, const MarCall& call,
+                                                 const BackboneForwardOptions& options) {
   TESSERA_CHECK(!call.prefix.defined(), "mar encoder–decoder: a prefix is not supported");
   Backbone& encoder = models.backbone;
   Backbone& decoder = *models.decoder;
@@ -121,16 +121,14 @@ at::Tensor encoder_decoder_hidden(const ScheduleModels& models, const at::Tensor
   decoder_options.positions = at::Tensor();
   const at::Tensor decoded =
       decoder.forward(decoder_inputs, at::Tensor(), *call.call_mask, decoder_options).hidden;
-  return decoded.slice(1, c, c + N);
+  return {encoded, decoded.slice(1, c, c + N)};
 }
-
-}  // namespace
 
 at::Tensor mar_token_hidden(const ScheduleModels& models, const at::Tensor& tokens,
                             const at::Tensor& mask, const at::Tensor& labels, const MarCall& call,
                             const BackboneForwardOptions& options) {
   if (models.decoder != nullptr)
-    return encoder_decoder_hidden(models, tokens, mask, labels, call, options);
+    return encoder_decoder_forward(models, tokens, mask, labels, call, options).hidden;
   at::Tensor inputs = mar_inputs(tokens, mask);
   if (call.prefix.defined()) inputs = at::cat({call.prefix, inputs}, 1);
   const at::Tensor hidden =
@@ -160,8 +158,13 @@ at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels
   TESSERA_CHECK(phase.steps >= 1 && phase.steps <= N,
                 "masked decoding: {} steps for {} tokens; need 1 <= steps <= tokens", phase.steps,
                 N);
-  // Each sample's order: the argsort of N uniforms from its own generator.
-  const at::Tensor orders = argsort_rows(rngs.uniform({N})).to(device);
+  // Each sample's order: the argsort of N uniforms from its own generator; with the reference's
+  // shared stream, MAR's sample_orders on numpy's RandomState seeded alike (Note [MAR decoding]).
+  const at::Tensor orders =
+      (rngs.shares_one_stream()
+           ? numpy_shuffled_ranges(static_cast<uint32_t>(rngs.seed()), B, N)
+           : argsort_rows(rngs.uniform({N})))
+          .to(device);
   at::Tensor tokens = at::zeros({B, N, C}, at::TensorOptions().dtype(at::kFloat).device(device));
   at::Tensor mask = at::ones({B, N}, at::TensorOptions().dtype(at::kBool).device(device));
   int64_t masked = N;
@@ -185,7 +188,9 @@ at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels
     step.progress.step = phase.step_offset + s;
     step.progress.num_steps = phase.total_steps;
     step.progress.num_tokens = N;
-    step.progress.masked_after_step = mask_len;
+    // MAR's mask_len, which feeds its guidance ramp, is at least 1 even at the last step, where
+    // every token still masked is predicted (Note [MAR decoding]).
+    step.progress.masked_after_step = std::max<int64_t>(mask_len, 1);
     HeadSample drawn = head.draw(models.head, z, rngs, step);
     tokens.scatter_(1, positions.unsqueeze(-1).expand({B, K, C}),
                     drawn.values.to(device, at::kFloat).view({B, K, C}));

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "tessera/attention/block_mask.h"
+#include "tessera/schedule/mar_schedule.h"
 #include "tessera/schedule/masking.h"
 #include "tessera/schedule/schedule.h"
 
@@ -50,6 +51,12 @@ struct MarCall {
 at::Tensor mar_token_hidden(const ScheduleModels& models, const at::Tensor& tokens,
                             const at::Tensor& mask, const at::Tensor& labels, const MarCall& call,
                             const BackboneForwardOptions& options = {});
+
+// The encoder–decoder case of mar_token_hidden, with the encoder's outputs too.
+MarEncoderDecoderOutputs encoder_decoder_forward(const ScheduleModels& models,
+                                                 const at::Tensor& tokens, const at::Tensor& mask,
+                                                 const at::Tensor& labels, const MarCall& call,
+                                                 const BackboneForwardOptions& options = {});
 
 struct MarPhase {
   int64_t tokens = 0;    // N: tokens generated in this phase

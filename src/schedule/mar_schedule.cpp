@@ -116,6 +116,32 @@ ScheduleLoss MarSchedule::loss(const ScheduleModels& models, const TrainingBatch
   return result;
 }
 
+MarEncoderDecoderOutputs MarSchedule::forward(const ScheduleModels& models,
+                                              const at::Tensor& tokens, const at::Tensor& mask,
+                                              const at::Tensor& labels) const {
+  const int64_t C = models.head.token_channels();
+  TESSERA_CHECK(tokens.defined() && tokens.dim() == 3 && tokens.size(2) == C,
+                "mar schedule forward: tokens must be [B, L, {}], got {}", C,
+                tokens.defined() ? tokens.sizes() : at::IntArrayRef{});
+  const int64_t B = tokens.size(0), L = tokens.size(1);
+  TESSERA_CHECK(mask.defined() && mask.scalar_type() == at::kBool && mask.dim() == 2 &&
+                    mask.size(0) == B && mask.size(1) == L,
+                "mar schedule forward: mask must be bool [{}, {}], got {}", B, L,
+                mask.defined() ? mask.sizes() : at::IntArrayRef{});
+  const std::vector<TokenGridSize> grids = {TokenGridSize{1, L}};
+  check_models(models, grids);
+  at::NoGradGuard no_grad;
+  EvalModeGuard eval(models);
+  const at::Device device = models.backbone.device();
+  const BlockMask full = training_mask(grids);
+  const MarCall call{&full, config_.buffer_size, at::Tensor()};
+  const at::Tensor x = tokens.to(device, at::kFloat);
+  const at::Tensor m = mask.to(device);
+  const at::Tensor l = labels.defined() ? labels.to(device) : labels;
+  if (models.decoder != nullptr) return encoder_decoder_forward(models, x, m, l, call);
+  return {at::Tensor(), mar_token_hidden(models, x, m, l, call)};
+}
+
 Tokens MarSchedule::sample_impl(const ScheduleModels& models, const at::Tensor& labels,
                                 const std::vector<TokenGridSize>& grids,
                                 const GenerationOptions& options, const CheckedHeadOptions& head,

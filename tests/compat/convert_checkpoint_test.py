@@ -7,7 +7,9 @@ user's whole path: the reference transformer saved as a .pth, converted with its
 metadata, and `tessera sample --weights … --vae … --reference-seeding` gives the reference's sampled
 tokens; the same for LlamaGen's GPT and VQ checkpoints with the LlamaGen fixture
 (../shared/parity/llamagen-tiny or $TESSERA_PARITY_LLAMAGEN_DIR), saved as its training scripts
-save them (an argparse.Namespace beside the weights). Without a fixture the other checks run and the script exits 77 (skipped), or 1 under
+save them (an argparse.Namespace beside the weights), and MAR's (the EMA weights of main_mar.py's
+checkpoint, the KL-16 VAE) with the MAR fixture (../shared/parity/mar-tiny or
+$TESSERA_PARITY_MAR_DIR), whose sampled tokens come out within 1e-4. Without a fixture the other checks run and the script exits 77 (skipped), or 1 under
 TESSERA_REQUIRE_ALL; any failed check exits 1.
 
 Run by ctest (label compat) with the project venv's python:
@@ -251,14 +253,65 @@ with tempfile.TemporaryDirectory() as tmp:
     elif missing_fixture is None:
         missing_fixture = llamagen
 
+    # MAR's checkpoints as main_mar.py saves them ({"model", "model_ema", "optimizer", "epoch",
+    # "scaler", "args"}; the VAE's kl16.ckpt as {"model": ...}): the EMA weights converted, the
+    # architecture read from the tensors (head counts and sampling settings as metadata), then
+    # sampled with reference seeding (numpy's orders, torch's stream): the fixture's tokens.
+    mar = os.environ.get("TESSERA_PARITY_MAR_DIR") or os.path.join(
+        ROOT, "..", "shared", "parity", "mar-tiny")
+    if all(os.path.exists(os.path.join(mar, n))
+           for n in ("model.safetensors", "vae.safetensors", "io.safetensors")):
+        model, model_meta = read_safetensors(os.path.join(mar, "model.safetensors"))
+        vae, _ = read_safetensors(os.path.join(mar, "vae.safetensors"))
+        io, io_meta = read_safetensors(os.path.join(mar, "io.safetensors"))
+        args = argparse.Namespace(model="mar_tiny", cfg=2.0)
+        zeroed = {k: torch.zeros_like(v) for k, v in model.items()}
+        torch.save({"model": zeroed, "model_ema": model, "optimizer": {}, "epoch": 3,
+                    "scaler": {}, "args": args}, path("mar.pth"))
+        torch.save({"model": vae}, path("kl.ckpt"))
+        pairs = [f"{k}={v}" for k, v in model_meta.items()
+                 if k in ("mar.encoder_num_heads", "mar.decoder_num_heads", "mar.num_sampling_steps")
+                 or k.startswith("sample.")]
+        r = run(path("mar.pth"), path("mar.safetensors"), "--key", "model_ema", "--metadata",
+                *pairs)
+        check(r.returncode == 0, f"MAR: {r.stderr}")
+        r = run(path("kl.ckpt"), path("kl.safetensors"))
+        check(r.returncode == 0, f"MAR KL-16: {r.stderr}")
+        labels = ",".join(str(int(v)) for v in io["sample.labels"].tolist())
+        r = subprocess.run([TESSERA, "sample", "--weights", path("mar.safetensors"),
+                            "--vae", path("kl.safetensors"), "--classes", labels,
+                            "--per-class", "1", "--seed", io_meta["sample_seed"],
+                            "--reference-seeding", "--out", path("mar.png"),
+                            "--save-tokens", path("mar_tokens.safetensors")],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"tessera sample, MAR: {r.stdout}{r.stderr}")
+        if r.returncode == 0:
+            tokens, _ = read_safetensors(path("mar_tokens.safetensors"))
+            # sample.tokens is [B, C, h, w]; Tessera's tokens are [B, h·w, C] (MAR's patchify).
+            reference = io["sample.tokens"].flatten(2).transpose(1, 2)
+            error = ((tokens["scale_0"] - reference).norm() / reference.norm()).item()
+            check(error < 1e-4, f"tessera sample: MAR's tokens differ from the reference's "
+                                f"({error:.3g} relative)")
+        # A truncated state dict: the error names the missing tensor in MAR's names.
+        del model["diffusion_pos_embed_learned"]
+        torch.save({"model": model}, path("mar_truncated.pth"))
+        run(path("mar_truncated.pth"), path("mar_truncated.safetensors"), "--metadata", *pairs)
+        r = subprocess.run([TESSERA, "sample", "--weights", path("mar_truncated.safetensors"),
+                            "--vae", path("kl.safetensors"), "--classes", labels,
+                            "--out", path("x.png")], capture_output=True, text=True)
+        check(r.returncode != 0 and "diffusion_pos_embed_learned" in r.stderr,
+              f"truncated MAR: {r.stderr}")
+    elif missing_fixture is None:
+        missing_fixture = mar
+
 print("convert_checkpoint: %d failure(s)" % len(failures))
 if failures:
     sys.exit(1)
 if missing_fixture is not None:
     # A missing prerequisite is a skip (ctest: SKIP_RETURN_CODE 77), or a failure where every
     # reference check must run (TESSERA_REQUIRE_ALL, as CI sets it).
-    what = (f"parity fixture at {missing_fixture} (set TESSERA_PARITY_DIR and "
-            "TESSERA_PARITY_LLAMAGEN_DIR)")
+    what = (f"parity fixture at {missing_fixture} (set TESSERA_PARITY_DIR, "
+            "TESSERA_PARITY_LLAMAGEN_DIR and TESSERA_PARITY_MAR_DIR)")
     if os.environ.get("TESSERA_REQUIRE_ALL", "") not in ("", "0"):
         print(f"FAILED: missing prerequisite: {what} (TESSERA_REQUIRE_ALL is set: the end-to-end "
               "sampling check must run)")

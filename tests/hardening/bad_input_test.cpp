@@ -29,6 +29,7 @@
 #include "common/source_paths.h"
 #include "common/temporary_folder.h"
 #include "tessera/compat/llamagen.h"
+#include "tessera/compat/mar.h"
 #include "tessera/compat/llamagen_vq.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
@@ -362,6 +363,15 @@ const std::vector<BadInput>& cases() {
        [] {
          return error_message_of([] {
            llamagen_vq_config({{"decoder.conv_in.weight", at::zeros({8, 4, 3, 3})}});
+         });
+       }},
+      {"E49",
+       [] {
+         // An encoder without MAR's decoder (e.g. an MAE's state dict).
+         return error_message_of([] {
+           mar_architecture({{"z_proj.weight", at::zeros({64, 16})},
+                             {"encoder_blocks.0.norm1.weight", at::zeros({64})},
+                             {"encoder_blocks.0.mlp.fc1.weight", at::zeros({256, 64})}});
          });
        }},
       // Datasets.

@@ -30,7 +30,7 @@
 namespace tessera {
 
 /// Whose checkpoints a preset reads: which key names its loaders expect.
-enum class PresetFamily { var, hmar, llamagen };
+enum class PresetFamily { var, hmar, llamagen, mar };
 
 struct GeneratorPreset {
   std::string name;         ///< "var-d16"
@@ -138,12 +138,21 @@ void load_var_transformer(Generator& generator,
 /// (var_architecture_from_metadata, or LlamaGen's gpt.* keys: llamagen_architecture_from_metadata)
 /// with the sampling settings recorded there (var_sampling_from_metadata,
 /// llamagen_sampling_from_metadata). Throws tessera::Error naming a missing or malformed key.
-GeneratorPreset preset_from_reference_metadata(const std::map<std::string, std::string>& metadata,
-                                               PresetFamily family);
+/// MAR's architecture is in its tensors' shapes: for PresetFamily::mar `state_dict` must hold the
+/// transformer (mar_architecture; metadata gives head counts and sampling settings,
+/// apply_mar_sampling_metadata).
+GeneratorPreset preset_from_reference_metadata(
+    const std::map<std::string, std::string>& metadata, PresetFamily family,
+    const std::map<std::string, at::Tensor>& state_dict = {});
 
-/// The preset a converted reference checkpoint describes by itself: the architecture from its
-/// __metadata__ (var_architecture_from_metadata), HMAR's when the file carries HMAR's mask token
-/// (`mask_embed.weight`) and VAR's otherwise, with the sampling settings recorded there
+/// The family whose state dict has these keys: LlamaGen's by tok_embeddings.weight, MAR's by
+/// z_proj.weight beside diffloss.net.input_proj.weight, HMAR's by its mask token
+/// (mask_embed.weight), VAR's otherwise.
+PresetFamily reference_family(const std::vector<std::string>& keys);
+
+/// The preset a converted reference checkpoint describes by itself (the family by
+/// reference_family): the architecture from its __metadata__ (var_architecture_from_metadata;
+/// LlamaGen's gpt.* keys; MAR's from its tensors, mar_architecture), with the sampling settings recorded there
 /// (var_sampling_from_metadata); named after the file. Throws tessera::Error naming the file and
 /// what its metadata lacks.
 GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weights);

@@ -28,6 +28,14 @@
 // (options.diffusion.clip_x_start, IDDPM's clip_denoised with a range) removes the blow-up; the
 // later steps, at SNRs the head has learnt, do the rest. It is off by default (MAR's behaviour).
 //
+// Note [Reference seeding of the diffusion loop]
+// With a shared stream (SampleRngs::shared_stream: the reference's one generator) the loop draws
+// what MAR's p_sample_loop draws from torch's default generator: x_T for the conditional rows,
+// then one torch.randn_like(x) per step over every row x has, i.e. over both halves of a guided
+// batch (MAR's DiffLoss denoises the unconditional half alongside and discards it; Tessera keeps
+// the conditional half's numbers), the last step included, where MAR multiplies the noise by 0.
+// Per-sample generators skip those unused draws.
+//
 // Parameter names are MAR's DiffLoss's (`net.time_embed.mlp.0.weight`, `net.cond_embed.weight`,
 // `net.input_proj.weight`, `net.res_blocks.<i>.{in_ln,mlp.0,mlp.2,adaLN_modulation.1}.*`,
 // `net.final_layer.{linear,adaLN_modulation.1}.*`): a MAR checkpoint's `diffloss.` entries load
@@ -61,6 +69,14 @@ class DiffusionHead final : public Head {
   /// and backbone vectors z [N, hidden_width]; differentiable.
   at::Tensor predict(const at::Tensor& x, const at::Tensor& t, const at::Tensor& z);
 
+  /// The sampling loop from a given initial noise x_T [N, C] for the N conditional rows of
+  /// `hidden` (what sample() runs after drawing x_T itself; IDDPM's p_sample_loop with `noise`
+  /// given), the per-step noise drawn from `rngs` as sample() draws it; returns the tokens
+  /// [N, C]. Validates `guidance` and `options` as Head::sample does.
+  at::Tensor denoise(const at::Tensor& x_T, const at::Tensor& hidden, const Guidance& guidance,
+                     const HeadSamplingOptions& options, SampleRngs& rngs,
+                     const HeadStep& step = {});
+
   // --- Head ---
   HeadConfig config() const override;
   int64_t hidden_width() const override { return config_.mlp.hidden_width; }
@@ -75,6 +91,10 @@ class DiffusionHead final : public Head {
 
  private:
   DiffusionHead(const DiffusionHeadConfig& config, std::shared_ptr<head_detail::AdaLnMlpNet> net);
+  // sample_impl (x_T undefined: drawn from rngs) and denoise.
+  at::Tensor run_sampler(const at::Tensor& x_T, const at::Tensor& hidden, const Guidance& guidance,
+                         const HeadSamplingOptions& options, SampleRngs& rngs,
+                         const HeadStep& step);
   // The respaced process with `count` steps, built on first use.
   const GaussianDiffusion& sampling_process(int64_t count);
 

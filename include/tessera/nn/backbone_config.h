@@ -117,6 +117,9 @@ struct BackboneConfig {
   int64_t vocab_size = 1024;   ///< token_ids: ids in [0, vocab_size), special ids included
   int64_t input_channels = 0;  ///< vectors
   bool input_bias = true;      ///< vectors: the input projection's bias
+  /// `input_norm`: a norm of the configured kind, with affine, on the embedded inputs after the
+  /// position terms are added (MAR's z_proj_ln on the encoder's inputs).
+  bool input_norm = false;
 
   // --- blocks ---
   NormKind norm = NormKind::layer_norm;  ///< LayerNorm or RMSNorm
@@ -161,6 +164,10 @@ struct BackboneConfig {
 
   // --- output ---
   FinalNorm final_norm = FinalNorm::none;  ///< what the last block's output goes through
+  /// `pos_out` [1, last segment's length, width]: learned positions added after the final norm to
+  /// the rows of the last segment (MAR's diffusion_pos_embed_learned on the decoder's token rows;
+  /// the rows of earlier segments get none).
+  bool output_positions = false;
 
   // --- initialisation (a checkpoint overrides it) ---
   double init_std = 0.02;  ///< < 0: sqrt(1 / (3·width)) (VAR's automatic rule)
@@ -183,6 +190,7 @@ struct BackboneConfig {
     v("vocab_size", vocab_size);
     v("input_channels", input_channels);
     v("input_bias", input_bias);
+    v("input_norm", input_norm);
     v("norm", norm);
     v("norm_affine", norm_affine);
     v("norm_eps", norm_eps);
@@ -211,6 +219,7 @@ struct BackboneConfig {
     v("rope_grid", rope_grid);
     v("rope_prefix", rope_prefix);
     v("final_norm", final_norm);
+    v("output_positions", output_positions);
     v("init_std", init_std);
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   /// Throws tessera::Error naming the first inconsistent field.

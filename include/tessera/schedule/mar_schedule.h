@@ -36,19 +36,25 @@
 //            positions are MAR's decoder_pos_embed_learned, its final norm MAR's decoder_norm.
 //            Its width is the head's hidden width.
 // The class condition (with condition dropout for guidance) enters through the encoder's buffer
-// rows only, as in MAR. Not reproduced: MAR's z_proj_ln (a LayerNorm on the encoder's embedded
-// inputs) and diffusion_pos_embed_learned (a learned position added to the decoder's output
-// before the head); the backbone has neither, so MAR checkpoints do not load into this split.
+// rows only, as in MAR. MAR's z_proj_ln (a LayerNorm on the encoder's embedded inputs) is the
+// encoder's BackboneConfig::input_norm and its diffusion_pos_embed_learned (learned positions
+// added to the decoder's token rows before the head) the decoder's output_positions; MAR's
+// published models have both (compat/mar.h), Tessera's own configurations neither by default.
 //
 // Note [MAR decoding]
-// Each sample draws its order as the argsort of L uniforms from its own generator. Step s of T:
+// Each sample draws its order as the argsort of L uniforms from its own generator; under the
+// reference's shared stream (SampleRngs::shared_stream) the orders are MAR's sample_orders after
+// np.random.seed(seed) (core/numpy_random.h), as MAR's sampling script seeds numpy and torch
+// alike. Step s of T:
 // mask_len = masked_after_step(curve, L, s, T, masked) (Note [Masked decoding counts]); MAR's
 // mask_by_order keeps the first mask_len positions of the order masked, so the positions
 // predicted now are those masked before and not after (at the last step, all still masked). Their
 // hidden rows — the same count K for every sample, in increasing position order, conditional half
 // then unconditional half under guidance — go through the head in one call, with
-// GenerationProgress {step s of T, num_tokens L, masked_after_step mask_len} for MAR's guidance
-// ramp `1 + (cfg − 1)·(L − mask_len)/L`.
+// GenerationProgress {step s of T, num_tokens L, masked_after_step max(mask_len, 1)} for MAR's
+// guidance ramp `1 + (cfg − 1)·(L − mask_len)/L`: MAR floors mask_len at 1 at the last step too,
+// where it predicts every remaining token, so the last step's weight is 1 + (cfg − 1)·(L − 1)/L,
+// not cfg.
 
 #include <cstdint>
 #include <string>
@@ -101,6 +107,17 @@ struct MarScheduleConfig {
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
 };  ///< MarSchedule's options.
 
+/// What MAR's MAE computes for given tokens and mask (MarSchedule::forward).
+struct MarEncoderDecoderOutputs {
+  /// With encoder_decoder: the encoder's rows [B, buffer + V, encoder width], the buffer rows
+  /// first, then the V visible tokens in increasing position order (MAR's forward_mae_encoder).
+  /// Undefined for one stack.
+  at::Tensor encoded;
+  /// The hidden rows the head reads for the L tokens, [B, L, head width] (MAR's
+  /// forward_mae_decoder).
+  at::Tensor hidden;
+};
+
 class MarSchedule final : public Schedule {
  public:
   explicit MarSchedule(MarScheduleConfig config = {});  ///< A schedule with these options.
@@ -119,6 +136,13 @@ class MarSchedule final : public Schedule {
   /// The head's loss on every token row with weight 1 at masked positions and 0 elsewhere.
   ScheduleLoss loss(const ScheduleModels& models, const TrainingBatch& batch,
                     at::Generator& generator) override;
+  /// The network's forward pass for tokens [B, L, C] (float), mask bool [B, L] (true: masked;
+  /// masked values never reach the models; with encoder_decoder every sample must have as many
+  /// visible tokens) and labels [B] (the null class, num_classes, for an unconditional row), in
+  /// evaluation (no dropout, no condition dropout) and without gradients. Throws tessera::Error for
+  /// models check_models refuses or inputs of other shapes.
+  MarEncoderDecoderOutputs forward(const ScheduleModels& models, const at::Tensor& tokens,
+                                   const at::Tensor& mask, const at::Tensor& labels) const;
   /// The steps must not exceed the L tokens (each step predicts at least one).
   void check_sampling(const std::vector<TokenGridSize>& grids,
                       const GenerationOptions& options) const override;
