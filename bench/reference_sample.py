@@ -97,10 +97,13 @@ LLAMAGEN_IMAGE_SIZE = 256
 LLAMAGEN_SIZES = ("b", "l", "xl", "xxl", "xxxl", "1b", "3b", "7b")  # GPT_models' "GPT-<SIZE>"
 
 # MAR: mar_base / mar_large / mar_huge with main_mar.py's defaults (read from it, see
-# mar_published_settings) and the README's evaluation guidance for each size (its "Evaluation"
-# commands: --cfg 2.9 / 3.0 / 3.2 --cfg_schedule linear --temperature 1.0; they use
-# --num_iter 256, this run keeps main_mar.py's default num_iter 64 as Tessera's mar presets do).
-MAR_SIZES = {"b": ("mar_base", 2.9), "l": ("mar_large", 3.0), "h": ("mar_huge", 3.2)}
+# mar_published_settings) and the README's per-size settings (its training and "Evaluation"
+# commands: --diffloss_d 6 / 8 / 12 --diffloss_w 1024 / 1280 / 1536, --cfg 2.9 / 3.0 / 3.2
+# --cfg_schedule linear --temperature 1.0; main_mar.py's own diffloss defaults are mar_huge's).
+# The README evaluates with --num_iter 256; this run keeps main_mar.py's default num_iter 64, as
+# Tessera's mar presets do.
+MAR_SIZES = {"b": ("mar_base", 2.9, 6, 1024), "l": ("mar_large", 3.0, 8, 1280),
+             "h": ("mar_huge", 3.2, 12, 1536)}
 MAR_VAE_SCALE = 0.2325  # main_mar.py: sampled_images = vae.decode(sampled_tokens / 0.2325)
 
 # CPU features that decide which LibTorch/oneDNN kernels run; recorded so that results from
@@ -685,7 +688,7 @@ def build_mar(repo, size, seed, overrides, autocast_bf16):
         sys.exit("error: MAR is measured in float32 only")
     notes = []
     published, source = mar_published_settings(repo)
-    model_name, readme_cfg = MAR_SIZES[size]
+    model_name, readme_cfg, diffloss_d, diffloss_w = MAR_SIZES[size]
     # MAR's sampler creates its tensors with .cuda() (sample_tokens' mask, tokens and
     # mask_len; DiffLoss.sample's noise). On the CPU that is the identity.
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
@@ -709,8 +712,7 @@ def build_mar(repo, size, seed, overrides, autocast_bf16):
             mask_ratio_min=published["mask_ratio_min"],
             label_drop_prob=published["label_drop_prob"], class_num=published["class_num"],
             attn_dropout=published["attn_dropout"], proj_dropout=published["proj_dropout"],
-            buffer_size=published["buffer_size"], diffloss_d=published["diffloss_d"],
-            diffloss_w=published["diffloss_w"],
+            buffer_size=published["buffer_size"], diffloss_d=diffloss_d, diffloss_w=diffloss_w,
             num_sampling_steps=published["num_sampling_steps"],
             diffusion_batch_mul=published["diffusion_batch_mul"])
     notes.append(f"{model_name} initialised by MAR.initialize_weights, KL-16 by its "
@@ -725,13 +727,14 @@ def build_mar(repo, size, seed, overrides, autocast_bf16):
     settings.update({"model": model_name, "img_size": published["img_size"],
                      "vae_stride": published["vae_stride"], "patch_size": published["patch_size"],
                      "buffer_size": published["buffer_size"],
-                     "diffloss_d": published["diffloss_d"], "diffloss_w": published["diffloss_w"],
+                     "diffloss_d": diffloss_d, "diffloss_w": diffloss_w,
                      "num_sampling_steps": published["num_sampling_steps"], "dtype": "float32",
                      "seed": seed, "settings_read_from": [source, "README.md (cfg)"]})
     notes.append(f"settings: {source}'s defaults (num_iter {published['num_iter']}, "
                  f"{published['num_sampling_steps']} diffusion steps) with the README's "
-                 f"evaluation guidance for {model_name} (cfg {readme_cfg}, linear); the README "
-                 "evaluates with --num_iter 256")
+                 f"DiffLoss size for {model_name} ({diffloss_d} blocks of width {diffloss_w}) and "
+                 f"its evaluation guidance (cfg {readme_cfg}, linear); the README evaluates with "
+                 "--num_iter 256")
     notes.append("torch.manual_seed(seed) and np.random.seed(seed) at the start of every call "
                  "(main_mar.py seeds once per process), so that each call draws the same images")
 

@@ -206,8 +206,8 @@ def load_preset(
     vae: Optional[Mapping[str, torch.Tensor]] = None,
     seed: int = 0,
 ) -> Generator:
-    """A published VAR / HMAR / LlamaGen architecture with the reference's weights, straight from
-    state dicts.
+    """A published VAR / HMAR / LlamaGen / MAR architecture with the reference's weights, straight
+    from state dicts.
 
     ``name``: a preset ("var-d16" ... "var-d30", "hmar-d16" ..., "llamagen-b" ... "llamagen-3b",
     "llamagen-b-384" ...; the names ``tessera info --preset`` takes); or ``architecture``: VAR's
@@ -215,10 +215,14 @@ def load_preset(
     vocab_size, Cvae, ch, share_quant_resi, num_classes, optionally shared_aln, attn_l2_norm,
     norm_eps, and the sampling defaults cfg, top_k, top_p), HMAR when ``transformer`` holds HMAR's
     mask token; or LlamaGen's (gpt.dim, gpt.n_layer, gpt.n_head, gpt.vocab_size, gpt.num_classes,
-    grid_size, ..., and cfg_scale, cfg_interval, temperature, top_k, top_p; docs/compat.md).
+    grid_size, ..., and cfg_scale, cfg_interval, temperature, top_k, top_p; docs/compat.md); MAR
+    ("mar-b", "mar-l", "mar-h") reads its architecture from ``transformer``'s tensors, and
+    ``architecture`` then gives head counts and sampling settings (mar.encoder_num_heads,
+    sample.cfg, ...), when it is not a published size.
     ``transformer``: the reference's state dict (e.g. ``torch.load("var_d16.pth",
-    weights_only=True)``, or LlamaGen's checkpoint's ``"model"``); ``vae``: the tokenizer's state
-    dict (VAR's ``vae_ch160v4096z32.pth``, LlamaGen's ``vq_ds16_c2i.pt``'s ``"model"``). Either may
+    weights_only=True)``, LlamaGen's checkpoint's ``"model"``, MAR's ``"model_ema"``); ``vae``:
+    the tokenizer's state dict (VAR's ``vae_ch160v4096z32.pth``, LlamaGen's ``vq_ds16_c2i.pt``'s
+    or MAR's ``kl16.ckpt``'s ``"model"``). Either may
     be left out for random weights (``seed``), for speed measurements. Wrong keys or shapes raise
     tessera.Error naming them.
     """

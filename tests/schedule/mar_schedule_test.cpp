@@ -194,7 +194,9 @@ TEST(MarSchedule, ScriptedDecodingFollowsMaskByOrder) {
       }
     }
     ASSERT_EQ(head.calls.size(), 4u);
-    const std::vector<int64_t> masked_after = {14, 11, 6, 0}, predicted = {2, 3, 5, 6};
+    // The progress carries MAR's mask_len, floored at 1 at the last step (sample.step.3.mask_len
+    // in ../shared/parity/mar-tiny is 1), though all 6 remaining tokens are predicted there.
+    const std::vector<int64_t> masked_after = {14, 11, 6, 1}, predicted = {2, 3, 5, 6};
     for (int64_t s = 0; s < 4; ++s) {
       EXPECT_EQ(head.calls[s].rows, (guided ? 6 : 3) * predicted[s]);
       EXPECT_EQ(head.calls[s].progress.step, s);
@@ -486,8 +488,9 @@ TEST(HiMarSchedule, ScriptedDecodingRunsPivotsThenDense) {
   ASSERT_EQ(tokens.sizes(), (std::vector<int64_t>{2, 16, 3}));
   ASSERT_EQ(head.calls.size(), 6u);
   // Pivots: 4 tokens in 2 steps, mask_len floor(4·cos(π/4)) = 2 then 0. Dense: 14, 11, 6, 0.
+  // The progress carries each phase's last mask_len floored at 1, as MAR's guidance ramp reads it.
   const std::vector<int64_t> num_tokens = {4, 4, 16, 16, 16, 16};
-  const std::vector<int64_t> masked_after = {2, 0, 14, 11, 6, 0};
+  const std::vector<int64_t> masked_after = {2, 1, 14, 11, 6, 1};
   const std::vector<int64_t> rows = {2, 2, 2, 3, 5, 6};
   for (int64_t s = 0; s < 6; ++s) {
     EXPECT_EQ(head.calls[s].progress.step, s);
