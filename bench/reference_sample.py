@@ -526,16 +526,10 @@ def build_hmar(repo, depth, seed, overrides, autocast_bf16):
     return Reference("hmar", call, settings, hooks, phase_notes, notes, hmar)
 
 
-def llamagen_published_settings(repo):
-    """sample_c2i.py's argparse defaults and its class labels, read from the file with `ast`.
-
-    Importing the script would import torchvision (save_image) and run its module-level
-    settings, so we read the `parser.add_argument("--name", ..., default=...)` calls and the
-    `class_labels = [...]` assignment instead. Returns (defaults by dest, labels, file read)."""
-    path = os.path.join(repo, "autoregressive", "sample", "sample_c2i.py")
-    with open(path) as f:
-        tree = ast.parse(f.read(), path)
-    defaults, labels = {}, None
+def argparse_defaults(tree):
+    """The `default=` of every `parser.add_argument("--name", ...)` call in a parsed script, by
+    dest ("--name-x" -> "name_x"); defaults that are not literals are left out."""
+    defaults = {}
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr == "add_argument" and node.args
@@ -548,7 +542,21 @@ def llamagen_published_settings(repo):
                             ast.literal_eval(kw.value)
                     except ValueError:
                         pass
-        elif (isinstance(node, ast.Assign) and len(node.targets) == 1
+    return defaults
+
+
+def llamagen_published_settings(repo):
+    """sample_c2i.py's argparse defaults and its class labels, read from the file with `ast`.
+
+    Importing the script would import torchvision (save_image) and run its module-level
+    settings, so we read the `parser.add_argument("--name", ..., default=...)` calls and the
+    `class_labels = [...]` assignment instead. Returns (defaults by dest, labels, file read)."""
+    path = os.path.join(repo, "autoregressive", "sample", "sample_c2i.py")
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    defaults, labels = argparse_defaults(tree), None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
               and isinstance(node.targets[0], ast.Name)
               and node.targets[0].id == "class_labels"):
             labels = ast.literal_eval(node.value)
@@ -659,20 +667,7 @@ def mar_published_settings(repo):
     datasets and the training engine). Returns (defaults by dest, file read)."""
     path = os.path.join(repo, "main_mar.py")
     with open(path) as f:
-        tree = ast.parse(f.read(), path)
-    defaults = {}
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "add_argument" and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and str(node.args[0].value).startswith("--")):
-            for kw in node.keywords:
-                if kw.arg == "default":
-                    try:
-                        defaults[node.args[0].value[2:].replace("-", "_")] = \
-                            ast.literal_eval(kw.value)
-                    except ValueError:
-                        pass
+        defaults = argparse_defaults(ast.parse(f.read(), path))
     wanted = ("img_size", "vae_path", "vae_embed_dim", "vae_stride", "patch_size", "num_iter",
               "cfg_schedule", "temperature", "mask_ratio_min", "label_drop_prob", "class_num",
               "attn_dropout", "proj_dropout", "buffer_size", "diffloss_d", "diffloss_w",

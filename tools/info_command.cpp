@@ -68,10 +68,11 @@ void setup_info(CLI::App& app, const CommandContext& context) {
   auto* info = app.add_subcommand(
       "info", "print the build configuration, or a preset's architecture and parameter counts");
   auto preset = std::make_shared<std::string>();
-  info->add_option("--preset", *preset,
-                   "a preset name (var-d16 … var-d30, hmar-d16 … hmar-d30, llamagen-b … "
-                   "llamagen-3b, llamagen-b-384 … llamagen-3b-384, mar-b, mar-l, mar-h): its architecture and "
-                   "parameter counts, computed from the config");
+  info->add_option(
+      "--preset", *preset,
+      "a preset name (var-d16 … var-d30, hmar-d16 … hmar-d30, llamagen-b … "
+      "llamagen-3b, llamagen-b-384 … llamagen-3b-384, mar-b, mar-l, mar-h): its architecture and "
+      "parameter counts, computed from the config");
   info->callback([preset, heap = context.heap] {
     if (!preset->empty()) {
       run_info_preset(*preset);

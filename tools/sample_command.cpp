@@ -224,11 +224,12 @@ void setup_sample(CLI::App& app, const CommandContext& /*context*/) {
   preset->excludes(model)->excludes(config);
   auto* weights =
       sample
-          ->add_option("--weights", options->weights,
-                       "the transformer's reference checkpoint (VAR's, HMAR's, LlamaGen's or MAR's key "
-                       "names, converted by "
-                       "tools/convert_checkpoint.py); without --preset its __metadata__ must "
-                       "describe the architecture (docs/compat.md)")
+          ->add_option(
+              "--weights", options->weights,
+              "the transformer's reference checkpoint (VAR's, HMAR's, LlamaGen's or MAR's key "
+              "names, converted by "
+              "tools/convert_checkpoint.py); without --preset its __metadata__ (MAR's: its "
+              "tensors) must describe the architecture (docs/compat.md)")
           ->check(CLI::ExistingFile);
   weights->excludes(model)->excludes(config);
   sample

@@ -30,8 +30,7 @@ int64_t count_blocks(const std::map<std::string, at::Tensor>& state_dict,
                      const std::string& stack) {
   int64_t depth = 0;
   while (state_dict.contains(fmt::format("{}_blocks.{}.norm1.weight", stack, depth))) ++depth;
-  TESSERA_CHECK(depth > 0, "MAR transformer: no {}_blocks.0 tensors (not a MAR state dict)",
-                stack);
+  TESSERA_CHECK(depth > 0, "MAR transformer: no {}_blocks.0 tensors (not a MAR state dict)", stack);
   return depth;
 }
 
@@ -42,13 +41,15 @@ std::string mar_name(const std::string& key, const std::string& stack) {
   if (key == "norm.weight" || key == "norm.bias") return stack + "_" + key;
   if (key == "pos_1LC") return stack + "_pos_embed_learned";
   if (key == "pos_out") return "diffusion_pos_embed_learned";
-  if (key.starts_with("word_embed.")) return (encoder ? "z_proj." : "decoder_embed.") + key.substr(11);
+  if (key.starts_with("word_embed."))
+    return (encoder ? "z_proj." : "decoder_embed.") + key.substr(11);
   if (key.starts_with("input_norm.")) return "z_proj_ln." + key.substr(11);
   std::string name = key;
   if (name.starts_with("blocks.")) name = stack + "_" + name;
-  for (const auto& [from, to] : {std::pair<std::string, std::string>{".attn.mat_qkv.", ".attn.qkv."},
-                                {".ffn.", ".mlp."}}) {
-    if (const size_t at = name.find(from); at != std::string::npos) name.replace(at, from.size(), to);
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{".attn.mat_qkv.", ".attn.qkv."}, {".ffn.", ".mlp."}}) {
+    if (const size_t at = name.find(from); at != std::string::npos)
+      name.replace(at, from.size(), to);
   }
   return name;
 }
@@ -78,7 +79,8 @@ void collect_stack(const Backbone& backbone, const std::string& stack,
       // MAR's class_emb has no null row; guidance uses the learned fake_latent.
       const at::Tensor classes = take("class_emb.weight"), fake = take("fake_latent");
       if (!classes.defined() || !fake.defined()) continue;
-      described = fmt::format("class_emb.weight {} and fake_latent {}", classes.sizes(), fake.sizes());
+      described =
+          fmt::format("class_emb.weight {} and fake_latent {}", classes.sizes(), fake.sizes());
       if (classes.dim() == 2 && fake.numel() == classes.size(1)) {
         value = at::cat({classes, fake.reshape({1, -1}).to(classes.scalar_type())});
       }
@@ -100,8 +102,8 @@ void collect_stack(const Backbone& backbone, const std::string& stack,
       described = fmt::format("{} {}", name, value.sizes());
     }
     if (!value.defined() || value.sizes() != expected.sizes()) {
-      out.problems.push_back(fmt::format("{} does not fit the {}'s {} {}", described, stack, key,
-                                         expected.sizes()));
+      out.problems.push_back(
+          fmt::format("{} does not fit the {}'s {} {}", described, stack, key, expected.sizes()));
       continue;
     }
     out.tensors.emplace(key, value);
@@ -169,12 +171,11 @@ MarArchitecture mar_architecture(const std::map<std::string, at::Tensor>& sd,
   const DiffusionHeadConfig head = mar_diffloss_config(sd);
   a.diffloss_width = head.mlp.width;
   a.diffloss_depth = head.mlp.depth;
-  TESSERA_CHECK(head.mlp.hidden_width == a.decoder_width && head.mlp.token_channels ==
-                                                                a.token_channels,
-                "MAR transformer: the DiffLoss conditions on {} channels and denoises {}; the "
-                "decoder is {} wide and the tokens have {} channels",
-                head.mlp.hidden_width, head.mlp.token_channels, a.decoder_width,
-                a.token_channels);
+  TESSERA_CHECK(
+      head.mlp.hidden_width == a.decoder_width && head.mlp.token_channels == a.token_channels,
+      "MAR transformer: the DiffLoss conditions on {} channels and denoises {}; the "
+      "decoder is {} wide and the tokens have {} channels",
+      head.mlp.hidden_width, head.mlp.token_channels, a.decoder_width, a.token_channels);
   a.norm_eps = metadata.contains("mar.norm_eps")
                    ? compat_detail::metadata_number(metadata, "mar.norm_eps", kSource)
                    : 1e-6;
@@ -271,7 +272,7 @@ void apply_mar_sampling_metadata(const std::map<std::string, std::string>& metad
                   "{}: sample.cfg_schedule is '{}'; MAR's are 'linear' and 'constant'", source,
                   schedule);
     // sample_tokens doubles the batch unless cfg == 1.0.
-    options.guidance = cfg == 1.0              ? Guidance::none()
+    options.guidance = cfg == 1.0             ? Guidance::none()
                        : schedule == "linear" ? Guidance::mar_token_ramp(cfg)
                                               : Guidance::constant(cfg);
   }
@@ -357,8 +358,8 @@ void load_mar_transformer(Generator& generator,
       if (it == expected_head.end()) {
         problems.push_back(fmt::format("unexpected {}", key));
       } else if (it->second.sizes() != tensor.sizes()) {
-        problems.push_back(fmt::format("{} is {}, the head's is {}", key, tensor.sizes(),
-                                       it->second.sizes()));
+        problems.push_back(
+            fmt::format("{} is {}, the head's is {}", key, tensor.sizes(), it->second.sizes()));
       } else {
         head_tensors.emplace(name, tensor);
       }

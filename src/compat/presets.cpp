@@ -495,9 +495,9 @@ Generator preset_generator_from_state_dicts(const GeneratorPreset& preset,
   return generator;
 }
 
-GeneratorPreset preset_from_reference_metadata(const std::map<std::string, std::string>& metadata,
-                                               PresetFamily family,
-                                               const std::map<std::string, at::Tensor>& state_dict) {
+GeneratorPreset preset_from_reference_metadata(
+    const std::map<std::string, std::string>& metadata, PresetFamily family,
+    const std::map<std::string, at::Tensor>& state_dict) {
   if (family == PresetFamily::mar) {
     TESSERA_CHECK(!state_dict.empty(),
                   "MAR's architecture is read from its transformer's tensors; none were given");

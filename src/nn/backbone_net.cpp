@@ -428,8 +428,11 @@ at::Tensor BackboneNet::forward(const at::Tensor& inputs, const at::Tensor& cond
   if (pos_out_.defined()) {
     // Rows before the last segment get a zero row of the padded table.
     const int64_t first = config_.max_length() - config_.segments.back();
-    const at::Tensor table = at::cat({at::zeros({first, config_.width}, pos_out_.options()), pos_out_[0]});
-    x = x + table.index_select(0, positions.flatten()).view({positions.size(0), x.size(1), config_.width}).to(x.scalar_type());
+    const at::Tensor table =
+        at::cat({at::zeros({first, config_.width}, pos_out_.options()), pos_out_[0]});
+    x = x + table.index_select(0, positions.flatten())
+                .view({positions.size(0), x.size(1), config_.width})
+                .to(x.scalar_type());
   }
   return x;
 }

@@ -161,9 +161,8 @@ at::Tensor mar_decode(const ScheduleModels& models, const at::Tensor& run_labels
   // Each sample's order: the argsort of N uniforms from its own generator; with the reference's
   // shared stream, MAR's sample_orders on numpy's RandomState seeded alike (Note [MAR decoding]).
   const at::Tensor orders =
-      (rngs.shares_one_stream()
-           ? numpy_shuffled_ranges(static_cast<uint32_t>(rngs.seed()), B, N)
-           : argsort_rows(rngs.uniform({N})))
+      (rngs.shares_one_stream() ? numpy_shuffled_ranges(static_cast<uint32_t>(rngs.seed()), B, N)
+                                : argsort_rows(rngs.uniform({N})))
           .to(device);
   at::Tensor tokens = at::zeros({B, N, C}, at::TensorOptions().dtype(at::kFloat).device(device));
   at::Tensor mask = at::ones({B, N}, at::TensorOptions().dtype(at::kBool).device(device));

@@ -6,8 +6,6 @@
 // shuffles are sample_orders'; and sample_tokens under reference seeding gives the reference's
 // tokens and image (per-step linear guidance, mask_by_order, MAR's draws in MAR's order).
 
-#include "tessera/compat/mar.h"
-
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
@@ -19,6 +17,7 @@
 #include "common/error_message.h"
 #include "common/parity_dir.h"
 #include "common/relative_error.h"
+#include "tessera/compat/mar.h"
 #include "tessera/compat/mar_vae.h"
 #include "tessera/compat/presets.h"
 #include "tessera/core/numpy_random.h"
@@ -75,7 +74,8 @@ TEST(MarParity, ArchitectureComesFromTheTensorsAndAgreesWithTheMetadata) {
   // the file's, and the strict load takes each one.
   int64_t reference = 0;
   for (const auto& [key, tensor] : model.all()) reference += tensor.numel();
-  const GeneratorPreset preset = preset_from_reference_weights(mar_parity_dir() / "model.safetensors");
+  const GeneratorPreset preset =
+      preset_from_reference_weights(mar_parity_dir() / "model.safetensors");
   EXPECT_EQ(preset.family, PresetFamily::mar);
   EXPECT_EQ(transformer_parameter_count(preset.generator), reference);
   EXPECT_EQ(preset.generator.schedule.mar.sampling.steps, metadata_int(model, "sample.num_iter"));
@@ -149,17 +149,16 @@ TEST(MarParity, EncoderAndDecoderOutputsMatchTheReference) {
 TEST(MarParity, NumpyShufflesAreSampleOrders) {
   at::Tensor expected = at::tensor({2, 8, 4, 9, 1, 6, 7, 3, 0, 5}, at::kLong).view({1, 10});
   EXPECT_TRUE(at::equal(numpy_shuffled_ranges(0, 1, 10), expected));
-  expected =
-      at::tensor({6, 3, 4, 0, 1, 5, 2, 4, 0, 3, 1, 2, 5, 6}, at::kLong).view({2, 7});
+  expected = at::tensor({6, 3, 4, 0, 1, 5, 2, 4, 0, 3, 1, 2, 5, 6}, at::kLong).view({2, 7});
   EXPECT_TRUE(at::equal(numpy_shuffled_ranges(12345, 2, 7), expected));
   SKIP_WITHOUT_MAR_FIXTURE();
   const SafetensorsFile io = SafetensorsFile::open(mar_parity_dir() / "io.safetensors");
-  for (const auto& [orders, seed_key] :
-       {std::pair<std::string, std::string>{"orders", "mask_seed"}, {"sample.orders", "sample_seed"}}) {
+  for (const auto& [orders, seed_key] : {std::pair<std::string, std::string>{"orders", "mask_seed"},
+                                         {"sample.orders", "sample_seed"}}) {
     const at::Tensor reference = io.tensor(orders);
     const auto seed = static_cast<uint32_t>(std::stoul(io.metadata().at(seed_key)));
-    EXPECT_TRUE(at::equal(numpy_shuffled_ranges(seed, reference.size(0), reference.size(1)),
-                          reference))
+    EXPECT_TRUE(
+        at::equal(numpy_shuffled_ranges(seed, reference.size(0), reference.size(1)), reference))
         << orders;
   }
 }
@@ -185,7 +184,8 @@ TEST(MarParity, DiffusionLoopGivenTheNoiseMatchesTheReference) {
   SampleRngs rngs = SampleRngs::shared_stream(seed, 1);
   auto& head = dynamic_cast<DiffusionHead&>(generator.head());
   head.set_training(false);
-  const at::Tensor out = head.denoise(x_T, io.tensor("p_sample.c"), Guidance::none(), options, rngs);
+  const at::Tensor out =
+      head.denoise(x_T, io.tensor("p_sample.c"), Guidance::none(), options, rngs);
   const double error = relative_error(out, io.tensor("p_sample.out"));
   std::printf("MAR p_sample_loop: relative error %.3g\n", error);
   EXPECT_LT(error, 1e-4);
@@ -207,8 +207,8 @@ TEST(MarParity, ReferenceSeedingReproducesSampleTokensAndImage) {
   auto& vae = dynamic_cast<KlVae&>(generator.tokenizer());
   const at::Tensor image_ref = io.tensor("sample_image");
   const at::Tensor latent =
-      tokens.scales[0].transpose(1, 2).reshape({image_ref.size(0), -1, tokens.grids[0].height,
-                                                 tokens.grids[0].width}) /
+      tokens.scales[0].transpose(1, 2).reshape(
+          {image_ref.size(0), -1, tokens.grids[0].height, tokens.grids[0].width}) /
       vae.kl_vae_config().latent_scale;
   const double image_error = relative_error(vae.decode_latent(latent), image_ref);
   std::printf("MAR sample.tokens %.3g, sample_image %.3g relative error\n", token_error,

@@ -48,29 +48,29 @@
 namespace tessera {
 
 struct MarArchitecture {
-  int64_t encoder_width = 768;  ///< encoder_embed_dim
-  int64_t encoder_depth = 12;   ///< encoder_depth
-  int64_t encoder_heads = 12;   ///< encoder_num_heads
-  int64_t decoder_width = 768;  ///< decoder_embed_dim
-  int64_t decoder_depth = 12;   ///< decoder_depth
-  int64_t decoder_heads = 12;   ///< decoder_num_heads
-  int64_t mlp_hidden = 3072;    ///< the blocks' MLP width (mlp_ratio 4 · encoder width)
+  int64_t encoder_width = 768;        ///< encoder_embed_dim
+  int64_t encoder_depth = 12;         ///< encoder_depth
+  int64_t encoder_heads = 12;         ///< encoder_num_heads
+  int64_t decoder_width = 768;        ///< decoder_embed_dim
+  int64_t decoder_depth = 12;         ///< decoder_depth
+  int64_t decoder_heads = 12;         ///< decoder_num_heads
+  int64_t mlp_hidden = 3072;          ///< the blocks' MLP width (mlp_ratio 4 · encoder width)
   int64_t decoder_mlp_hidden = 3072;  ///< the same for the decoder
-  int64_t token_channels = 16;  ///< token_embed_dim: the VAE's embed_dim (patch_size 1)
-  int64_t grid = 16;            ///< seq_h: the token map's side (img_size / vae_stride)
-  int64_t buffer_size = 64;     ///< buffer_size: class-embedding rows before the tokens
-  int64_t num_classes = 1000;   ///< class_num (fake_latent is the null class)
-  int64_t diffloss_width = 1024;  ///< diffloss_w
-  int64_t diffloss_depth = 6;     ///< diffloss_d
-  double norm_eps = 1e-6;         ///< the LayerNorms' epsilon (mar_base's partial(LayerNorm))
+  int64_t token_channels = 16;        ///< token_embed_dim: the VAE's embed_dim (patch_size 1)
+  int64_t grid = 16;                  ///< seq_h: the token map's side (img_size / vae_stride)
+  int64_t buffer_size = 64;           ///< buffer_size: class-embedding rows before the tokens
+  int64_t num_classes = 1000;         ///< class_num (fake_latent is the null class)
+  int64_t diffloss_width = 1024;      ///< diffloss_w
+  int64_t diffloss_depth = 6;         ///< diffloss_d
+  double norm_eps = 1e-6;             ///< the LayerNorms' epsilon (mar_base's partial(LayerNorm))
 };  ///< The sizes of a MAR model (mar_base, mar_large, mar_huge: Note [MAR presets]).
 
 /// A published MAR model (Note [MAR presets]).
 struct MarPublishedModel {
-  std::string size;            ///< "b", "l", "h"
-  std::string reference_name;  ///< "mar_base", ...
-  MarArchitecture architecture;  ///< its sizes
-  double cfg = 1.0;              ///< the README's evaluation cfg (linear schedule)
+  std::string size;                  ///< "b", "l", "h"
+  std::string reference_name;        ///< "mar_base", ...
+  MarArchitecture architecture;      ///< its sizes
+  double cfg = 1.0;                  ///< the README's evaluation cfg (linear schedule)
   int64_t reference_parameters = 0;  ///< the reference module's count, DiffLoss included
 };
 

@@ -152,9 +152,9 @@ PresetFamily reference_family(const std::vector<std::string>& keys);
 
 /// The preset a converted reference checkpoint describes by itself (the family by
 /// reference_family): the architecture from its __metadata__ (var_architecture_from_metadata;
-/// LlamaGen's gpt.* keys; MAR's from its tensors, mar_architecture), with the sampling settings recorded there
-/// (var_sampling_from_metadata); named after the file. Throws tessera::Error naming the file and
-/// what its metadata lacks.
+/// LlamaGen's gpt.* keys; MAR's from its tensors, mar_architecture), with the sampling settings
+/// recorded there (var_sampling_from_metadata); named after the file. Throws tessera::Error naming
+/// the file and what its metadata lacks.
 GeneratorPreset preset_from_reference_weights(const std::filesystem::path& weights);
 
 struct PresetWeights {
