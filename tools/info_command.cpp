@@ -32,11 +32,31 @@ void run_info_preset(const std::string& name) {
               static_cast<long long>(g.backbone.num_heads),
               static_cast<long long>(g.backbone.max_length()),
               fmt::format("{}", fmt::join(g.backbone.segments, "+")).c_str());
-  std::printf("  parameters: %lld backbone + %lld head%s = %lld (%.1f M; %s %.1f M)\n",
-              static_cast<long long>(backbone), static_cast<long long>(total - backbone),
-              g.refinement_head ? "s" : "", static_cast<long long>(total),
-              static_cast<double>(total) / 1e6, preset.parameters_source.c_str(),
+  const int64_t decoder = g.decoder ? g.decoder->parameter_count() : 0;
+  if (g.decoder) {
+    std::printf("  decoder: %lld blocks, width %lld, %lld heads, %lld positions (segments %s)\n",
+                static_cast<long long>(g.decoder->depth), static_cast<long long>(g.decoder->width),
+                static_cast<long long>(g.decoder->num_heads),
+                static_cast<long long>(g.decoder->max_length()),
+                fmt::format("{}", fmt::join(g.decoder->segments, "+")).c_str());
+  }
+  std::printf("  parameters: %lld backbone + %s%lld head%s = %lld (%.1f M; %s %.1f M)\n",
+              static_cast<long long>(backbone),
+              g.decoder ? fmt::format("{} decoder + ", decoder).c_str() : "",
+              static_cast<long long>(total - backbone - decoder), g.refinement_head ? "s" : "",
+              static_cast<long long>(total), static_cast<double>(total) / 1e6,
+              preset.parameters_source.c_str(),
               static_cast<double>(preset.published_parameters) / 1e6);
+  if (preset.tokenizer.kl_vae) {
+    const KlVaeConfig& kl = *preset.tokenizer.kl_vae;
+    std::printf("  tokenizer: KL-VAE, ch %lld, channel multipliers %s, z %lld, %lld token "
+                "channels, scale %g, images %lldx%lld\n",
+                static_cast<long long>(kl.autoencoder.base_channels),
+                fmt::format("{}", fmt::join(kl.autoencoder.channel_multipliers, ",")).c_str(),
+                static_cast<long long>(kl.autoencoder.latent_channels),
+                static_cast<long long>(kl.token_channels), kl.latent_scale,
+                static_cast<long long>(g.image_size), static_cast<long long>(g.image_size));
+  }
   if (preset.tokenizer.multiscale_vq_vae) {
     const MultiScaleVqVaeConfig& vq = *preset.tokenizer.multiscale_vq_vae;
     std::printf("  tokenizer: multi-scale VQ-VAE, ch %lld, Cvae %lld, codebook %lld, %lld shared "

@@ -55,9 +55,13 @@ struct LinearSiluLinear : torch::nn::Module {
 };
 
 // nn.Sequential(SiLU, Linear): child "1".
+// forward_activated takes SiLU(y) itself, which the adaLN layers of one net share.
 struct SiluLinear : torch::nn::Module {
   SiluLinear(int64_t in, int64_t out) : linear(register_module("1", make_linear(in, out))) {}
-  at::Tensor forward(const at::Tensor& y) { return ::tessera::linear(at::silu(y), *linear); }
+  at::Tensor forward(const at::Tensor& y) { return forward_activated(at::silu(y)); }
+  at::Tensor forward_activated(const at::Tensor& activated) {
+    return ::tessera::linear(activated, *linear);
+  }
   torch::nn::Linear linear;
 };
 
@@ -87,8 +91,9 @@ struct ResBlock : torch::nn::Module {
                             std::make_shared<LinearSiluLinear>(channels, channels, channels))),
         adaLN_modulation(register_module("adaLN_modulation",
                                          std::make_shared<SiluLinear>(channels, 3 * channels))) {}
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& y) {
-    auto chunks = adaLN_modulation->forward(y).chunk(3, -1);
+  // silu_y = SiLU(y).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& silu_y) {
+    auto chunks = adaLN_modulation->forward_activated(silu_y).chunk(3, -1);
     at::Tensor h = modulate(in_ln(x), chunks[0], chunks[1]);
     return x + chunks[2] * mlp->forward(h);
   }
@@ -104,8 +109,9 @@ struct FinalLayer : torch::nn::Module {
         linear(register_module("linear", make_linear(channels, out_channels))),
         adaLN_modulation(register_module("adaLN_modulation",
                                          std::make_shared<SiluLinear>(channels, 2 * channels))) {}
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& y) {
-    auto chunks = adaLN_modulation->forward(y).chunk(2, -1);
+  // silu_y = SiLU(y).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& silu_y) {
+    auto chunks = adaLN_modulation->forward_activated(silu_y).chunk(2, -1);
     at::Tensor normed = at::layer_norm(x, {channels}, {}, {}, 1e-6);
     return ::tessera::linear(modulate(normed, chunks[0], chunks[1]), *linear);
   }
@@ -135,10 +141,14 @@ struct SimpleMlpAdaLn : torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& z) {
+    return forward_embedded(x, time_embed->forward(t) + ::tessera::linear(z, *cond_embed));
+  }
+  // y = time_embed(t) + cond_embed(z), given; SiLU(y) is computed once for every adaLN.
+  at::Tensor forward_embedded(const at::Tensor& x, const at::Tensor& y) {
     at::Tensor h = ::tessera::linear(x, *input_proj);
-    at::Tensor y = time_embed->forward(t) + ::tessera::linear(z, *cond_embed);
-    for (auto& block : res_blocks) h = block->forward(h, y);
-    return final_layer->forward(h, y);
+    const at::Tensor silu_y = at::silu(y);
+    for (auto& block : res_blocks) h = block->forward(h, silu_y);
+    return final_layer->forward(h, silu_y);
   }
 
   // MAR's initialize_weights.
@@ -262,11 +272,39 @@ at::Tensor AdaLnMlpNet::forward(const at::Tensor& x, const at::Tensor& t,
   return modules_->root->net->forward(x, t, z);
 }
 
+at::Tensor AdaLnMlpNet::embed_condition(const at::Tensor& z) const {
+  const AdaLnMlpConfig& config = modules_->root->config;
+  check_rows(z, z.defined() ? z.size(0) : 0, config.hidden_width, "z (the backbone vectors)",
+             "AdaLN MLP");
+  return ::tessera::linear(z, *modules_->root->net->cond_embed);
+}
+
+at::Tensor AdaLnMlpNet::embed_timesteps(const at::Tensor& t) const {
+  TESSERA_CHECK(t.defined() && t.dim() == 1, "AdaLN MLP: timesteps must be [S], got {}",
+                t.defined() ? fmt::format("{}", t.sizes()) : std::string("undefined"));
+  return modules_->root->net->time_embed->forward(t);
+}
+
+at::Tensor AdaLnMlpNet::forward_embedded(const at::Tensor& x, const at::Tensor& y) const {
+  const AdaLnMlpConfig& config = modules_->root->config;
+  TESSERA_CHECK(x.defined() && x.dim() == 2 && x.size(1) == config.token_channels,
+                "AdaLN MLP: tokens must be [N, {}], got {}", config.token_channels,
+                x.defined() ? fmt::format("{}", x.sizes()) : std::string("undefined"));
+  check_rows(y, x.size(0), config.width, "y (the embedded condition)", "AdaLN MLP");
+  return modules_->root->net->forward_embedded(x, y);
+}
+
 at::Tensor AdaLnMlpNet::forward_guided(const at::Tensor& x, const at::Tensor& t,
                                        const at::Tensor& z_pair, double weight,
                                        int64_t guided_channels) const {
+  return forward_guided_embedded(
+      x, embed_timesteps(at::cat({t, t})) + embed_condition(z_pair), weight, guided_channels);
+}
+
+at::Tensor AdaLnMlpNet::forward_guided_embedded(const at::Tensor& x, const at::Tensor& y_pair,
+                                                double weight, int64_t guided_channels) const {
   const int64_t rows = x.size(0);
-  at::Tensor out = forward(at::cat({x, x}), at::cat({t, t}), z_pair);
+  at::Tensor out = forward_embedded(at::cat({x, x}), y_pair);
   at::Tensor cond = out.narrow(0, 0, rows);
   at::Tensor uncond = out.narrow(0, rows, rows);
   at::Tensor guided = uncond.narrow(1, 0, guided_channels) +
