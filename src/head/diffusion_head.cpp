@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <numbers>
-#include <vector>
 
 #include "head/head_modules.h"
 #include "head/head_util.h"
@@ -244,18 +243,18 @@ at::Tensor DiffusionHead::run_sampler(const at::Tensor& x_T, const at::Tensor& h
     x = rngs.normal({positions, channels}, device).reshape({rows, channels});
   }
   // Note [Sampling with a fixed condition]
-  // The MLP's blocks read y = time_embed(t) + cond_embed(z). Over one loop z is fixed and t runs
-  // through the respaced steps, the same t for every row, so both terms are computed once per
-  // loop — cond_embed for the rows, time_embed for the S steps — rather than at every step for
-  // every row as MAR's p_sample_loop does: the same values (up to the GEMMs' rounding), fewer
-  // weight reads, which is what a step of a small batch costs.
+  // The MLP's blocks read y = time_embed(t) + cond_embed(z). Over one loop z is fixed, so
+  // cond_embed(z) is computed once per loop rather than at every step as MAR's p_sample_loop
+  // does, and SiLU(y) once per step for all adaLN layers: the same GEMMs on the same rows, so the
+  // same bits, with fewer weight reads (what a step of a small batch costs). The time term stays
+  // per step on the call's rows: batching the S steps' embeddings into one GEMM changed its
+  // rounding with the thread count (tests/hardening/determinism_test.cpp).
   const at::Tensor condition = net_->embed_condition(guided ? hidden : z_cond);
-  std::vector<float> timestep_values;
-  for (const int64_t t : process.timestep_map()) timestep_values.push_back(static_cast<float>(t));
-  const at::Tensor time = net_->embed_timesteps(
-      at::tensor(timestep_values, at::TensorOptions().dtype(at::kFloat)).to(device));
   for (int64_t i = process.size() - 1; i >= 0; --i) {
-    const at::Tensor y = condition + time.narrow(0, i, 1);
+    const at::Tensor t = at::full({condition.size(0)},
+                                  static_cast<double>(process.timestep_map()[i]),
+                                  at::TensorOptions().dtype(at::kFloat).device(device));
+    const at::Tensor y = net_->embed_timesteps(t) + condition;
     at::Tensor out = guided ? net_->forward_guided_embedded(x, y, weight, channels)
                             : net_->forward_embedded(x, y);
     at::Tensor eps = out.narrow(1, 0, channels);

@@ -48,11 +48,10 @@ class AdaLnMlpNet {
   // first `guided_channels` columns are u + w·(c − u) and the rest the conditional half's.
   at::Tensor forward_guided(const at::Tensor& x, const at::Tensor& t, const at::Tensor& z_pair,
                             double weight, int64_t guided_channels) const;
-  // The two terms of the blocks' condition y = time_embed(t) + cond_embed(z), for a sampling
-  // loop that evaluates the net at many timesteps against the same z: cond_embed(z) [N, width]
-  // once per loop and time_embed(t) [S, width] once per loop's S timesteps, instead of per step
-  // and row (Note [Sampling with a fixed condition] in diffusion_head.cpp). Then forward and
-  // forward_guided given y [N or 2N, width].
+  // The two terms of the blocks' condition y = time_embed(t) + cond_embed(z), separately, for a
+  // sampling loop that evaluates the net at many timesteps against the same z: cond_embed(z)
+  // [N, width] once per loop, time_embed(t) [N, width] per step (Note [Sampling with a fixed
+  // condition] in diffusion_head.cpp). Then forward and forward_guided given y [N or 2N, width].
   at::Tensor embed_condition(const at::Tensor& z) const;
   at::Tensor embed_timesteps(const at::Tensor& t) const;
   at::Tensor forward_embedded(const at::Tensor& x, const at::Tensor& y) const;
