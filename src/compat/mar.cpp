@@ -20,6 +20,13 @@ namespace {
 
 constexpr std::string_view kSource = "MAR metadata";
 
+// sample_tokens doubles the batch unless cfg == 1.0; its linear cfg_schedule is the token ramp.
+Guidance mar_guidance(double cfg, bool linear) {
+  return cfg == 1.0 ? Guidance::none()
+         : linear   ? Guidance::mar_token_ramp(cfg)
+                    : Guidance::constant(cfg);
+}
+
 at::IntArrayRef shape_of(const std::map<std::string, at::Tensor>& state_dict,
                          const std::string& key) {
   return compat_detail::reference_tensor_shape(state_dict, key, "MAR transformer",
@@ -249,7 +256,7 @@ KlVaeConfig mar_kl16_config() {
 
 GenerationOptions mar_default_sampling(double cfg) {
   GenerationOptions options;
-  options.guidance = cfg == 1.0 ? Guidance::none() : Guidance::mar_token_ramp(cfg);
+  options.guidance = mar_guidance(cfg, /*linear=*/true);
   options.head.temperature = 1.0;
   options.head.diffusion.steps = 100;
   return options;
@@ -271,10 +278,7 @@ void apply_mar_sampling_metadata(const std::map<std::string, std::string>& metad
     TESSERA_CHECK(schedule == "linear" || schedule == "constant",
                   "{}: sample.cfg_schedule is '{}'; MAR's are 'linear' and 'constant'", source,
                   schedule);
-    // sample_tokens doubles the batch unless cfg == 1.0.
-    options.guidance = cfg == 1.0             ? Guidance::none()
-                       : schedule == "linear" ? Guidance::mar_token_ramp(cfg)
-                                              : Guidance::constant(cfg);
+    options.guidance = mar_guidance(cfg, schedule == "linear");
   }
   if (metadata.contains("sample.temperature")) {
     options.head.temperature = metadata_number(metadata, "sample.temperature", source);
@@ -312,17 +316,8 @@ GeneratorPreset mar_generator_preset(const MarArchitecture& a, const KlVaeConfig
   decoder.validate();
   g.decoder = decoder;
   g.head.kind = HeadKind::diffusion;
-  DiffusionHeadConfig& head = g.head.diffusion;
-  head.mlp.token_channels = a.token_channels;
-  head.mlp.hidden_width = a.decoder_width;
-  head.mlp.width = a.diffloss_width;
-  head.mlp.depth = a.diffloss_depth;
-  head.mlp.frequency_embedding_size = 256;
-  head.learn_variance = true;
-  head.beta_schedule = BetaSchedule::cosine;
-  head.training_steps = 1000;
-  head.batch_multiplier = 4;
-  head.validate();
+  g.head.diffusion = mar_diffloss_head_config(a.token_channels, a.decoder_width, a.diffloss_width,
+                                              a.diffloss_depth);
   g.schedule.kind = ScheduleKind::mar;
   MarScheduleConfig schedule;
   schedule.buffer_size = a.buffer_size;

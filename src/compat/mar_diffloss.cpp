@@ -17,6 +17,22 @@ at::IntArrayRef shape_of(const std::map<std::string, at::Tensor>& state_dict,
 
 }  // namespace
 
+DiffusionHeadConfig mar_diffloss_head_config(int64_t token_channels, int64_t hidden_width,
+                                             int64_t width, int64_t depth) {
+  DiffusionHeadConfig config;
+  config.mlp.token_channels = token_channels;
+  config.mlp.hidden_width = hidden_width;
+  config.mlp.width = width;
+  config.mlp.depth = depth;
+  config.mlp.frequency_embedding_size = 256;
+  config.learn_variance = true;
+  config.beta_schedule = BetaSchedule::cosine;
+  config.training_steps = 1000;
+  config.batch_multiplier = 4;
+  config.validate();
+  return config;
+}
+
 DiffusionHeadConfig mar_diffloss_config(const std::map<std::string, at::Tensor>& sd) {
   DiffusionHeadConfig config;
   AdaLnMlpConfig& mlp = config.mlp;
@@ -34,12 +50,12 @@ DiffusionHeadConfig mar_diffloss_config(const std::map<std::string, at::Tensor>&
                 "MAR DiffLoss: the final layer has {} outputs for {} token channels (expected "
                 "C, or 2C with the learned variance)",
                 outputs, mlp.token_channels);
-  config.learn_variance = outputs == 2 * mlp.token_channels;
-  config.beta_schedule = BetaSchedule::cosine;
-  config.training_steps = 1000;
-  config.batch_multiplier = 4;
-  config.validate();
-  return config;
+  DiffusionHeadConfig read =
+      mar_diffloss_head_config(mlp.token_channels, mlp.hidden_width, mlp.width, mlp.depth);
+  read.mlp.frequency_embedding_size = mlp.frequency_embedding_size;
+  read.learn_variance = outputs == 2 * mlp.token_channels;
+  read.validate();
+  return read;
 }
 
 std::map<std::string, at::Tensor> mar_diffloss_state_dict(

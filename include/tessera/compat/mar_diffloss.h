@@ -13,6 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -25,6 +26,11 @@ namespace tessera {
 /// learned, from their shapes; MAR's cosine schedule over 1000 training steps and its
 /// diffusion_batch_mul of 4. Throws tessera::Error naming a missing tensor.
 DiffusionHeadConfig mar_diffloss_config(const std::map<std::string, at::Tensor>& state_dict);
+
+/// MAR's DiffLoss of those sizes: SimpleMLPAdaLN over 256 timestep features with the learned
+/// variance range, the cosine schedule over 1000 training steps, diffusion_batch_mul 4.
+DiffusionHeadConfig mar_diffloss_head_config(int64_t token_channels, int64_t hidden_width,
+                                             int64_t width, int64_t depth);
 
 /// The DiffLoss tensors of a MAR state dict under the head's names (the prefix diffloss. removed).
 /// Throws tessera::Error when there are none.
