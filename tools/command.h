@@ -4,9 +4,9 @@
 // main() (tessera_main.cpp) only lists them.
 
 #include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "tessera/core/heap_reuse.h"
 
@@ -15,6 +15,9 @@ namespace tessera::cli {
 /// What every subcommand may need of the process it runs in.
 struct CommandContext {
   std::string command_line;  ///< the command as typed, for results files (results_file.h)
+  /// The arguments after the program's name, for commands that start copies of themselves
+  /// (`--nproc`, local_ranks.h).
+  std::vector<std::string> arguments;
   /// When the command started: results files record the whole command's wall time.
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   HeapReuseReport heap;  ///< Note [Heap reuse], as applied before parsing

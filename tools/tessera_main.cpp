@@ -36,6 +36,7 @@ std::string command_line(int argc, char** argv) {
 int main(int argc, char** argv) {
   tessera::cli::CommandContext context;
   context.command_line = command_line(argc, argv);
+  context.arguments.assign(argv + 1, argv + argc);
   // Every subcommand allocates the same activations step after step (Note [Heap reuse]).
   context.heap = tessera::keep_freed_heap_memory();
 

@@ -1,10 +1,12 @@
 // `tessera train`: trains a generator (tokenizer frozen; backbone, head and schedule from the
 // config), resuming from its checkpoint.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "command.h"
+#include "local_ranks.h"
 #include "tessera/core/config.h"
 #include "tessera/train/generator_training.h"
 
@@ -20,6 +22,8 @@ struct TrainOptions {
   int64_t steps = -1;
   int64_t threads = -1;
   bool fresh = false;  // ignore an existing checkpoint instead of resuming
+  int nproc = 0;       // start this many local ranks (0: run as this process)
+  double timeout = -1;  // distributed.timeout_seconds
 };
 
 void run_train(const TrainOptions& options) {
@@ -29,7 +33,9 @@ void run_train(const TrainOptions& options) {
   if (options.steps >= 0) config.trainer.steps = options.steps;
   if (options.threads >= 0) config.trainer.threads = options.threads;
   if (options.fresh) config.trainer.resume = false;
+  if (options.timeout > 0) config.trainer.distributed.timeout_seconds = options.timeout;
   const GeneratorTrainResult result = train_generator(config);
+  if (!result.train.writes_files) return;  // a rank > 0 of a data-parallel job: rank 0 reports
   std::printf("generator: %lld parameters, %s schedule\n",
               static_cast<long long>(result.parameters),
               config_to_json(config.generator.schedule)["kind"].get<std::string>().c_str());
@@ -45,7 +51,7 @@ void run_train(const TrainOptions& options) {
 
 }  // namespace
 
-void setup_train(CLI::App& app, const CommandContext& /*context*/) {
+void setup_train(CLI::App& app, const CommandContext& context) {
   auto* train = app.add_subcommand(
       "train", "train a generator (tokenizer frozen; backbone, head and schedule from the config)");
   auto options = std::make_shared<TrainOptions>();
@@ -59,7 +65,25 @@ void setup_train(CLI::App& app, const CommandContext& /*context*/) {
   train->add_option("--threads", options->threads, "intra-op threads, 0 = LibTorch's default");
   train->add_flag("--fresh", options->fresh,
                   "start from scratch even when <out>/checkpoint.safetensors exists (default: resume)");
-  train->callback([options] { run_train(*options); });
+  train
+      ->add_option("--nproc", options->nproc,
+                   "train data-parallel as this many processes on this machine (each the "
+                   "config's batch_size); under torchrun leave it out")
+      ->check(CLI::Range(1, 1024));
+  train
+      ->add_option("--dist-timeout", options->timeout,
+                   "seconds after which a rank that died or hangs stops the others (default: the "
+                   "config's trainer.distributed.timeout_seconds)")
+      ->check(CLI::PositiveNumber);
+  train->callback([options, arguments = context.arguments] {
+    if (options->nproc > 1) {
+      const double grace = options->timeout > 0 ? options->timeout + 30 : 330;
+      const int status = run_local_ranks(options->nproc, without_nproc(arguments), grace);
+      if (status != 0) std::exit(status);
+      return;
+    }
+    run_train(*options);
+  });
 }
 
 }  // namespace tessera::cli

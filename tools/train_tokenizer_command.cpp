@@ -1,10 +1,12 @@
 // `tessera train-tokenizer`: trains a tokenizer as configured and prints the test split's
 // reconstruction metrics.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "command.h"
+#include "local_ranks.h"
 #include "tessera/core/config.h"
 #include "tessera/tokenizer/tokenizer_training.h"
 #include "tessera/train/tokenizer_task.h"
@@ -21,6 +23,7 @@ struct TrainTokenizerOptions {
   int64_t steps = -1;
   int64_t threads = -1;
   bool resume = false;
+  int nproc = 0;  // start this many local ranks (0: run as this process)
 };
 
 void run_train_tokenizer(const TrainTokenizerOptions& options) {
@@ -31,6 +34,7 @@ void run_train_tokenizer(const TrainTokenizerOptions& options) {
   if (options.threads >= 0) config.threads = options.threads;
   if (options.resume) config.resume = true;
   const TokenizerTrainResult result = train_tokenizer(config);
+  if (!result.writes_files) return;  // a rank > 0 of a data-parallel job: rank 0 reports
   std::printf("trained %lld steps in %.1f s (final loss %.5f)\ncheckpoint: %s\n",
               static_cast<long long>(result.steps), result.train_seconds, result.final_loss,
               result.checkpoint.c_str());
@@ -43,7 +47,7 @@ void run_train_tokenizer(const TrainTokenizerOptions& options) {
 
 }  // namespace
 
-void setup_train_tokenizer(CLI::App& app, const CommandContext& /*context*/) {
+void setup_train_tokenizer(CLI::App& app, const CommandContext& context) {
   auto* command = app.add_subcommand(
       "train-tokenizer", "train a tokenizer on Fashion-MNIST and measure its reconstructions");
   auto options = std::make_shared<TrainTokenizerOptions>();
@@ -60,7 +64,20 @@ void setup_train_tokenizer(CLI::App& app, const CommandContext& /*context*/) {
   command->add_flag("--resume", options->resume,
                     "continue from <out>/checkpoint.safetensors (the whole training state) if "
                     "it exists");
-  command->callback([options] { run_train_tokenizer(*options); });
+  command
+      ->add_option("--nproc", options->nproc,
+                   "train data-parallel as this many processes on this machine (each the "
+                   "config's batch_size); under torchrun leave it out")
+      ->check(CLI::Range(1, 1024));
+  command->callback([options, arguments = context.arguments] {
+    if (options->nproc > 1) {
+      // The tokenizer config keeps the default distributed timeout (300 s), plus a margin.
+      const int status = run_local_ranks(options->nproc, without_nproc(arguments), 330);
+      if (status != 0) std::exit(status);
+      return;
+    }
+    run_train_tokenizer(*options);
+  });
 }
 
 }  // namespace tessera::cli

@@ -91,6 +91,8 @@ ClassifierTrainResult train_classifier(const ClassifierTrainConfig& config) {
   Trainer trainer(config.train, task);
   ClassifierTrainResult result;
   result.train = trainer.run();
+  // The other ranks of a data-parallel job hold the same weights; rank 0 evaluates and writes them.
+  if (!trainer.writes_files()) return result;
 
   classifier.set_training(false);
   result.test_images = test_images.size(0);

@@ -108,7 +108,8 @@ GeneratorTrainResult train_generator(const GeneratorTrainConfig& config) {
   GeneratorTask task(generator, std::move(tokens), train.labels);
   Trainer trainer(config.trainer, task);
   result.train = trainer.run();
-  if (result.train.steps >= config.trainer.steps) {
+  // The other ranks of a data-parallel job hold the same weights; rank 0 writes them.
+  if (result.train.steps >= config.trainer.steps && trainer.writes_files()) {
     if (trainer.ema() != nullptr) generator.load_trainable_parameters(trainer.ema()->averages());
     result.generator_file = std::filesystem::path(config.trainer.output_dir) / "generator.safetensors";
     generator.save(result.generator_file,

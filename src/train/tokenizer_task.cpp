@@ -196,6 +196,7 @@ TokenizerTrainResult train_tokenizer(const TokenizerTrainConfig& config) {
     Trainer trainer(trainer_config, task);
     trainer.set_config_json(config_to_json(config));
     const TrainResult run = trainer.run();
+    result.writes_files = trainer.writes_files();
     result.steps = run.steps;
     result.start_step = run.start_step;
     result.train_seconds = run.seconds;
@@ -209,6 +210,8 @@ TokenizerTrainResult train_tokenizer(const TokenizerTrainConfig& config) {
       ema_weights = true;
     }
   }
+  // The other ranks hold the same weights; rank 0 writes and evaluates them.
+  if (!result.writes_files) return result;
   result.checkpoint = out_dir / "tokenizer.safetensors";
   save_tokenizer_checkpoint(result.checkpoint, *tokenizer,
                             {{"tessera.step", std::to_string(result.steps)},

@@ -127,14 +127,52 @@ Trainer::Trainer(TrainerConfig config, TrainingTask& task)
                   p.scalar_type());
     TESSERA_CHECK(p.requires_grad(), "Trainer: parameter '{}' does not require grad", name);
   }
+  const DistributedEnvironment environment = DistributedEnvironment::from_variables();
+  if (environment.distributed()) {
+    group_ = ProcessGroup::connect(environment, config_.distributed, task_.device());
+    if (group_->rank() > 0) {
+      task_generator_ = make_cpu_generator(derive_seed(derive_seed(config_.seed, kTaskStream),
+                                                       static_cast<uint64_t>(group_->rank())));
+    }
+    check_ranks_agree();
+  }
   const int64_t n = task_.dataset_size();
-  TESSERA_CHECK(n >= config_.batch_size,
-                "Trainer: the dataset has {} examples, fewer than batch_size {}", n,
-                config_.batch_size);
+  TESSERA_CHECK(n >= config_.batch_size * world_size(),
+                "Trainer: the dataset has {} examples, fewer than batch_size {} × {} rank(s)", n,
+                config_.batch_size, world_size());
   optimizer_ = make_optimizer(config_.optimizer);
+  if (group_) {
+    // Every rank starts from rank 0's weights (Note [Data-parallel training]).
+    at::NoGradGuard no_grad;
+    for (auto& [name, p] : parameters_) {
+      at::Tensor data = p.detach();
+      group_->broadcast(data, 0);
+    }
+    for (auto& [name, b] : task_.buffers()) {
+      at::Tensor data = b.detach();
+      group_->broadcast(data, 0);
+    }
+    gradients_ = std::make_unique<GradientAllReduce>(group_, parameters_,
+                                                     config_.distributed.bucket_megabytes);
+  }
   if (config_.ema.enabled) {
     ema_ = std::make_unique<ExponentialMovingAverage>(parameters_, config_.ema);
   }
+}
+
+void Trainer::check_ranks_agree() {
+  group_->require_agreement("trainer config", config_to_json(config_).dump());
+  std::string shapes;
+  for (const auto& [name, p] : parameters_) {
+    shapes += fmt::format("{} {} {}; ", name, p.sizes(), p.scalar_type());
+  }
+  for (const auto& [name, b] : task_.buffers()) {
+    shapes += fmt::format("buffer {} {} {}; ", name, b.sizes(), b.scalar_type());
+  }
+  group_->require_agreement("parameters", shapes);
+  group_->require_agreement("data set size", std::to_string(task_.dataset_size()));
+  nlohmann::json metadata(task_.metadata());
+  group_->require_agreement("model metadata", metadata.dump());
 }
 
 Trainer::~Trainer() = default;
@@ -144,14 +182,18 @@ std::filesystem::path Trainer::checkpoint_path() const {
 }
 
 at::Tensor Trainer::micro_batch_indices(int64_t micro_batch) {
+  // Note [Data-parallel training]: the job's micro-batch is G = W·B examples, this rank's share
+  // the r-th B of them.
   const int64_t n = task_.dataset_size();
-  const int64_t per_epoch = n / config_.batch_size;
+  const int64_t job_batch = config_.batch_size * world_size();
+  const int64_t per_epoch = n / job_batch;
   const int64_t epoch = micro_batch / per_epoch, k = micro_batch % per_epoch;
   if (epoch != cached_epoch_) {
     cached_permutation_ = epoch_permutation(config_.seed, epoch, n);
     cached_epoch_ = epoch;
   }
-  return cached_permutation_.slice(0, k * config_.batch_size, (k + 1) * config_.batch_size);
+  const int64_t begin = k * job_batch + rank() * config_.batch_size;
+  return cached_permutation_.slice(0, begin, begin + config_.batch_size);
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& path) {
@@ -164,7 +206,19 @@ void Trainer::save_checkpoint(const std::filesystem::path& path) {
   if (cuda_generator_available()) {
     tensors["rng/cuda"] = at::globalContext().defaultGenerator(at::kCUDA).get_state();
   }
+  if (group_) {
+    // Every rank's streams, so that each resumes its own (a collective: every rank saves).
+    auto gathered = [&](const at::Tensor& state) {
+      return group_->all_gather(state.to(task_.device())).cpu();
+    };
+    tensors["rng/ranks/task"] = gathered(tensors["rng/task"]);
+    tensors["rng/ranks/cpu"] = gathered(tensors["rng/cpu"]);
+    const std::vector<int64_t> order = gradients_->rebuilt_order();
+    if (!order.empty()) tensors["distributed/bucket_order"] = at::tensor(order, at::kLong);
+    if (!writes_files()) return;
+  }
   std::map<std::string, std::string> metadata = task_.metadata();
+  metadata["tessera.world_size"] = std::to_string(world_size());
   metadata["tessera.format"] = kCheckpointFormat;
   metadata["tessera.step"] = std::to_string(step_);
   metadata["tessera.ema_updates"] = std::to_string(ema_ ? ema_->updates() : 0);
@@ -185,6 +239,14 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
                 "checkpoint {}: format '{}', expected '{}'", path.string(), meta("tessera.format"),
                 kCheckpointFormat);
   const int64_t step = std::stoll(meta("tessera.step"));
+  const auto saved_world = metadata.find("tessera.world_size");
+  const int64_t saved_world_size =
+      saved_world == metadata.end() ? 1 : std::stoll(saved_world->second);
+  TESSERA_CHECK(saved_world_size == world_size(),
+                "checkpoint {}: written by a run of {} process(es), and this run has {}: the data "
+                "order and the random streams depend on the number of ranks, so resume with {} "
+                "(or start afresh with --fresh)",
+                path.string(), saved_world_size, world_size(), saved_world_size);
   const int64_t ema_updates = std::stoll(meta("tessera.ema_updates"));
   const std::map<std::string, at::Tensor> all = file.all();
 
@@ -202,10 +264,20 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
     TESSERA_CHECK(it != all.end(), "checkpoint {}: missing '{}'", path.string(), key);
     return it->second.clone();  // set_state wants its own bytes
   };
-  task_generator_.set_state(state("rng/task"));
   // defaultGenerator() hands out a const handle; a copy shares the same generator.
   at::Generator cpu = at::globalContext().defaultGenerator(at::kCPU);
-  cpu.set_state(state("rng/cpu"));
+  if (group_) {
+    task_generator_.set_state(state("rng/ranks/task")[rank()].clone());
+    cpu.set_state(state("rng/ranks/cpu")[rank()].clone());
+    if (all.contains("distributed/bucket_order")) {
+      const at::Tensor order = all.at("distributed/bucket_order").contiguous();
+      gradients_->use_order(std::vector<int64_t>(order.data_ptr<int64_t>(),
+                                                 order.data_ptr<int64_t>() + order.numel()));
+    }
+  } else {
+    task_generator_.set_state(state("rng/task"));
+    cpu.set_state(state("rng/cpu"));
+  }
   if (all.contains("rng/cuda") && cuda_generator_available()) {
     at::Generator cuda = at::globalContext().defaultGenerator(at::kCUDA);
     cuda.set_state(state("rng/cuda"));
@@ -214,34 +286,51 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
 }
 
 TrainResult Trainer::run(std::optional<int64_t> stop_at) {
+  if (!group_) return run_steps(stop_at);
+  try {
+    return run_steps(stop_at);
+  } catch (const std::exception& e) {
+    // Note [Naming the failed rank]: the other ranks' errors will name this one and its reason.
+    group_->report_failure(e.what());
+    throw;
+  }
+}
+
+TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
   const int64_t end_step = std::min(config_.steps, stop_at.value_or(config_.steps));
   TESSERA_CHECK(end_step >= 0, "Trainer::run: stop_at must be >= 0, got {}", end_step);
   const std::filesystem::path out_dir = config_.output_dir;
   std::filesystem::create_directories(out_dir);
   // A run killed while saving left its temporary file behind (Note [Atomic writes]).
-  remove_stale_temporary_files(out_dir);
+  if (writes_files()) remove_stale_temporary_files(out_dir);
   const std::filesystem::path checkpoint = checkpoint_path();
   if (config_.resume && std::filesystem::exists(checkpoint)) {
     load_checkpoint(checkpoint);
     TESSERA_LOG_INFO("resumed from {} at step {}", checkpoint.string(), step_);
   }
-  write_json_file(out_dir / "config.json", config_json_ ? *config_json_ : config_to_json(config_));
-
   TrainResult result;
   result.start_step = step_;
   result.checkpoint = checkpoint;
+  result.writes_files = writes_files();
   int64_t last_good_checkpoint = std::filesystem::exists(checkpoint) ? step_ : -1;
-  drop_metrics_after(out_dir / "metrics.jsonl", step_);
-  std::ofstream metrics(out_dir / "metrics.jsonl", std::ios::app);
-  TESSERA_CHECK(metrics.good(), "Trainer: cannot open {} for writing",
-                (out_dir / "metrics.jsonl").string());
+  std::ofstream metrics;
+  if (writes_files()) {
+    write_json_file(out_dir / "config.json",
+                    config_json_ ? *config_json_ : config_to_json(config_));
+    drop_metrics_after(out_dir / "metrics.jsonl", step_);
+    metrics.open(out_dir / "metrics.jsonl", std::ios::app);
+    TESSERA_CHECK(metrics.good(), "Trainer: cannot open {} for writing",
+                  (out_dir / "metrics.jsonl").string());
+  }
 
   const auto start = std::chrono::steady_clock::now();
   std::optional<ProgressBar> progress;
-  if (config_.progress_bar && end_step > step_) progress.emplace(end_step - step_, "train");
+  if (config_.progress_bar && end_step > step_ && writes_files()) {
+    progress.emplace(end_step - step_, "train");
+  }
   task_.set_training(true);
   const double accumulation = static_cast<double>(config_.accumulation_steps);
-  double loss_sum = 0, grad_norm_sum = 0;
+  double loss_sum = 0, grad_norm_sum = 0, all_reduce_sum = 0;
   int64_t interval_steps = 0;
   std::vector<std::pair<std::string, double>> term_sums;
   auto interval_start = std::chrono::steady_clock::now();
@@ -276,6 +365,8 @@ TrainResult Trainer::run(std::optional<int64_t> stop_at) {
                               last_good_checkpoint)
                 : std::string("and no checkpoint was written yet"));
       }
+      // The step's last backward pass all-reduces the gradients as they arrive.
+      if (gradients_ && a + 1 == config_.accumulation_steps) gradients_->arm();
       (config_.accumulation_steps == 1 ? out.loss : out.loss / accumulation).backward();
       step_loss += value / accumulation;
       if (step_terms.empty()) step_terms.assign(out.terms.size(), 0.0);
@@ -284,6 +375,20 @@ TrainResult Trainer::run(std::optional<int64_t> stop_at) {
       }
       if (term_sums.empty()) {
         for (const auto& [name, v] : out.terms) term_sums.emplace_back(name, 0.0);
+      }
+    }
+    if (gradients_) {
+      gradients_->finish();
+      all_reduce_sum += gradients_->take_wait_seconds();
+      // The logged loss and terms are the job's: means over the ranks.
+      std::vector<double> values{step_loss};
+      values.insert(values.end(), step_terms.begin(), step_terms.end());
+      at::Tensor summed = at::tensor(values, at::kDouble).to(task_.device());
+      group_->all_reduce_sum(summed);
+      summed = summed.cpu() / static_cast<double>(world_size());
+      step_loss = summed[0].item<double>();
+      for (size_t i = 0; i < step_terms.size(); ++i) {
+        step_terms[i] = summed[static_cast<int64_t>(i) + 1].item<double>();
       }
     }
     const double grad_norm = clip_grad_norm(parameters_, config_.grad_clip_norm);
@@ -318,13 +423,21 @@ TrainResult Trainer::run(std::optional<int64_t> stop_at) {
       line["grad_norm"] = grad_norm_sum / n;
       line["steps_per_second"] = n / seconds;
       line["examples_per_second"] =
-          n * static_cast<double>(config_.batch_size * config_.accumulation_steps) / seconds;
+          n * static_cast<double>(config_.batch_size * config_.accumulation_steps * world_size()) /
+          seconds;
       line["elapsed_seconds"] = seconds_since(start);
-      metrics << line.dump() << '\n';
-      metrics.flush();
+      if (group_) {
+        line["ranks"] = world_size();
+        line["all_reduce_wait_seconds_per_step"] = all_reduce_sum / n;
+      }
+      if (writes_files()) {
+        metrics << line.dump() << '\n';
+        metrics.flush();
+      }
       TESSERA_LOG_DEBUG("train {}", line.dump());
       result.final_loss = loss_sum / n;
-      loss_sum = grad_norm_sum = 0;
+      result.all_reduce_wait_seconds += all_reduce_sum;
+      loss_sum = grad_norm_sum = all_reduce_sum = 0;
       for (auto& [name, sum] : term_sums) sum = 0;
       interval_steps = 0;
       interval_start = std::chrono::steady_clock::now();
@@ -341,7 +454,7 @@ TrainResult Trainer::run(std::optional<int64_t> stop_at) {
   result.steps = step_;
   save_checkpoint(checkpoint);
 
-  if (step_ >= config_.steps) {
+  if (step_ >= config_.steps && writes_files()) {
     // The weights alone, for inference: parameters and buffers under their own names.
     std::map<std::string, at::Tensor> weights;
     for (const auto& [name, p] : parameters_) weights[name] = p.detach();

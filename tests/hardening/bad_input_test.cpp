@@ -34,6 +34,8 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/data/fashion_mnist.h"
+#include "tessera/distributed/distributed_environment.h"
+#include "tessera/distributed/process_group.h"
 #include "tessera/io/image_io.h"
 #include "tessera/io/safetensors.h"
 #include "tessera/pipeline/generator.h"
@@ -96,6 +98,23 @@ const std::map<std::string, std::string>& page() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers that make bad inputs.
+
+// The error DistributedEnvironment::from_variables() gives with exactly these of torchrun's
+// variables set (the process's own are restored afterwards).
+std::string environment_error(const std::map<std::string, std::string>& variables) {
+  const char* names[] = {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"};
+  std::map<std::string, std::string> saved;
+  for (const char* name : names) {
+    if (const char* value = std::getenv(name)) saved[name] = value;
+    unsetenv(name);
+  }
+  for (const auto& [name, value] : variables) setenv(name.c_str(), value.c_str(), 1);
+  const std::string error =
+      error_message_of([] { (void)DistributedEnvironment::from_variables(); });
+  for (const char* name : names) unsetenv(name);
+  for (const auto& [name, value] : saved) setenv(name.c_str(), value.c_str(), 1);
+  return error;
+}
 
 // The stderr of `tessera <arguments>`, which must fail.
 std::string cli_error(const std::string& arguments) {
@@ -492,6 +511,27 @@ const std::vector<BadInput>& cases() {
              R"(convert --in '{}' --out '{}' --sampling '{{"schedule": {{"steps": 100}}}}')",
              kMaskGit.string(), out.string()));
          return std::filesystem::exists(out) ? "(g.safetensors was written) " + error : error;
+       }},
+      // Data-parallel training.
+      {"E50",
+       [] {
+         return environment_error(
+             {{"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}});
+       }},
+      {"E51",
+       [] {
+         return environment_error({{"WORLD_SIZE", "2"},
+                                   {"RANK", "2"},
+                                   {"MASTER_ADDR", "127.0.0.1"},
+                                   {"MASTER_PORT", "29500"}});
+       }},
+      {"E52",
+       [] {
+         return error_message_of([] {
+           DistributedConfig config;
+           config.backend = "mpi";
+           config.validate();
+         });
        }},
   };
   return table;

@@ -77,6 +77,8 @@ struct TokenizerTrainResult {
   /// output_dir/checkpoint.safetensors, what resume continues from (empty when nothing was
   /// trained).
   std::filesystem::path training_checkpoint{};
+  /// False on the ranks > 0 of a data-parallel job: they train, and rank 0 writes and evaluates.
+  bool writes_files = true;
 };  ///< What train_tokenizer measured and wrote.
 
 /// Trains as configured (see the top of this header). Throws tessera::Error for an invalid config,

@@ -1,15 +1,18 @@
 #pragma once
 // The training loop: optimizer, learning-rate schedule, gradient accumulation and clipping, EMA,
 // bf16 autocast, seeded data order, atomic checkpoints with bit-identical resume, a stop on a
-// non-finite loss, JSONL metrics and a progress bar.
+// non-finite loss, JSONL metrics and a progress bar; data-parallel over several processes when
+// started by torchrun or `tessera train --nproc N` (Note [Data-parallel training]).
 //
 // output_dir receives:
 //   config.json          the TrainerConfig (written at the start), or what set_config_json() gave
 //   checkpoint.safetensors  the whole training state, every checkpoint_every steps and at exit
 //                        (see Note [Training checkpoints])
 //   metrics.jsonl        one JSON object per log interval: step, loss, the task's loss terms,
-//                        lr, grad_norm, examples_per_second, steps_per_second, elapsed_seconds
-//                        (a resumed run first drops the lines after its checkpoint's step)
+//                        lr, grad_norm, examples_per_second, steps_per_second, elapsed_seconds;
+//                        in a job of several processes also ranks and
+//                        all_reduce_wait_seconds_per_step (a resumed run first drops the lines
+//                        after its checkpoint's step)
 //   weights.safetensors  at the end: the parameters and buffers with the task's metadata;
 //   weights_ema.safetensors  the same with the EMA parameters, when EMA is enabled
 //
@@ -26,11 +29,40 @@
 // One safetensors file, written atomically (temporary file, fsync, rename: see Note [Atomic
 // writes]), so a crash mid-save leaves the previous checkpoint intact. Tensors:
 //   param/<name>, buffer/<name>, ema/<name>, optim/<parameter>.<state>,
-//   rng/task, rng/cpu (LibTorch's default CPU generator), rng/cuda (when CUDA is initialised)
-// Metadata: tessera.format, tessera.step, tessera.ema_updates, tessera.trainer_config (JSON), and
+//   rng/task, rng/cpu (LibTorch's default CPU generator), rng/cuda (when CUDA is initialised);
+//   in a job of several processes also rng/ranks/task, rng/ranks/cpu and distributed/bucket_order
+//   (Note [Data-parallel training])
+// Metadata: tessera.format, tessera.step, tessera.ema_updates, tessera.trainer_config (JSON),
+// tessera.world_size, and
 // the task's metadata under its own keys. Resuming restores all of it, so N steps, a restart, and
 // N more steps give the same bits as 2N steps straight (on the same machine, thread count and
 // LibTorch build: floating-point reductions are not associative).
+//
+// Note [Data-parallel training]
+// When the environment names a job of W > 1 processes (distributed/distributed_environment.h),
+// the trainer meets the other ranks (distributed/process_group.h) and trains data-parallel:
+//   - at the start every rank must hold the same TrainerConfig, parameter names and shapes, data
+//     set size and task metadata (else every rank stops, naming the ones that differ), and rank
+//     0's parameters and buffers are broadcast, so that all ranks start from the same weights;
+//   - batch_size stays per rank: a micro-batch of the job is G = W·batch_size examples, positions
+//     [k·G, (k+1)·G) of the epoch's permutation of Note [Seeded data order] (K = ⌊N / G⌋), and
+//     rank r takes [k·G + r·B, k·G + (r+1)·B): every example once per epoch across the ranks, and
+//     with W = 1 the order above;
+//   - rank r draws from its own task generator, derive_seed(derive_seed(seed, 1), r) for r > 0
+//     (rank 0 keeps the one-process stream);
+//   - the last micro-batch's gradients are averaged over the ranks while the backward pass runs
+//     (Note [Gradient buckets]); clipping, the optimizer and the EMA then see identical gradients
+//     on every rank, so the weights stay identical, and the clipped norm is the global one;
+//   - the logged loss and terms are the means over the ranks; only rank 0 writes files
+//     (config.json, metrics.jsonl, checkpoints, weights); the checkpoint also holds every rank's
+//     generator states (rng/ranks/task, rng/ranks/cpu), the gradient buckets' order
+//     (distributed/bucket_order: the order of each element's sum over the ranks depends on it)
+//     and tessera.world_size, and a resume with another number of ranks is refused (the data
+//     order and streams depend on it);
+//   - a rank that fails reports why before it exits, and the others stop within
+//     distributed.timeout_seconds naming it (Note [Naming the failed rank]).
+// A run of W ranks with batch_size B thus takes the steps of one process with batch_size W·B,
+// up to the order of floating-point sums, when the task's loss draws nothing at random.
 
 #include <ATen/core/Tensor.h>
 
@@ -42,6 +74,8 @@
 #include <utility>
 
 #include "tessera/core/config.h"
+#include "tessera/distributed/gradient_all_reduce.h"
+#include "tessera/distributed/process_group.h"
 #include "tessera/train/ema.h"
 #include "tessera/train/lr_schedule.h"
 #include "tessera/train/optimizer.h"
@@ -68,6 +102,7 @@ struct TrainerConfig {
   bool resume = true;
   int64_t threads = 0;  ///< intra-op threads; 0 keeps LibTorch's default
   bool progress_bar = true;  ///< show a progress bar
+  DistributedConfig distributed{};  ///< a run of several processes (Note [Data-parallel training])
 
   template <class Visitor>
   void visit(Visitor& v) {
@@ -86,6 +121,7 @@ struct TrainerConfig {
     v("resume", resume);
     v("threads", threads);
     v("progress_bar", progress_bar);
+    v("distributed", distributed);
   }  ///< Lists the fields for the config reader and writer (core/config.h).
   void validate() const;  ///< Throws tessera::Error naming the first invalid field.
 };  ///< The training loop's settings.
@@ -97,6 +133,10 @@ struct TrainResult {
   double final_loss = 0;   ///< mean loss of the last log interval
   std::filesystem::path checkpoint{};  ///< the last checkpoint written
   std::filesystem::path weights{};  ///< empty unless the run reached config.steps
+  /// False on the ranks > 0 of a data-parallel job, which write no files (rank 0 does).
+  bool writes_files = true;
+  /// Seconds the last micro-batches waited for the gradients' all-reduce (0 in one process).
+  double all_reduce_wait_seconds = 0;
 };  ///< What Trainer::run did.
 
 /// The epoch permutation of Note [Seeded data order].
@@ -105,7 +145,8 @@ at::Tensor epoch_permutation(uint64_t seed, int64_t epoch, int64_t dataset_size)
 class Trainer {
  public:
   /// Validates the config, sets the thread count and builds the optimizer and EMA over the task's
-  /// parameters. The task must outlive the trainer.
+  /// parameters; in a job of several processes, meets the other ranks and checks that they agree
+  /// (Note [Data-parallel training]). The task must outlive the trainer.
   Trainer(TrainerConfig config, TrainingTask& task);
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -123,6 +164,13 @@ class Trainer {
 
   int64_t step() const { return step_; }  ///< Optimizer steps done.
   const TrainerConfig& config() const { return config_; }  ///< The configuration it was built from.
+  int64_t rank() const { return group_ ? group_->rank() : 0; }  ///< This process's rank.
+  /// The number of processes training together (1 without a job).
+  int64_t world_size() const { return group_ ? group_->world_size() : 1; }
+  /// Whether this process writes the run's files (rank 0); front ends write theirs only then.
+  bool writes_files() const { return rank() == 0; }
+  /// The job's process group, or null in a run of one process.
+  const std::shared_ptr<ProcessGroup>& process_group() const { return group_; }
   Optimizer& optimizer() { return *optimizer_; }  ///< The optimizer.
   /// Null when EMA is disabled.
   const ExponentialMovingAverage* ema() const { return ema_.get(); }
@@ -135,6 +183,8 @@ class Trainer {
 
  private:
   at::Tensor micro_batch_indices(int64_t micro_batch);
+  void check_ranks_agree();
+  TrainResult run_steps(std::optional<int64_t> stop_at);
 
   TrainerConfig config_;
   std::optional<nlohmann::json> config_json_;
@@ -142,6 +192,8 @@ class Trainer {
   std::map<std::string, at::Tensor> parameters_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<ExponentialMovingAverage> ema_;
+  std::shared_ptr<ProcessGroup> group_;
+  std::unique_ptr<GradientAllReduce> gradients_;
   at::Generator task_generator_;
   int64_t step_ = 0;
   int64_t cached_epoch_ = -1;
