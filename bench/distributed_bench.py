@@ -5,7 +5,8 @@
         --tessera build/bin/tessera --out build/bench/distributed.json
 
 Trains the shipped MaskGIT recipe (configs/generator/maskgit_fashion_mnist.json, its tokenizer
-from models/) for a few steps in each setting, every one started fresh in a scratch folder:
+from models/; the first 8,192 training images) for 60 steps in each setting, every one started
+fresh in a scratch folder:
 one process with 2 intra-op threads and with 1, and 2 ranks of 1 thread each (`--nproc 2`, c10d's
 Gloo on loopback) at each bucket size. From the last metrics line (the steps after the first log
 interval, so start-up is excluded) it takes steps/s and examples/s (the job's: 2 ranks process
@@ -19,6 +20,7 @@ scaling, which needs more cores or machines than ranks' threads.
 """
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -30,8 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference_sample import cpu_info  # noqa: E402
 
 
-def run(tessera, base_config, steps, batch, ranks, threads, bucket_mb, scratch):
+def run(tessera, base_config, steps, batch, train_images, ranks, threads, bucket_mb, scratch):
     config = json.loads(json.dumps(base_config))
+    config.setdefault("data", {})["train_images"] = train_images
     trainer = config["trainer"]
     trainer["steps"] = steps
     trainer["batch_size"] = batch
@@ -68,20 +71,26 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tessera", default="build/bin/tessera")
     parser.add_argument("--config", default="configs/generator/maskgit_fashion_mnist.json")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=32, help="examples per rank and step")
+    parser.add_argument("--train-images", type=int, default=8192,
+                        help="the first N training images (every rank encodes them first)")
     parser.add_argument("--buckets", default="1,5,25", help="bucket sizes in MB, at 2 ranks")
     parser.add_argument("--out", default="build/bench/distributed.json")
     args = parser.parse_args()
 
     with open(args.config) as f:
         base = json.load(f)
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    version = subprocess.run([args.tessera, "--version"], check=True, capture_output=True,
+                             text=True).stdout.strip()
     rows = []
     with tempfile.TemporaryDirectory(prefix="tessera_distributed_bench_") as scratch:
         settings = [(1, 2, 25), (1, 1, 25)]
         settings += [(2, 1, float(b)) for b in args.buckets.split(",")]
         for ranks, threads, bucket in settings:
-            row = run(args.tessera, base, args.steps, args.batch, ranks, threads, bucket, scratch)
+            row = run(args.tessera, base, args.steps, args.batch, args.train_images, ranks, threads,
+                      bucket, scratch)
             rows.append(row)
             print(f"ranks {ranks} x {threads} thread(s)"
                   + (f", buckets {bucket:g} MB" if ranks > 1 else "")
@@ -100,8 +109,10 @@ def main():
           f"(best bucket size {chosen['bucket_megabytes']:g} MB); on 2 cores this is overhead, "
           "not scaling")
     result = {"generated_by": "bench/distributed_bench.py", "command": sys.argv,
+              "started_utc": started, "tessera": version,
               "machine": {"cpu": cpu_info(), "logical_cpus": os.cpu_count()},
               "config": args.config, "steps": args.steps, "batch_per_rank": args.batch,
+              "train_images": args.train_images,
               "rows": rows, "best_bucket_megabytes": chosen["bucket_megabytes"]}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
