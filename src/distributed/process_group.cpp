@@ -22,8 +22,11 @@
 //     smart pointer's size does not depend on its pointee, so sizeof(ProcessGroupGloo), which
 //     this file's make_intrusive allocates, and every member offset are the same with either
 //     gloo version;
-//   - the smart pointers' deleters are bound where the objects are made, inside libtorch_cpu, so
-//     no gloo destructor is compiled here;
+//   - those smart pointers are made and destroyed only by libtorch_cpu's code: a shared_ptr binds
+//     its deleter where it is made, and the destructors that release the unique_ptrs
+//     (~ProcessGroupGloo, declared in the header, and SendWork's and RecvWork's implicit ones,
+//     emitted with their vtables beside their key function wait()) are all defined in the
+//     library, so no gloo destructor is compiled here;
 //   - the header's inline code that touches gloo (GlooStore, a ::gloo::rendezvous::Store
 //     subclass defined inline; setTimeout(), which calls gloo::Context::setTimeout) is never
 //     used here: this file constructs no GlooStore and sets timeouts through Options only, so no

@@ -319,4 +319,41 @@ TEST(DataParallel, TesseraTrainTokenizerWithNprocTwoRunsEndToEnd) {
   fs::remove_all(dir);
 }
 
+TEST(DataParallel, TesseraTrainWithNprocTwoTrainsAGeneratorEndToEnd) {
+  skip_without_gloo();
+  if (!fs::exists(tessera::default_fashion_mnist_directory() / "train-images-idx3-ubyte.gz")) {
+    TESSERA_SKIP_FOR_MISSING("Fashion-MNIST at " << tessera::default_fashion_mnist_directory());
+  }
+  const fs::path dir = fresh_dir("nproc_generator");
+  // The shipped MaskGIT recipe on 256 images for 2 steps, with a short timeout.
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(
+      tessera::testing::source_dir() / "configs/generator/maskgit_fashion_mnist.json"));
+  config["tokenizer"] =
+      (tessera::testing::source_dir() / config["tokenizer"].get<std::string>()).string();
+  config["data"]["train_images"] = 256;
+  config["trainer"]["steps"] = 2;
+  config["trainer"]["batch_size"] = 8;
+  config["trainer"]["log_every"] = 1;
+  config["trainer"]["checkpoint_every"] = 0;
+  config["trainer"]["progress_bar"] = false;
+  std::ofstream(dir / "config.json") << config.dump();
+  const auto exits = run_ranks(tessera::testing::binary_dir() / "bin" / "tessera", 0,
+                               {{"train", "--config", (dir / "config.json").string(), "--out",
+                                 (dir / "out").string(), "--nproc", "2", "--dist-timeout", "60",
+                                 "--threads", "1"}},
+                               dir);
+  ASSERT_EQ(exits[0].status, 0) << exits[0].log;
+  EXPECT_TRUE(fs::exists(dir / "out" / "generator.safetensors"));
+  // Rank 0 alone reports (once).
+  const std::string report = "trained steps 0..2";
+  const size_t first = exits[0].log.find(report);
+  EXPECT_NE(first, std::string::npos) << exits[0].log;
+  EXPECT_EQ(exits[0].log.find(report, first + 1), std::string::npos) << exits[0].log;
+  std::ifstream metrics(dir / "out" / "metrics.jsonl");
+  std::string line, last;
+  while (std::getline(metrics, line)) last = line;
+  EXPECT_EQ(nlohmann::json::parse(last).at("ranks").get<int64_t>(), 2);
+  fs::remove_all(dir);
+}
+
 }  // namespace
