@@ -5,10 +5,13 @@
 // or differently configured rank stops the others with an error naming it, within the timeout;
 // a resumed job equals an uninterrupted one.
 #include <ATen/ATen.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,9 +50,18 @@ fs::path fresh_dir(const std::string& name) {
   return dir;
 }
 
+// A port the kernel reports free now (what `--nproc` does too), so that suites running in parallel
+// never share a store.
 int next_port() {
-  static int port = 29000 + static_cast<int>(::getpid() % 2000) * 2;
-  return ++port;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  close(fd);
+  return ntohs(address.sin_port);
 }
 
 struct Exit {
