@@ -43,6 +43,9 @@ bench: build
 	  [ -x "$$b" ] || continue; echo "== $$b"; "$$b" --out $(BUILD_DIR)/bench; done
 	@echo "== bench/python_attention_bench.py"; venv=$$(scripts/bootstrap) && \
 	  PYTHONPATH=$(BUILD_DIR)/python $$venv/bin/python bench/python_attention_bench.py --out $(BUILD_DIR)/bench
+	@echo "== bench/distributed_bench.py"; venv=$$(scripts/bootstrap) && \
+	  $$venv/bin/python bench/distributed_bench.py --tessera $(BUILD_DIR)/bin/tessera \
+	    --out $(BUILD_DIR)/bench/distributed.json
 
 # The test suites built with AddressSanitizer and UndefinedBehaviorSanitizer into $(SANITIZE_DIR)
 # (the library included; LibTorch itself is not instrumented). Any report fails the run. Every
