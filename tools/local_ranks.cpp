@@ -75,8 +75,14 @@ int run_local_ranks(int nproc, const std::vector<std::string>& arguments, double
   const std::string program = "/proc/self/exe";
   const int port = free_loopback_port();
   std::vector<std::string> inherited;
-  for (char** variable = environ; *variable != nullptr; ++variable)
-    inherited.emplace_back(*variable);
+  for (char** variable = environ; *variable != nullptr; ++variable) {
+    const std::string entry = *variable;
+    // The ranks' own values below replace any left in this environment (getenv reads the first).
+    const bool ours = entry.starts_with("RANK=") || entry.starts_with("LOCAL_RANK=") ||
+                      entry.starts_with("WORLD_SIZE=") || entry.starts_with("LOCAL_WORLD_SIZE=") ||
+                      entry.starts_with("MASTER_ADDR=") || entry.starts_with("MASTER_PORT=");
+    if (!ours) inherited.push_back(entry);
+  }
 
   std::map<pid_t, int> ranks;  // pid -> rank
   for (int rank = 0; rank < nproc; ++rank) {
