@@ -403,6 +403,14 @@ TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
     }
     optimizer_->step(parameters_, lr);
     if (ema_) ema_->update(parameters_);
+    if (group_) {
+      // Buffers (batch-norm statistics, EMA codebooks) follow rank 0's updates, as under
+      // PyTorch DDP's broadcast_buffers (Note [Data-parallel training]).
+      for (auto& [name, b] : task_.buffers()) {
+        at::Tensor data = b.detach();
+        group_->broadcast(data, 0);
+      }
+    }
     ++step_;
     if (progress) progress->advance();
 

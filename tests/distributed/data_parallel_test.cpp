@@ -161,7 +161,10 @@ void expect_two_ranks_equal_one_process(const std::string& name, int64_t accumul
   }
   const auto single = run_ranks(worker(), 0, {{one.string(), steps, "8", acc}}, one);
   ASSERT_EQ(single[0].status, 0) << single[0].log;
-  const auto a = weights_in(two), b = weights_in(one);
+  auto a = weights_in(two), b = weights_in(one);
+  // The parameters, not the running-mean buffer: the job's follows rank 0's shard only.
+  a.erase("running_mean");
+  b.erase("running_mean");
   const double difference = max_difference(a, b);
   std::printf("2 ranks x batch 4 vs 1 process x batch 8, accumulation %lld: max |diff| %.3g\n",
               static_cast<long long>(accumulation), difference);
@@ -187,6 +190,29 @@ TEST(DataParallel, TwoRanksEndWithTheParametersOfOneProcessOnTheGlobalBatch) {
 TEST(DataParallel, TwoRanksWithGradientAccumulationEqualOneProcess) {
   skip_without_gloo();
   expect_two_ranks_equal_one_process("accumulation", 2);
+}
+
+TEST(DataParallel, EveryRankEndsWithRankZerosBuffers) {
+  skip_without_gloo();
+  // Each rank updates its running mean from its own shard; after every step rank 0's replaces the
+  // others' (DDP's broadcast_buffers), so the files agree, and rank 1's own updates are gone.
+  const fs::path dir = fresh_dir("buffers");
+  for (const Exit& e : run_ranks(worker(), 2, {{dir.string(), "5", "4", "1"}}, dir)) {
+    ASSERT_EQ(e.status, 0) << e.log;
+  }
+  auto read = [&](int rank) {
+    std::ifstream in(dir / ("buffer_rank" + std::to_string(rank) + ".txt"));
+    std::vector<double> values;
+    double v = 0;
+    while (in >> v) values.push_back(v);
+    return values;
+  };
+  const auto rank0 = read(0), rank1 = read(1);
+  ASSERT_EQ(rank0.size(), 6u);
+  EXPECT_EQ(rank0, rank1);
+  // Moved from rank 0's start (all zeros) by five updates: the broadcast carries real updates.
+  EXPECT_GT(std::abs(rank0[0]), 1e-3);
+  fs::remove_all(dir);
 }
 
 TEST(DataParallel, EachRankSeesADisjointShardAndTogetherTheEpoch) {

@@ -7,6 +7,7 @@
 // MODE: kill (SIGKILL: no report, like an OOM kill), throw (a tessera::Error, reported), hang
 // (silent for 25 s, then exits).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <chrono>
 #include <csignal>
@@ -40,6 +41,18 @@ class RegressionTask : public tessera::TrainingTask {
     parameters_["layer2.bias"] = at::zeros({1}).requires_grad_(true);
     // Never used by the loss: its .grad must stay undefined on every rank.
     parameters_["unused"] = at::ones({3}).requires_grad_(true);
+    // A running mean of the inputs each rank updates from its own shard (as batch norm does),
+    // started differently on each rank.
+    buffers_["running_mean"] = at::full({6}, static_cast<float>(rank));
+  }
+
+  std::map<std::string, at::Tensor> buffers() override { return buffers_; }
+  /// Writes this rank's buffer, so the test can compare the ranks'.
+  void write_buffer(const std::string& path) {
+    std::ofstream out(path);
+    out.precision(9);
+    const at::Tensor b = buffers_["running_mean"].contiguous();
+    for (int64_t i = 0; i < b.numel(); ++i) out << b.data_ptr<float>()[i] << ' ';
   }
 
   std::map<std::string, at::Tensor> parameters() override { return parameters_; }
@@ -63,6 +76,10 @@ class RegressionTask : public tessera::TrainingTask {
       log << '\n';
     }
     const at::Tensor x = inputs_.index_select(0, indices);
+    {
+      at::NoGradGuard no_grad;
+      buffers_["running_mean"].mul_(0.9).add_(x.mean(0), 0.1);
+    }
     const at::Tensor y = targets_.index_select(0, indices);
     const at::Tensor hidden =
         at::tanh(at::linear(x, parameters_["layer1.weight"], parameters_["layer1.bias"]));
@@ -82,6 +99,7 @@ class RegressionTask : public tessera::TrainingTask {
   int64_t rank_;
   at::Tensor inputs_, targets_;
   std::map<std::string, at::Tensor> parameters_;
+  std::map<std::string, at::Tensor> buffers_;
   std::string fail_mode_ = "none";
   int64_t fail_call_ = -1;
   int64_t calls_ = 0;
@@ -143,6 +161,8 @@ int main(int argc, char** argv) {
     }
     tessera::Trainer trainer(config, task);
     trainer.run(stop_at);
+    task.write_buffer(config.output_dir + "/buffer_rank" + std::to_string(environment.rank) +
+                      ".txt");
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "worker error: %s\n", e.what());

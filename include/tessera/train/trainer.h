@@ -53,6 +53,9 @@
 //   - the last micro-batch's gradients are averaged over the ranks while the backward pass runs
 //     (Note [Gradient buckets]); clipping, the optimizer and the EMA then see identical gradients
 //     on every rank, so the weights stay identical, and the clipped norm is the global one;
+//   - buffers (batch-norm statistics, EMA codebooks, usage counters) are updated by each rank from
+//     its own shard and then replaced by rank 0's after every step, as PyTorch DDP's
+//     broadcast_buffers does: the ranks stay identical, and the buffers see rank 0's shard only;
 //   - the logged loss and terms are the means over the ranks; only rank 0 writes files
 //     (config.json, metrics.jsonl, checkpoints, weights); the checkpoint also holds every rank's
 //     generator states (rng/ranks/task, rng/ranks/cpu), the gradient buckets' order
@@ -62,7 +65,8 @@
 //   - a rank that fails reports why before it exits, and the others stop within
 //     distributed.timeout_seconds naming it (Note [Naming the failed rank]).
 // A run of W ranks with batch_size B thus takes the steps of one process with batch_size W·B,
-// up to the order of floating-point sums, when the task's loss draws nothing at random.
+// up to the order of floating-point sums, when the task's loss draws nothing at random and
+// updates no buffers.
 
 #include <ATen/core/Tensor.h>
 
