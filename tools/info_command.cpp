@@ -15,6 +15,18 @@ namespace tessera::cli {
 
 namespace {
 
+// One transformer stack's line: "  <label>: N blocks, width W, H heads, L positions (segments …)".
+void print_stack(const char* label, const BackboneConfig& stack) {
+  std::printf("  %s: %lld blocks%s, width %lld, %lld heads, %lld positions (segments %s)\n", label,
+              static_cast<long long>(stack.depth),
+              stack.branch_blocks > 0
+                  ? fmt::format(" + {} branch blocks", stack.branch_blocks).c_str()
+                  : "",
+              static_cast<long long>(stack.width), static_cast<long long>(stack.num_heads),
+              static_cast<long long>(stack.max_length()),
+              fmt::format("{}", fmt::join(stack.segments, "+")).c_str());
+}
+
 // `tessera info --preset NAME`: the preset's architecture and parameter counts (from the configs,
 // nothing is allocated), against the published size.
 void run_info_preset(const std::string& name) {
@@ -23,23 +35,9 @@ void run_info_preset(const std::string& name) {
   const int64_t backbone = g.backbone.parameter_count();
   const int64_t total = transformer_parameter_count(g);
   std::printf("%s: %s\n", preset.name.c_str(), preset.description.c_str());
-  std::printf("  backbone: %lld blocks%s, width %lld, %lld heads, %lld positions (segments %s)\n",
-              static_cast<long long>(g.backbone.depth),
-              g.backbone.branch_blocks > 0
-                  ? fmt::format(" + {} branch blocks", g.backbone.branch_blocks).c_str()
-                  : "",
-              static_cast<long long>(g.backbone.width),
-              static_cast<long long>(g.backbone.num_heads),
-              static_cast<long long>(g.backbone.max_length()),
-              fmt::format("{}", fmt::join(g.backbone.segments, "+")).c_str());
+  print_stack("backbone", g.backbone);
   const int64_t decoder = g.decoder ? g.decoder->parameter_count() : 0;
-  if (g.decoder) {
-    std::printf("  decoder: %lld blocks, width %lld, %lld heads, %lld positions (segments %s)\n",
-                static_cast<long long>(g.decoder->depth), static_cast<long long>(g.decoder->width),
-                static_cast<long long>(g.decoder->num_heads),
-                static_cast<long long>(g.decoder->max_length()),
-                fmt::format("{}", fmt::join(g.decoder->segments, "+")).c_str());
-  }
+  if (g.decoder) print_stack("decoder", *g.decoder);
   std::printf("  parameters: %lld backbone + %s%lld head%s = %lld (%.1f M; %s %.1f M)\n",
               static_cast<long long>(backbone),
               g.decoder ? fmt::format("{} decoder + ", decoder).c_str() : "",

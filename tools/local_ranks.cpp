@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <thread>
@@ -64,6 +65,23 @@ std::vector<std::string> without_nproc(const std::vector<std::string>& arguments
     out.push_back(arguments[i]);
   }
   return out;
+}
+
+void add_nproc_option(CLI::App& command, int& nproc) {
+  command
+      .add_option("--nproc", nproc,
+                  "train data-parallel as this many processes on this machine (each the "
+                  "config's batch_size); under torchrun leave it out")
+      ->check(CLI::Range(1, 1024));
+}
+
+bool ran_as_local_ranks(int nproc, const std::vector<std::string>& arguments,
+                        double distributed_timeout_seconds) {
+  if (nproc <= 1) return false;
+  const int status =
+      run_local_ranks(nproc, without_nproc(arguments), distributed_timeout_seconds + 30);
+  if (status != 0) std::exit(status);
+  return true;
 }
 
 int run_local_ranks(int nproc, const std::vector<std::string>& arguments, double grace_seconds) {

@@ -1,13 +1,13 @@
 // `tessera train`: trains a generator (tokenizer frozen; backbone, head and schedule from the
 // config), resuming from its checkpoint.
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "command.h"
 #include "local_ranks.h"
 #include "tessera/core/config.h"
+#include "tessera/distributed/process_group.h"
 #include "tessera/train/generator_training.h"
 
 namespace tessera::cli {
@@ -65,24 +65,16 @@ void setup_train(CLI::App& app, const CommandContext& context) {
   train->add_option("--threads", options->threads, "intra-op threads, 0 = LibTorch's default");
   train->add_flag("--fresh", options->fresh,
                   "start from scratch even when <out>/checkpoint.safetensors exists (default: resume)");
-  train
-      ->add_option("--nproc", options->nproc,
-                   "train data-parallel as this many processes on this machine (each the "
-                   "config's batch_size); under torchrun leave it out")
-      ->check(CLI::Range(1, 1024));
+  add_nproc_option(*train, options->nproc);
   train
       ->add_option("--dist-timeout", options->timeout,
                    "seconds after which a rank that died or hangs stops the others (default: the "
                    "config's trainer.distributed.timeout_seconds)")
       ->check(CLI::PositiveNumber);
   train->callback([options, arguments = context.arguments] {
-    if (options->nproc > 1) {
-      const double grace = options->timeout > 0 ? options->timeout + 30 : 330;
-      const int status = run_local_ranks(options->nproc, without_nproc(arguments), grace);
-      if (status != 0) std::exit(status);
-      return;
-    }
-    run_train(*options);
+    const double timeout =
+        options->timeout > 0 ? options->timeout : DistributedConfig{}.timeout_seconds;
+    if (!ran_as_local_ranks(options->nproc, arguments, timeout)) run_train(*options);
   });
 }
 

@@ -1,13 +1,13 @@
 // `tessera train-tokenizer`: trains a tokenizer as configured and prints the test split's
 // reconstruction metrics.
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "command.h"
 #include "local_ranks.h"
 #include "tessera/core/config.h"
+#include "tessera/distributed/process_group.h"
 #include "tessera/tokenizer/tokenizer_training.h"
 #include "tessera/train/tokenizer_task.h"
 
@@ -64,19 +64,12 @@ void setup_train_tokenizer(CLI::App& app, const CommandContext& context) {
   command->add_flag("--resume", options->resume,
                     "continue from <out>/checkpoint.safetensors (the whole training state) if "
                     "it exists");
-  command
-      ->add_option("--nproc", options->nproc,
-                   "train data-parallel as this many processes on this machine (each the "
-                   "config's batch_size); under torchrun leave it out")
-      ->check(CLI::Range(1, 1024));
+  add_nproc_option(*command, options->nproc);
   command->callback([options, arguments = context.arguments] {
-    if (options->nproc > 1) {
-      // The tokenizer config keeps the default distributed timeout (300 s), plus a margin.
-      const int status = run_local_ranks(options->nproc, without_nproc(arguments), 330);
-      if (status != 0) std::exit(status);
-      return;
+    // The tokenizer's trainer keeps the default distributed settings.
+    if (!ran_as_local_ranks(options->nproc, arguments, DistributedConfig{}.timeout_seconds)) {
+      run_train_tokenizer(*options);
     }
-    run_train_tokenizer(*options);
   });
 }
 

@@ -77,7 +77,6 @@ void GradientAllReduce::arm() {
   for (Slot& slot : slots_) slot.arrived = false;
   for (Bucket& bucket : buckets_) {
     bucket.arrived = 0;
-    bucket.started = false;
   }
 }
 
@@ -110,7 +109,6 @@ void GradientAllReduce::start_ready_buckets() {
 
 void GradientAllReduce::start(Bucket& bucket) {
   bucket.pending = group_->start_all_reduce_sum(bucket.flat);
-  bucket.started = true;
 }
 
 void GradientAllReduce::finish() {
@@ -140,8 +138,7 @@ void GradientAllReduce::finish() {
   start_ready_buckets();
   const auto start_wait = std::chrono::steady_clock::now();
   for (Bucket& bucket : buckets_) bucket.pending.wait();
-  const at::Tensor flags_device = has_gradient.to(slots_.front().parameter.device());
-  at::Tensor flags_sum = flags_device.clone();
+  at::Tensor flags_sum = has_gradient.to(slots_.front().parameter.device());
   group_->all_reduce_sum(flags_sum);
   wait_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_wait).count();
@@ -159,7 +156,7 @@ void GradientAllReduce::finish() {
                                .view_as(slot.parameter);
     slot.parameter.mutable_grad() = sum.div(ranks);
   }
-  if (!rebuilt_) {
+  if (order_.empty()) {
     // Note [Gradient buckets]: rank 0's arrival order, then the parameters it did not see.
     std::vector<int64_t> order(arrival_order_.begin(), arrival_order_.end());
     std::vector<bool> seen(slots_.size(), false);
@@ -177,7 +174,6 @@ void GradientAllReduce::finish() {
     }
     build_buckets(rebuilt);
     order_.assign(rebuilt.begin(), rebuilt.end());
-    rebuilt_ = true;
   }
 }
 
@@ -201,7 +197,6 @@ void GradientAllReduce::use_order(const std::vector<int64_t>& order) {
   }
   build_buckets(indices);
   order_ = order;
-  rebuilt_ = true;
 }
 
 double GradientAllReduce::take_wait_seconds() {

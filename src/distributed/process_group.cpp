@@ -220,6 +220,10 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const DistributedEnvironment
   return std::shared_ptr<ProcessGroup>(new ProcessGroup(std::move(state)));
 }
 
+void ProcessGroup::check_usable() const {
+  TESSERA_CHECK(!state_->failed, "ProcessGroup: a collective already failed; the job must stop");
+}
+
 int64_t ProcessGroup::rank() const { return state_->environment.rank; }
 int64_t ProcessGroup::world_size() const { return state_->environment.world_size; }
 std::string ProcessGroup::backend_name() const { return state_->backend_name; }
@@ -230,7 +234,7 @@ void ProcessGroup::all_reduce_sum(at::Tensor& tensor) {
 }
 
 ProcessGroup::Pending ProcessGroup::start_all_reduce_sum(at::Tensor tensor) {
-  TESSERA_CHECK(!state_->failed, "ProcessGroup: a collective already failed; the job must stop");
+  check_usable();
   TESSERA_CHECK(tensor.is_contiguous(),
                 "ProcessGroup::all_reduce_sum: the tensor must be "
                 "contiguous");
@@ -250,7 +254,7 @@ ProcessGroup::Pending ProcessGroup::start_all_reduce_sum(at::Tensor tensor) {
 }
 
 void ProcessGroup::broadcast(at::Tensor& tensor, int64_t root) {
-  TESSERA_CHECK(!state_->failed, "ProcessGroup: a collective already failed; the job must stop");
+  check_usable();
   TESSERA_CHECK(root >= 0 && root < world_size(),
                 "ProcessGroup::broadcast: root {} is not a "
                 "rank of {}",
@@ -267,7 +271,7 @@ void ProcessGroup::broadcast(at::Tensor& tensor, int64_t root) {
 }
 
 at::Tensor ProcessGroup::all_gather(const at::Tensor& tensor) {
-  TESSERA_CHECK(!state_->failed, "ProcessGroup: a collective already failed; the job must stop");
+  check_usable();
   std::vector<at::Tensor> inputs{tensor.contiguous()};
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int64_t r = 0; r < world_size(); ++r) outputs[0].push_back(at::empty_like(inputs[0]));
@@ -282,7 +286,7 @@ at::Tensor ProcessGroup::all_gather(const at::Tensor& tensor) {
 }
 
 void ProcessGroup::require_agreement(const std::string& what, const std::string& value) {
-  TESSERA_CHECK(!state_->failed, "ProcessGroup: a collective already failed; the job must stop");
+  check_usable();
   const std::string prefix = fmt::format("tessera/agree/{}/", state_->agreements++);
   std::vector<std::string> values(static_cast<size_t>(world_size()));
   try {

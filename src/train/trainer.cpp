@@ -143,20 +143,20 @@ Trainer::Trainer(TrainerConfig config, TrainingTask& task)
   optimizer_ = make_optimizer(config_.optimizer);
   if (group_) {
     // Every rank starts from rank 0's weights (Note [Data-parallel training]).
-    at::NoGradGuard no_grad;
-    for (auto& [name, p] : parameters_) {
-      at::Tensor data = p.detach();
-      group_->broadcast(data, 0);
-    }
-    for (auto& [name, b] : task_.buffers()) {
-      at::Tensor data = b.detach();
-      group_->broadcast(data, 0);
-    }
+    broadcast_from_rank_zero(parameters_);
+    broadcast_from_rank_zero(task_.buffers());
     gradients_ = std::make_unique<GradientAllReduce>(group_, parameters_,
                                                      config_.distributed.bucket_megabytes);
   }
   if (config_.ema.enabled) {
     ema_ = std::make_unique<ExponentialMovingAverage>(parameters_, config_.ema);
+  }
+}
+
+void Trainer::broadcast_from_rank_zero(const std::map<std::string, at::Tensor>& tensors) {
+  for (const auto& [name, t] : tensors) {
+    at::Tensor data = t.detach();  // the same storage, outside autograd
+    group_->broadcast(data, 0);
   }
 }
 
@@ -330,7 +330,7 @@ TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
   }
   task_.set_training(true);
   const double accumulation = static_cast<double>(config_.accumulation_steps);
-  double loss_sum = 0, grad_norm_sum = 0, all_reduce_sum = 0;
+  double loss_sum = 0, grad_norm_sum = 0, all_reduce_wait_sum = 0;
   int64_t interval_steps = 0;
   std::vector<std::pair<std::string, double>> term_sums;
   auto interval_start = std::chrono::steady_clock::now();
@@ -379,17 +379,7 @@ TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
     }
     if (gradients_) {
       gradients_->finish();
-      all_reduce_sum += gradients_->take_wait_seconds();
-      // The logged loss and terms are the job's: means over the ranks.
-      std::vector<double> values{step_loss};
-      values.insert(values.end(), step_terms.begin(), step_terms.end());
-      at::Tensor summed = at::tensor(values, at::kDouble).to(task_.device());
-      group_->all_reduce_sum(summed);
-      summed = summed.cpu() / static_cast<double>(world_size());
-      step_loss = summed[0].item<double>();
-      for (size_t i = 0; i < step_terms.size(); ++i) {
-        step_terms[i] = summed[static_cast<int64_t>(i) + 1].item<double>();
-      }
+      all_reduce_wait_sum += gradients_->take_wait_seconds();
     }
     const double grad_norm = clip_grad_norm(parameters_, config_.grad_clip_norm);
     if (!std::isfinite(grad_norm)) {
@@ -403,14 +393,9 @@ TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
     }
     optimizer_->step(parameters_, lr);
     if (ema_) ema_->update(parameters_);
-    if (group_) {
-      // Buffers (batch-norm statistics, EMA codebooks) follow rank 0's updates, as under
-      // PyTorch DDP's broadcast_buffers (Note [Data-parallel training]).
-      for (auto& [name, b] : task_.buffers()) {
-        at::Tensor data = b.detach();
-        group_->broadcast(data, 0);
-      }
-    }
+    // Buffers (batch-norm statistics, EMA codebooks) follow rank 0's updates, as under PyTorch
+    // DDP's broadcast_buffers (Note [Data-parallel training]).
+    if (group_) broadcast_from_rank_zero(task_.buffers());
     ++step_;
     if (progress) progress->advance();
 
@@ -421,6 +406,18 @@ TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
     }
     ++interval_steps;
     if (step_ % config_.log_every == 0 || step_ == end_step) {
+      if (group_) {
+        // The logged loss and terms are the job's: the ranks' interval sums, averaged.
+        std::vector<double> sums{loss_sum};
+        for (const auto& [name, sum] : term_sums) sums.push_back(sum);
+        at::Tensor summed = at::tensor(sums, at::kDouble).to(task_.device());
+        group_->all_reduce_sum(summed);
+        summed = summed.cpu() / static_cast<double>(world_size());
+        loss_sum = summed[0].item<double>();
+        for (size_t i = 0; i < term_sums.size(); ++i) {
+          term_sums[i].second = summed[static_cast<int64_t>(i) + 1].item<double>();
+        }
+      }
       const double n = static_cast<double>(interval_steps);
       const double seconds = std::max(1e-9, seconds_since(interval_start));
       nlohmann::json line;
@@ -436,7 +433,7 @@ TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
       line["elapsed_seconds"] = seconds_since(start);
       if (group_) {
         line["ranks"] = world_size();
-        line["all_reduce_wait_seconds_per_step"] = all_reduce_sum / n;
+        line["all_reduce_wait_seconds_per_step"] = all_reduce_wait_sum / n;
       }
       if (writes_files()) {
         metrics << line.dump() << '\n';
@@ -444,8 +441,8 @@ TrainResult Trainer::run_steps(std::optional<int64_t> stop_at) {
       }
       TESSERA_LOG_DEBUG("train {}", line.dump());
       result.final_loss = loss_sum / n;
-      result.all_reduce_wait_seconds += all_reduce_sum;
-      loss_sum = grad_norm_sum = all_reduce_sum = 0;
+      result.all_reduce_wait_seconds += all_reduce_wait_sum;
+      loss_sum = grad_norm_sum = all_reduce_wait_sum = 0;
       for (auto& [name, sum] : term_sums) sum = 0;
       interval_steps = 0;
       interval_start = std::chrono::steady_clock::now();

@@ -80,7 +80,6 @@ class GradientAllReduce {
     at::Tensor flat;
     std::vector<size_t> slots;
     size_t arrived = 0;
-    bool started = false;
     ProcessGroup::Pending pending;
   };
 
@@ -97,8 +96,7 @@ class GradientAllReduce {
   std::vector<size_t> arrival_order_;
   size_t next_bucket_ = 0;
   bool armed_ = false;
-  bool rebuilt_ = false;
-  std::vector<int64_t> order_;
+  std::vector<int64_t> order_;  // rebuilt_order(); empty until the buckets are rebuilt
   double wait_seconds_ = 0;
   std::mutex mutex_;
 };  ///< Bucketed, overlapped all-reduce of a data-parallel step's gradients.

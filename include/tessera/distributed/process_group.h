@@ -104,6 +104,7 @@ class ProcessGroup {
  private:
   struct State;
   explicit ProcessGroup(std::unique_ptr<State> state);
+  void check_usable() const;  // throws once a collective has failed (the invariant above)
   [[noreturn]] void fail(const std::string& operation, const std::string& cause);
   std::unique_ptr<State> state_;
 };  ///< The ranks of a job, c10d's collectives between them, bounded and with named failures.

@@ -188,6 +188,7 @@ class Trainer {
  private:
   at::Tensor micro_batch_indices(int64_t micro_batch);
   void check_ranks_agree();
+  void broadcast_from_rank_zero(const std::map<std::string, at::Tensor>& tensors);
   TrainResult run_steps(std::optional<int64_t> stop_at);
 
   TrainerConfig config_;
